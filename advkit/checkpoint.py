@@ -1,0 +1,128 @@
+"""Checkpoints: safetensors weights plus a JSON sidecar, written atomically.
+
+``NAME.safetensors`` holds the tensors, ``NAME.json`` what is needed to rebuild
+the model: architecture and its parameters, number of classes, input shape,
+normalization, and (from training) the defense recipe, epoch, metrics and
+whether the model is stochastic. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from advkit.errors import UserError
+
+
+def sidecar(path: str | os.PathLike) -> Path:
+    """The JSON file that belongs to a ``.safetensors`` checkpoint."""
+    return Path(path).with_suffix(".json")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Atomically write a safetensors file (shared storage is cloned first)."""
+    from safetensors.torch import save
+
+    clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    atomic_write_bytes(path, save(clean, metadata=meta))
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing or corrupt file is a :class:`UserError`."""
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint file not found: {path}")
+    try:
+        return load(path.read_bytes())
+    except Exception as exc:
+        raise UserError(f"{path} is not a valid safetensors file ({type(exc).__name__}: {exc})") from None
+
+
+def save_checkpoint(model, path: str | os.PathLike, **info) -> Path:
+    """Save an :class:`advkit.models.ImageClassifier` (weights + sidecar) atomically.
+
+    ``info`` adds to the sidecar (defenses, epoch, metrics, ...).
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    meta = dict(model.config()) if hasattr(model, "config") else {}
+    meta.update(info)
+    state = {k: v for k, v in model.state_dict().items()}
+    save_tensors(path, state, {"format": "advkit"})
+    atomic_write_json(sidecar(path), meta)
+    return path
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    side = sidecar(path)
+    if not side.is_file():
+        raise UserError(f"checkpoint {path} has no sidecar {side.name} (architecture and normalization)")
+    try:
+        return json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{side} is not valid JSON: {exc}") from None
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``module`` strictly; a mismatch is one clear :class:`UserError`."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"shape mismatch: {', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}")
+        if missing:
+            parts.append(f"missing: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected: {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        raise UserError(f"weights in {source} do not fit the architecture ({'; '.join(parts)})")
+    module.load_state_dict(state)
+
+
+def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Weights from ``.safetensors`` or a ``.pth``/``.pt`` state dict (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_tensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read weights from {path} ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} does not hold a state dict")
+    return obj

@@ -1,0 +1,197 @@
+"""The ``advkit`` command line: ``list``, ``eval``, ``train``, ``explain`` and plugin commands.
+
+A user error prints one line on stderr and exits with code 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import click
+
+from advkit import __version__
+from advkit.errors import ThreatViolation, UserError
+
+
+class AdvkitGroup(click.Group):
+    """Turns user errors into one line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (UserError, ThreatViolation) as exc:
+            if (ctx.obj or {}).get("debug") or os.environ.get("ADVKIT_DEBUG"):
+                raise
+            kind = "error" if isinstance(exc, UserError) else "threat-model violation"
+            click.echo(f"advkit: {kind}: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("advkit: interrupted", err=True)
+            ctx.exit(130)
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            from advkit.errors import closest
+
+            name = args[0] if args else ""
+            hits = closest(name, self.list_commands(ctx))
+            hint = f"; did you mean {hits[0]!r}?" if hits else ""
+            raise click.UsageError(f"no such command {name!r}{hint}") from None
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"advkit: warning: {message}", err=True)
+
+
+@click.group(cls=AdvkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="advkit")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for every random choice.")
+@click.option("-v", "--verbose", count=True, help="More output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.pass_context
+def cli(ctx, device, seed, verbose, quiet, debug):
+    """Evaluate, train and explain adversarially robust image classifiers."""
+    ctx.obj = {"device": device, "seed": seed, "verbose": verbose, "quiet": quiet, "debug": debug}
+    if not debug:
+        warnings.showwarning = _warning_line
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here (use --device cpu)")
+    if name != "cpu" and not name.startswith("cuda") and name != "mps":
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return name
+
+
+KINDS_ARG = click.Choice(["attacks", "defenses", "explainers", "backbones", "datasets", "plugins"])
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=KINDS_ARG)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(kind, as_json):
+    """Show registered attacks, defenses, explainers, backbones, datasets and plugins."""
+    from advkit.listing import format_listing, list_components
+
+    listing = list_components(kind)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2, default=str))
+    else:
+        click.echo(format_listing(listing), nl=False)
+
+
+def _split_csv(text: str) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+@cli.command("eval")
+@click.option("--model", "-m", default="smallcnn-fmnist", show_default=True, help="Backbone name, timm/NAME, checkpoint path or module:factory.")
+@click.option("--weights", default=None, help="Local weights file for the backbone (.safetensors or .pth).")
+@click.option("--dataset", "-d", default="fmnist-mini", show_default=True, help="Dataset name or image folder.")
+@click.option("--data-dir", default=None, help="Where torchvision datasets live.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
+@click.option("--attacks", "-a", default="pgd,cw,aa", show_default=True, help="Comma-separated attack names.")
+@click.option("--norm", default="Linf", show_default=True, help="Threat norm: Linf, L2 or L1.")
+@click.option("--eps", default=None, help="Budget, e.g. 8/255 or 0.031 (default: the dataset's usual one).")
+@click.option("--attack-opt", "attack_opts", multiple=True, metavar="NAME.PARAM=VALUE", help="Per-attack option, repeatable.")
+@click.option("--n", "n", default=500, show_default=True, type=int, help="Number of test points (first n).")
+@click.option("--batch-size", default=250, show_default=True, type=int)
+@click.option("--independent", is_flag=True, help="Run every attack on every clean-correct point (also reports the cascade).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Write reports and per-sample results here; re-running resumes.")
+@click.option("--eps-sweep", default=None, help="Comma-separated budgets for a robustness curve, e.g. 1/255,2/255,4/255,8/255.")
+@click.option("--audit", is_flag=True, help="Run the sanity checks of Carlini et al. (2019) for gradient masking.")
+@click.option("--eot", default=20, show_default=True, type=int, help="EOT samples for gradient attacks on stochastic models.")
+@click.pass_context
+def eval_cmd(ctx, model, weights, dataset, data_dir, split, attacks, norm, eps, attack_opts, n, batch_size, independent, out, eps_sweep, audit, eot):
+    """Evaluate a model under a suite of attacks (clean, per-attack and worst-case accuracy)."""
+    from advkit.evaluate import evaluate_cli
+
+    opts = ctx.obj
+    evaluate_cli(
+        model=model, weights=weights, dataset=dataset, data_dir=data_dir, split=split,
+        attacks=_split_csv(attacks), norm=norm, eps=eps, attack_opts=attack_opts, n=n,
+        batch_size=batch_size, independent=independent, out=out,
+        eps_sweep=_split_csv(eps_sweep) if eps_sweep else None, audit=audit, eot=eot,
+        device=resolve_device(opts["device"]), seed=opts["seed"], quiet=opts["quiet"],
+        command=" ".join(["advkit", *sys.argv[1:]]),
+    )
+
+
+@cli.command("train")
+@click.option("--model", "-m", default="smallcnn", show_default=True, help="Backbone name, timm/NAME, checkpoint or module:factory.")
+@click.option("--weights", default=None, help="Start from these local weights (.safetensors or .pth).")
+@click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
+@click.option("--data-dir", default=None)
+@click.option("--defense", "defenses", multiple=True, metavar="NAME[:key=value,...]", help="Repeatable; composed at the model/data/adversary/objective points.")
+@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--lr", default=0.1, show_default=True, type=float)
+@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]))
+@click.option("--momentum", default=0.9, show_default=True, type=float)
+@click.option("--weight-decay", default=5e-4, show_default=True, type=float)
+@click.option("--schedule", default="multistep", show_default=True, type=click.Choice(["multistep", "cosine", "constant"]))
+@click.option("--norm", default="Linf", show_default=True)
+@click.option("--eps", default=None, help="Training and validation budget (default: the dataset's usual one).")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="The dataset's usual augmentation (crop + flip for CIFAR-like data).")
+@click.option("--n-train", default=None, type=int, help="Use the first N training images.")
+@click.option("--n-val", default=500, show_default=True, type=int, help="Held-out test images evaluated each epoch.")
+@click.option("--val-attack", default="pgd", show_default=True, help="Attack for the per-epoch robust accuracy ('none' to skip).")
+@click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False))
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.safetensors.")
+@click.pass_context
+def train_cmd(ctx, **kw):
+    """Train a model, optionally with defenses (PGD-AT, TRADES, MART, CSA, PART, LWTA, ...)."""
+    from advkit.train import train_cli
+
+    opts = ctx.obj
+    train_cli(device=resolve_device(opts["device"]), seed=opts["seed"], quiet=opts["quiet"],
+              command=" ".join(["advkit", *sys.argv[1:]]), **kw)
+
+
+@cli.command("explain")
+@click.option("--method", required=True, help="Explainer name (see 'advkit list explainers').")
+@click.option("--model", "-m", default="smallcnn-fmnist", show_default=True)
+@click.option("--weights", default=None)
+@click.option("--compare", default=None, help="A second model, shown side by side.")
+@click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
+@click.option("--data-dir", default=None)
+@click.option("--n", "n", default=16, show_default=True, type=int)
+@click.option("--opt", "opts", multiple=True, metavar="PARAM=VALUE", help="Explainer parameter, repeatable.")
+@click.option("--out", default="runs/explain", show_default=True, type=click.Path(file_okay=False))
+@click.pass_context
+def explain_cmd(ctx, **kw):
+    """Explain a model's predictions and write arrays, figures and a JSON summary."""
+    try:
+        from advkit.explain import explain_cli
+    except ImportError:
+        raise UserError("'advkit explain' is not available yet in this version: no explanation engine is installed") from None
+    opts = ctx.obj
+    explain_cli(device=resolve_device(opts["device"]), seed=opts["seed"], quiet=opts["quiet"], **kw)
+
+
+_commands_loaded = False
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    global _commands_loaded
+    if not _commands_loaded:
+        from advkit.plugins import register_commands
+
+        register_commands(cli)
+        _commands_loaded = True
+    return cli.main(args=argv, prog_name="advkit")

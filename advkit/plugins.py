@@ -1,0 +1,181 @@
+"""The plugin manager: entry-point loading, isolation and the registries filled from hooks.
+
+Plugins are found in the ``advkit`` entry-point group; advkit's own plugins are
+found the same way. ``ADVKIT_LOAD_PLUGINS`` (comma-separated entry-point or
+module names) restricts which load; set but empty, none load. A plugin that
+raises on import or inside a hook is reported by name on stderr and skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+
+import pluggy
+
+from advkit import hookspecs
+from advkit.registry import KINDS, Entry, Registry, introspect, summary_of
+
+GROUP = "advkit"
+
+pm = pluggy.PluginManager("advkit")
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class PluginInfo:
+    """One plugin known to the manager, loaded or failed."""
+
+    name: str
+    module: str
+    package: str
+    version: str
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v or k != "error"}
+
+
+_plugins: dict[str, PluginInfo] = {}
+_module_info: dict[str, PluginInfo] = {}
+_loaded = False
+_registries: dict[str, Registry] = {}
+_debug = os.environ.get("ADVKIT_DEBUG", "") not in ("", "0")
+
+
+def _warn(message: str) -> None:
+    print(f"advkit: {message}", file=sys.stderr)
+    if _debug:
+        traceback.print_exc()
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("ADVKIT_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def load_plugins() -> None:
+    """Load every plugin of the entry-point group once (idempotent)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    allowed = _allowed()
+    for ep in md.entry_points(group=GROUP):
+        dist = getattr(ep, "dist", None)
+        package = dist.metadata["Name"] if dist is not None else ""
+        version = dist.version if dist is not None else ""
+        if allowed is not None and ep.name not in allowed and ep.value not in allowed:
+            continue
+        if ep.name in _plugins:
+            continue
+        info = PluginInfo(ep.name, ep.value, package, version)
+        _plugins[ep.name] = info
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not take advkit down
+            info.error = f"{type(exc).__name__}: {exc}"
+            _warn(f"plugin {ep.name!r} ({ep.value}) failed to load: {info.error}")
+            continue
+        register_plugin(module, info)
+
+
+def register_plugin(module, info: PluginInfo | None = None) -> None:
+    """Register an already imported plugin module (used for entry points and by tests)."""
+    name = getattr(module, "__name__", repr(module))
+    info = info or PluginInfo(name, name, name.split(".")[0], "")
+    _plugins.setdefault(info.name, info)
+    if pm.is_registered(module):
+        return
+    pm.register(module, name=info.name)
+    _module_info[info.name] = info
+    _registries.clear()  # rebuilt with the new plugin on next use
+
+
+def plugins() -> list[PluginInfo]:
+    """Every plugin found, with load errors."""
+    load_plugins()
+    return list(_plugins.values())
+
+
+def _collect(kind: str) -> Registry:
+    load_plugins()
+    reg = Registry(kind)
+    hook = getattr(pm.hook, f"advkit_register_{kind}s")
+    for impl in reversed(hook.get_hookimpls()):  # registration order
+        info = _module_info.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name, "", "")
+
+        def register(name, factory, *, aliases=(), summary=None, _info=info):
+            reg.add(
+                Entry(
+                    kind=kind,
+                    name=str(name).lower(),
+                    factory=factory,
+                    provider=_info.name,
+                    package=_info.package,
+                    version=_info.version,
+                    aliases=tuple(a.lower() for a in aliases),
+                    summary=summary or summary_of(factory),
+                    params=introspect(factory),
+                )
+            )
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            _warn(f"plugin {info.name!r} failed in advkit_register_{kind}s: {type(exc).__name__}: {exc}")
+            info.error = info.error or f"{type(exc).__name__} in advkit_register_{kind}s: {exc}"
+    return reg
+
+
+def registry(kind: str) -> Registry:
+    """The registry of one kind: ``attack``, ``defense``, ``explainer``, ``backbone`` or ``dataset``."""
+    kind = kind.rstrip("s") if kind.endswith("s") and kind.rstrip("s") in KINDS else kind
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
+    if kind not in _registries:
+        _registries[kind] = _collect(kind)
+    return _registries[kind]
+
+
+def register_commands(cli) -> None:
+    """Let plugins add click commands."""
+    load_plugins()
+    for impl in pm.hook.advkit_register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:
+            _warn(f"plugin {impl.plugin_name!r} failed in advkit_register_commands: {type(exc).__name__}: {exc}")
+
+
+def reset() -> None:
+    """Forget every plugin (tests use this after changing ``ADVKIT_LOAD_PLUGINS``)."""
+    global _loaded
+    for plugin in list(pm.get_plugins()):
+        pm.unregister(plugin)
+    _plugins.clear()
+    _module_info.clear()
+    _registries.clear()
+    _loaded = False
+
+
+def import_object(spec: str):
+    """Import ``package.module:attr`` (used for user models and factories)."""
+    from advkit.errors import UserError
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"cannot import module {module_name!r} from {spec!r}: {exc}") from None
+    for part in attr.split(".") if attr else ():
+        if not hasattr(obj, part):
+            raise UserError(f"module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,234 @@
+"""Name -> factory tables for attacks, defenses, explainers, backbones and datasets.
+
+Names are case-insensitive. When two plugins register the same name the
+qualified form ``provider.name`` (``art.pgd``) picks one; the bare name keeps
+the first registration. Unknown names raise a :class:`UserError` listing the
+closest valid ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from advkit.errors import UserError, closest, unknown
+
+KINDS = ("attack", "defense", "explainer", "backbone", "dataset")
+
+# Positional arguments supplied by the engines, not by the user.
+_ENGINE_ARGS = {"model", "threat", "split", "self", "data_dir"}
+
+
+@dataclass
+class Param:
+    """One user-settable parameter of a factory."""
+
+    name: str
+    default: Any = inspect.Parameter.empty
+    annotation: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    def as_dict(self) -> dict:
+        d = {"name": self.name, "type": self.annotation}
+        if not self.required:
+            d["default"] = self.default if _jsonable(self.default) else repr(self.default)
+        else:
+            d["required"] = True
+        return d
+
+
+def _jsonable(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str, list, tuple))
+
+
+def _annotation_name(a) -> str:
+    if a is inspect.Parameter.empty:
+        return ""
+    return a if isinstance(a, str) else getattr(a, "__name__", str(a))
+
+
+def introspect(factory: Callable) -> list[Param]:
+    """The keyword parameters of ``factory`` that a user can set."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for p in sig.parameters.values():
+        if p.name in _ENGINE_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out.append(Param(p.name, p.default, _annotation_name(p.annotation)))
+    return out
+
+
+@dataclass
+class Entry:
+    """A registered component."""
+
+    kind: str
+    name: str
+    factory: Callable
+    provider: str
+    package: str = ""
+    version: str = ""
+    aliases: tuple[str, ...] = ()
+    summary: str = ""
+    params: list[Param] = field(default_factory=list)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.provider}.{self.name}"
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "provider": self.provider,
+            "package": self.package,
+            "version": self.version,
+            "aliases": list(self.aliases),
+            "summary": self.summary,
+            "params": [p.as_dict() for p in self.params],
+        }
+
+
+class Registry:
+    """One table of components of one kind."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: list[Entry] = []
+        self._by_name: dict[str, Entry] = {}
+        self._by_qualified: dict[str, Entry] = {}
+
+    def add(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        self._by_qualified.setdefault(entry.qualified.lower(), entry)
+        for key in (entry.name, *entry.aliases):
+            self._by_name.setdefault(key.lower(), entry)
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted({e.name for e in self._entries})
+
+    def all_names(self) -> list[str]:
+        """Names, aliases and qualified names: everything ``get`` accepts."""
+        return sorted(set(self._by_name) | set(self._by_qualified))
+
+    def find(self, name: str) -> Entry | None:
+        key = name.strip().lower()
+        return self._by_name.get(key) or self._by_qualified.get(key)
+
+    def get(self, name: str) -> Entry:
+        entry = self.find(name)
+        if entry is None:
+            raise unknown(self.kind, name, self.all_names())
+        return entry
+
+    def __contains__(self, name: str) -> bool:
+        return self.find(name) is not None
+
+
+def summary_of(factory: Callable) -> str:
+    doc = inspect.getdoc(factory) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def bind_params(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
+    """Check user parameters against the factory's and convert strings to the default's type."""
+    known = {p.name: p for p in entry.params}
+    try:
+        accepts_any = any(
+            p.kind == p.VAR_KEYWORD for p in inspect.signature(entry.factory).parameters.values()
+        )
+    except (TypeError, ValueError):
+        accepts_any = True
+    out = {}
+    for key, value in params.items():
+        k = key.replace("-", "_")
+        if k not in known and not accepts_any:
+            hits = closest(k, list(known))
+            hint = f"; did you mean {hits[0]!r}?" if hits else ""
+            listing = ", ".join(known) or "none"
+            raise UserError(
+                f"{entry.kind} {entry.name!r} has no parameter {k!r}{hint} (its parameters: {listing})"
+            )
+        out[k] = convert(value, known[k].default if k in known else None, f"{entry.name}.{k}")
+    return out
+
+
+def convert(value: Any, default: Any, where: str) -> Any:
+    """Convert a command-line string to the type of ``default``."""
+    if not isinstance(value, str):
+        return value
+    v = value.strip()
+    if isinstance(default, bool):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        try:
+            return int(v)
+        except ValueError:
+            raise UserError(f"{where}: expected an integer, got {value!r}") from None
+    if isinstance(default, float) or default is None:
+        try:
+            return parse_number(v)
+        except ValueError:
+            if isinstance(default, float):
+                raise UserError(f"{where}: expected a number, got {value!r}") from None
+            if v.lower() in ("none", "null"):
+                return None
+            if v.lower() in ("true", "false"):
+                return v.lower() == "true"
+            return v
+    return v
+
+
+def parse_number(text: str) -> float | int:
+    """Parse ``8/255``, ``0.031``, ``2e-2`` or ``10``; raise ``ValueError`` otherwise."""
+    t = str(text).strip()
+    if "/" in t:
+        num, _, den = t.partition("/")
+        d = float(den)
+        if d == 0:
+            raise ValueError(f"division by zero in {text!r}")
+        return float(num) / d
+    if t.lstrip("+-").isdigit():
+        return int(t)
+    return float(t)
+
+
+def parse_options(items, known_prefixes=None) -> dict[str, dict[str, str]]:
+    """Parse ``["pgd.steps=20", "cw.c=1"]`` into ``{"pgd": {"steps": "20"}, "cw": {"c": "1"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        prefix, dot, param = key.rpartition(".")
+        if not sep or not dot or not param:
+            raise UserError(f"option {item!r} must look like NAME.PARAM=VALUE (e.g. pgd.steps=20)")
+        out.setdefault(prefix.strip().lower(), {})[param.strip()] = value
+    return out
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """Parse ``"mixed:clean=0.5,fgsm=0.25"`` into ``("mixed", {"clean": "0.5", "fgsm": "0.25"})``."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise UserError(f"{spec!r}: parameters must look like key=value")
+        params[k.strip()] = v.strip()
+    return name.strip(), params

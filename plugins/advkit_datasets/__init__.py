@@ -1,0 +1,106 @@
+"""Built-in datasets: the embedded Fashion-MNIST subset, torchvision sets and image folders.
+
+``fmnist-mini`` ships inside this package (``data/fmnist_mini.npz``, made by
+:mod:`advkit_datasets.build_mini`): the first 1,000 training and 200 test images
+of each Fashion-MNIST class, so that advkit works offline with no flag.
+The torchvision sets read from ``--data-dir`` and download only when allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from advkit import hookimpl
+
+DATA = Path(__file__).parent / "data"
+
+FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# name: (torchvision class, num_classes, input shape, mean, std, default eps, classes)
+TORCHVISION = {
+    "cifar10": ("CIFAR10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "8/255", CIFAR10_CLASSES),
+    "cifar100": ("CIFAR100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "8/255", []),
+    "svhn": ("SVHN", 10, (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "8/255", [str(i) for i in range(10)]),
+    "mnist": ("MNIST", 10, (1, 28, 28), (0.1307,), (0.3081,), "0.3", [str(i) for i in range(10)]),
+    "fashion-mnist": ("FashionMNIST", 10, (1, 28, 28), (0.2860,), (0.3530,), "0.1", FMNIST_CLASSES),
+}
+
+
+def fmnist_mini(split: str, data_dir: str | None = None):
+    """Embedded Fashion-MNIST subset (10,000 train / 2,000 test, 28x28 grey); works offline."""
+    import numpy as np
+    import torch
+
+    from advkit.data import DataInfo, ImageData, TensorImages
+
+    arrays = np.load(DATA / "fmnist_mini.npz")
+    images = torch.from_numpy(arrays[f"{split}_images"].copy()).unsqueeze(1)
+    labels = torch.from_numpy(arrays[f"{split}_labels"].astype("int64"))
+    info = DataInfo(
+        "fmnist-mini", 10, (1, 28, 28), (0.2860,), (0.3530,), FMNIST_CLASSES, default_eps="0.1",
+        source="embedded Fashion-MNIST subset (MIT licence)",
+    )
+    return ImageData(TensorImages(images, labels), info)
+
+
+def _torchvision_factory(name: str):
+    cls_name, k, shape, mean, std, eps, classes = TORCHVISION[name]
+
+    def factory(split: str, data_dir: str | None = None, download: bool = False):
+        import torchvision
+        from torchvision import transforms
+
+        from advkit.data import DataInfo, ImageData
+        from advkit.errors import UserError
+
+        root = data_dir or os.environ.get("ADVKIT_DATA_DIR") or os.path.expanduser("~/.cache/advkit/data")
+        cls = getattr(torchvision.datasets, cls_name)
+        tf = transforms.ToTensor()
+        kwargs = {"split": split} if cls_name == "SVHN" else {"train": split == "train"}
+        try:
+            base = cls(root, transform=tf, download=download, **kwargs)
+        except RuntimeError as exc:
+            raise UserError(
+                f"{name} ({split}) not found under {root}: put the torchvision files there "
+                f"(--data-dir DIR), or pass '{name}:download=true' when online ({exc})"
+            ) from None
+        except OSError as exc:
+            raise UserError(f"{name}: download failed ({exc}); put the files under {root} and use --data-dir") from None
+        names = list(getattr(base, "classes", None) or classes)
+        return ImageData(base, DataInfo(name, k, shape, mean, std, names, default_eps=eps, source=f"torchvision {cls_name}"))
+
+    factory.__doc__ = f"{cls_name} via torchvision, read from --data-dir (download=true when online)."
+    return factory
+
+
+def imagefolder(split: str, data_dir: str | None = None, root: str = "", size: int = 0, eps: str = "8/255"):
+    """Images in ROOT/<class>/*.png (or ROOT/<split>/<class>/...), resized to size x size if given."""
+    from torchvision import datasets, transforms
+
+    from advkit.data import DataInfo, ImageData
+    from advkit.errors import UserError
+
+    base = Path(root or data_dir or "")
+    if not base.is_dir():
+        raise UserError(f"image folder {str(base)!r} does not exist (use imagefolder:root=DIR or --data-dir DIR)")
+    if (base / split).is_dir():
+        base = base / split
+    tfs = ([transforms.Resize((size, size))] if size else []) + [transforms.ToTensor()]
+    try:
+        folder = datasets.ImageFolder(str(base), transform=transforms.Compose(tfs))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UserError(f"image folder {base}: {exc}") from None
+    x0, _ = folder[0]
+    c = x0.shape[0]
+    info = DataInfo(f"imagefolder:{base}", len(folder.classes), tuple(x0.shape), (0.5,) * c, (0.5,) * c, list(folder.classes), default_eps=eps, source=str(base))
+    return ImageData(folder, info)
+
+
+@hookimpl
+def advkit_register_datasets(register):
+    register("fmnist-mini", fmnist_mini, aliases=("default",))
+    for name in TORCHVISION:
+        register(name, _torchvision_factory(name), aliases=("fmnist",) if name == "fashion-mnist" else ())
+    register("imagefolder", imagefolder, aliases=("folder",))
