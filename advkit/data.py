@@ -29,6 +29,7 @@ class DataInfo:
     classes: list[str] = field(default_factory=list)
     default_eps: str = "8/255"
     source: str = ""
+    split: str = ""
 
 
 class ImageData(Dataset):
@@ -113,6 +114,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
         raise TypeError(f"dataset plugin {entry.provider!r} returned {type(data).__name__}, not ImageData")
     if n is not None and n <= 0:
         raise UserError(f"--n must be positive, got {n}")
+    data.info.split = split
     return data.first(n)
 
 
@@ -122,5 +124,8 @@ def check_images(x: torch.Tensor, bounds=(0.0, 1.0), where: str = "input") -> No
         raise UserError(f"{where}: expected a float tensor of images in [0, 1]")
     lo, hi = float(x.min()), float(x.max())
     if lo < bounds[0] - 1e-6 or hi > bounds[1] + 1e-6:
-        hint = " (0-255 values? divide by 255)" if hi > 1.5 else " (already normalized? models here own their normalization)"
+        if lo < 0:
+            hint = " (already normalized? advkit models own their normalization: pass raw images)"
+        else:
+            hint = " (0-255 values? divide by 255)"
         raise UserError(f"{where}: images must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]{hint}")

@@ -137,7 +137,9 @@ def _apply_model_defense(model: ImageClassifier, recipe: dict) -> None:
 
 
 def _is_checkpoint_path(spec: str) -> bool:
-    return spec.endswith(".safetensors") or os.path.sep in spec or Path(spec).exists()
+    if spec.lower().startswith("timm/"):
+        return False
+    return spec.endswith((".safetensors", ".json")) or Path(spec).exists()
 
 
 def load_model(

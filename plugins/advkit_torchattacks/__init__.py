@@ -1,0 +1,24 @@
+"""advkit plugin: the attacks of torchattacks.
+
+Registers curated short names with the field's standard defaults (``pgd``,
+``fgsm``, ``cw``, ``apgd``, ...) and every attack class torchattacks exports as
+``ta.<classname>`` (``ta.pgd``, ``ta.vanila``, ``ta.onepixel``, ...) through one
+generic adapter that maps the threat model onto the class's own parameters.
+torchattacks is imported only when an attack is built.
+"""
+
+from __future__ import annotations
+
+from advkit import hookimpl
+
+
+@hookimpl
+def advkit_register_attacks(register):
+    from advkit_torchattacks.adapter import factory_for
+    from advkit_torchattacks.catalog import SPECS
+    from advkit_torchattacks.curated import CURATED
+
+    for name, factory, aliases in CURATED:
+        register(name, factory, aliases=aliases)
+    for spec in SPECS:
+        register(f"ta.{spec.cls.lower()}", factory_for(spec), summary=spec.summary)

@@ -1,0 +1,26 @@
+"""Adversarial-training defenses: PGD-AT, TRADES, MART, label smoothing and mixed-batch training.
+
+Objectives (``pgd-at``, ``trades``, ``mart``, ``label-smoothing``) own the
+*objective* point; the first three get their examples from the engine's
+training PGD (:mod:`advkit_training.pgd`) unless an adversary defense such
+as ``mixed`` (or PART) owns the *adversary* point.
+"""
+
+from __future__ import annotations
+
+from advkit import hookimpl
+
+
+@hookimpl
+def advkit_register_defenses(register):
+    from advkit_training.mart import MART
+    from advkit_training.mixed import Mixed
+    from advkit_training.pgd_at import PGDAT
+    from advkit_training.smoothing import LabelSmoothing
+    from advkit_training.trades import TRADES
+
+    register("pgd-at", PGDAT, aliases=("pgdat", "madry"))
+    register("trades", TRADES)
+    register("mart", MART)
+    register("label-smoothing", LabelSmoothing, aliases=("smoothing",))
+    register("mixed", Mixed, aliases=("mixed-batch",))

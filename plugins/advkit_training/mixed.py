@@ -1,0 +1,144 @@
+"""Mixed-batch adversarial training: clean data, noise and any registered attacks together.
+
+An *adversary*. Sources are ``clean``, ``noise`` (uniform in the eps-ball) and
+any attack name the registry knows (``fgsm``, ``pgd``, ``cw``, ``art.pgd``,
+...), each with a weight:
+
+- ``mode=split`` (default): every batch is divided among the sources in
+  proportion to the weights (largest-remainder rounding), the assignment
+  shuffled within the batch. The default, ``clean=0.5,fgsm=0.25,pgd=0.25``, is
+  the 50/25/25 batch mix of the mixed-batch recipe.
+- ``mode=draw``: one source per batch, drawn with the weights as
+  probabilities, e.g. ``mode=draw,clean=0.5,pgd=0.125,fgsm=0.125,cw=0.125,noise=0.125``.
+
+Weights are normalised to sum to one. Attack options are given as
+``NAME.PARAM=VALUE`` (``pgd.steps=20``). Registered attacks maximise their own
+losses, not the objective's ``attack_loss``. Their outputs are projected
+onto the training threat model, so a minimum-norm attack (CW) contributes its
+perturbation clipped to the budget. Each step leaves
+``ctx.state["mixed"] = {"names": [...], "source": LongTensor}`` saying which
+source made each example.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from advkit.defense import Defense
+from advkit.errors import UserError
+from advkit_training.pgd import project, random_start
+
+BUILTIN = ("clean", "noise")
+DEFAULT = {"clean": 0.5, "fgsm": 0.25, "pgd": 0.25}
+
+
+def split_counts(weights: list[float], n: int) -> list[int]:
+    """Divide ``n`` items in proportion to ``weights`` (largest remainder, ties to the first)."""
+    raw = [w * n for w in weights]
+    counts = [int(r) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _registered_name(name: str) -> str:
+    """``apgd_ce`` -> ``apgd-ce`` when that is the registered spelling (parameter keys lose hyphens)."""
+    if name in BUILTIN or "_" not in name:
+        return name
+    try:
+        from advkit.plugins import registry
+
+        reg = registry("attack")
+    except Exception:  # listing attacks must not break building the defense
+        return name
+    hyphen = name.replace("_", "-")
+    return hyphen if name not in reg and hyphen in reg else name
+
+
+class Mixed(Defense):
+    """Mixed-batch training: SOURCE=weight for clean, noise or any registered attack (split or drawn per batch)."""
+
+    def __init__(self, mode: str = "split", **sources):
+        if mode not in ("split", "draw"):
+            raise UserError(f"mixed.mode must be split or draw, got {mode!r}")
+        weights, options = {}, {}
+        for key, value in sources.items():
+            name, dot, param = key.partition(".")
+            name = name.lower()
+            name = _registered_name(name)
+            if dot:
+                options.setdefault(name, {})[param] = value
+                continue
+            try:
+                w = float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"mixed: weight of {key!r} must be a number, got {value!r}") from None
+            if not w >= 0:
+                raise UserError(f"mixed: weight of {key!r} must be >= 0, got {value!r}")
+            weights[name] = w
+        weights = weights or dict(DEFAULT)
+        total = sum(weights.values())
+        if total <= 0:
+            raise UserError("mixed: at least one source needs a positive weight")
+        stray = sorted(set(options) - set(weights))
+        if stray:
+            raise UserError(f"mixed: options given for {', '.join(stray)}, which is not among the sources")
+        super().__init__(mode=mode, **{**weights, **{f"{n}.{p}": v for n, o in options.items() for p, v in o.items()}})
+        self.mode = mode
+        self.names = list(weights)
+        self.weights = [weights[n] / total for n in self.names]
+        self.options = options
+        self._attacks: dict = {}
+        self.last_sources: torch.Tensor | None = None
+
+    def _resolve(self, name: str) -> str:
+        from advkit.plugins import registry
+
+        registry("attack").get(name)  # an unknown name raises the UserError listing close ones
+        return name
+
+    def setup(self, model, data, ctx):
+        for name in self.names:
+            if name not in BUILTIN:
+                self._resolve(name)
+
+    def _attack(self, name, model, threat):
+        key = (name, id(model), threat)
+        if key not in self._attacks:
+            from advkit.attacks import create_attack
+
+            self._attacks[key] = create_attack(self._resolve(name), model, threat, **self.options.get(name, {}))
+        return self._attacks[key]
+
+    def assign(self, n: int, generator=None, device="cpu") -> torch.Tensor:
+        """Which source makes each of ``n`` examples (indices into ``self.names``)."""
+        dev = generator.device if generator is not None else torch.device(device)
+        if self.mode == "draw":
+            k = torch.multinomial(torch.tensor(self.weights, device=dev), 1, generator=generator)
+            return k.expand(n).clone()
+        source = torch.empty(n, dtype=torch.long, device=dev)
+        perm = torch.randperm(n, generator=generator, device=dev)
+        start = 0
+        for k, c in enumerate(split_counts(self.weights, n)):
+            source[perm[start:start + c]] = k
+            start += c
+        return source
+
+    def perturb(self, model, x, y, ctx):
+        threat = ctx.threat
+        source = self.assign(x.shape[0], ctx.generator, x.device).to(x.device)
+        x_adv = x.detach().clone()
+        for k, name in enumerate(self.names):
+            idx = (source == k).nonzero().flatten()
+            if idx.numel() == 0 or name == "clean":
+                continue
+            xs = x[idx].detach()
+            if name == "noise":
+                out = xs + random_start(xs, threat.norm, threat.eps, "uniform", generator=ctx.generator)
+            else:
+                out = self._attack(name, model, threat)(xs, y[idx]).detach().to(x.dtype)
+            x_adv[idx] = project(xs, out, threat.norm, threat.eps, threat.bounds)
+        self.last_sources = source
+        ctx.state["mixed"] = {"names": list(self.names), "source": source}
+        return x_adv
