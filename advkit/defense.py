@@ -21,12 +21,12 @@ TRADES loss (PART-T).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 from advkit.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported lazily so that `advkit list` stays fast
+    import torch
 
 POINTS = ("model", "data", "adversary", "objective")
 _METHODS = {"model": "transform_model", "data": "transform_batch", "adversary": "perturb", "objective": "loss"}
@@ -78,9 +78,13 @@ class Defense:
         return x
 
     def loss(self, model, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.cross_entropy(model(x if x_adv is None else x_adv), y)
 
     def attack_loss(self, logits_adv: torch.Tensor, logits_clean: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.cross_entropy(logits_adv, y)
 
     # preparation hooks

@@ -29,8 +29,9 @@ flip for grey ones (28x28; a flip changes digits and letters).
 
 Reproducibility: the data order is a function of ``(seed, epoch)``, each
 step's augmentation and adversary randomness of ``(seed, epoch, step)`` (the
-generator in ``ctx.generator``), and the global torch RNG (used by stochastic
-layers) is re-seeded from ``(seed, epoch, rank)`` at every epoch start. Hence
+generator in ``ctx.generator``), and the global RNGs of torch, Python and NumPy
+(used by stochastic layers and attack libraries) are re-seeded from
+``(seed, epoch, rank)`` at every epoch start. Hence
 ``resume=True`` after an interruption ends where the uninterrupted run ends.
 
 Outputs in ``out``: ``metrics.jsonl`` (one line per epoch), ``last`` and
@@ -59,6 +60,7 @@ import os
 import random
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -760,3 +762,13 @@ def train_cli(
         if result.out is not None:
             print(f"checkpoints: {result.out / 'best.safetensors'} (best), {result.out / 'last.safetensors'} (last)")
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``advkit.train`` binds the module to ``advkit.train``; calling it still trains."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -262,6 +262,8 @@ def test_mixed_draw_picks_one_source_per_batch(batch):
 def test_mixed_defaults_and_unknown_attack(batch):
     mixed = create_defense("mixed")
     assert mixed.names == ["clean", "fgsm", "pgd"] and mixed.weights == [0.5, 0.25, 0.25]
+    again = create_defense("mixed", **create_defense("mixed:mode=draw,noise=1,pgd=3,pgd.steps=2").recipe()["params"])
+    assert again.mode == "draw" and again.names == ["noise", "pgd"] and again.options == {"pgd": {"steps": 2}}
     bad = create_defense("mixed:clean=0.5,no-such-attack=0.5")
     with pytest.raises(UserError, match="unknown attack"):
         bad.setup(smallcnn(), None, ctx())

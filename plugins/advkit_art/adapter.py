@@ -15,7 +15,7 @@ import importlib.util
 import inspect
 
 from advkit.errors import UserError
-from advkit_art.bound import BoundAttack, dist_version
+from advkit.wrapping import BoundAttack, dist_version
 from advkit_art.catalog import ART_VERSION, Spec
 
 
@@ -172,4 +172,4 @@ def build(spec: Spec, model, threat, params: dict) -> BoundAttack:
     version = dist_version("adversarial-robustness-toolbox")
     shown = {k: _shown(v) for k, v in kwargs.items()}
     report = {"attack_class": f"art.attacks.evasion.{spec.cls}", "attack_params": shown, "minimum_norm": spec.minimum_norm}
-    return BoundAttack(run, threat, f"ART {version} {spec.cls}", black_box=spec.black_box, report=report)
+    return BoundAttack(run, threat, f"ART {version} {spec.cls}", black_box=spec.black_box, report=report, state=state)

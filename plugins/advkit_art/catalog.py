@@ -80,7 +80,7 @@ SPECS: list[Spec] = [
     Spec("square", "SquareAttack", "Square Attack (Andriushchenko et al.), black-box, Linf/L2, 5000 iterations, p_init 0.8 - ART",
          {"max_iter": 5000, "p_init": 0.8, "nb_restarts": 1, **_BS}, norms=("Linf", "L2"), black_box=True),
     Spec("vat", "VirtualAdversarialMethod", "virtual adversarial perturbation (Miyato et al.), L2 of size eps - ART",
-         {"max_iter": 10, "finite_diff": 1e-6, **_BS}, norms=("L2",), norm_arg=None),
+         {"max_iter": 10, "finite_diff": 1e-6, **_BS}, norms=("L2",), norm_arg=None, probabilities=True),
     Spec("universal", "UniversalPerturbation",
          "universal perturbation (Moosavi-Dezfooli et al.), one perturbation for the batch, Linf/L2, DeepFool inner - ART",
          {"attacker": "deepfool", "delta": 0.2, "max_iter": 20, "batch_size": 32}, norms=("Linf", "L2")),

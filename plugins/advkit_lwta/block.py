@@ -54,17 +54,31 @@ class LWTA(nn.Module):
 
     def _compete(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
-        blocks = x.reshape(n, c // self.U, self.U, *x.shape[2:])  # competition along dim 2
+        blocks = x.reshape(n, c // self.U, self.U, -1)  # competition along dim 2, per location
         tau = self.temperature if self.training else self.test_temperature
         if self.deterministic:
             scores = blocks
         else:
-            u = torch.rand_like(blocks).clamp_(1e-10, 1.0 - 1e-7)
+            u = torch.rand_like(blocks).clamp_(min=1e-20)
             scores = blocks - torch.log(-torch.log(u))  # Gumbel perturbation: argmax ~ softmax(blocks)
         soft = F.softmax(scores / tau, dim=2)
         if self.training and not self.hard:
             xi = soft
         else:
-            hard = F.one_hot(scores.argmax(dim=2), self.U).movedim(-1, 2).to(x.dtype)
-            xi = hard - soft.detach() + soft
+            xi = first_max(scores) - soft.detach() + soft
         return (blocks * xi).reshape(x.shape)
+
+
+def first_max(scores: torch.Tensor, dim: int = 2) -> torch.Tensor:
+    """One-hot of the (first) maximum along a short dimension, by elementwise ops (fast on CPU)."""
+    slices = scores.unbind(dim)
+    best = slices[0]
+    for s in slices[1:]:
+        best = torch.maximum(best, s)
+    taken = torch.zeros_like(best, dtype=torch.bool)
+    hot = []
+    for s in slices:
+        win = (s == best) & ~taken
+        taken |= win
+        hot.append(win)
+    return torch.stack(hot, dim).to(scores.dtype)

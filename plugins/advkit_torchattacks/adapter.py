@@ -14,7 +14,7 @@ import inspect
 import io
 
 from advkit.errors import UserError
-from advkit_torchattacks.bound import BoundAttack, dist_version
+from advkit.wrapping import BoundAttack, dist_version
 from advkit_torchattacks.catalog import TORCHATTACKS_VERSION, Spec
 
 _REDUCED_AA = "(reduced: 10-step APGD; not the standard AutoAttack)"
@@ -120,4 +120,4 @@ def bind(cls_name: str, model, threat, kwargs: dict, *, infer_classes=False, bla
     report = {"attack_class": f"torchattacks.{cls_name}", "attack_params": shown, "minimum_norm": minimum_norm}
     if cls_name == "AutoAttack":
         report["standard_autoattack"] = False
-    return BoundAttack(run, threat, label, black_box=black_box, report=report)
+    return BoundAttack(run, threat, label, black_box=black_box, report=report, state=state)

@@ -14,8 +14,9 @@ any attack name the registry knows (``fgsm``, ``pgd``, ``cw``, ``art.pgd``,
 Weights are normalised to sum to one. Attack options are given as
 ``NAME.PARAM=VALUE`` (``pgd.steps=20``). Registered attacks maximise their own
 losses, not the objective's ``attack_loss``. Their outputs are projected
-onto the training threat model, so a minimum-norm attack (CW) contributes its
-perturbation clipped to the budget. Each step leaves
+onto the training threat model as a safeguard (advkit's attack plugins already
+stay inside it; minimum-norm attacks such as CW return the clean point where
+their result does not fit the budget). Each step leaves
 ``ctx.state["mixed"] = {"names": [...], "source": LongTensor}`` saying which
 source made each example.
 """

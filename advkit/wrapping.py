@@ -1,4 +1,7 @@
-"""The callable handed to advkit: runs a library attack and keeps its output inside the threat model."""
+"""What attack-wrapping plugins return: a library attack run as ``attack(x, y)``, kept inside the threat model.
+
+Shared by the torchattacks, ART and AutoAttack plugins (and open to third-party ones).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +25,14 @@ class BoundAttack:
     run so the attack also works when called under ``torch.no_grad()``.
     """
 
-    def __init__(self, run, threat, implementation: str, *, black_box: bool = False, report: dict | None = None):
+    def __init__(self, run, threat, implementation: str, *, black_box: bool = False, report: dict | None = None,
+                 state: dict | None = None):
         self.run = run
         self.threat = threat
         self.implementation = implementation
         self.black_box = black_box
         self.report = dict(report or {})
+        self.state = state if state is not None else {}  # the library's attack object, once built
 
     def __call__(self, x, y):
         import torch

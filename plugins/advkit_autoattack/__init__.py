@@ -1,0 +1,29 @@
+"""advkit plugin: AutoAttack (Croce & Hein, ICML 2020).
+
+Registers ``aa`` (the standard version, alias ``autoattack``), ``aa-rand``
+(for randomized defenses), ``aa-plus``, and each of its attacks alone
+(``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``aa.fab``, ``fab-t``, ``aa.square``).
+It runs the official ``autoattack`` package when installed, else
+``pyautoattack``, else torchattacks' reduced AutoAttack (labelled as not the
+standard one); ``ADVKIT_AUTOATTACK`` forces a choice. Nothing is imported
+until an attack is built.
+"""
+
+from __future__ import annotations
+
+from advkit import hookimpl
+
+
+@hookimpl
+def advkit_register_attacks(register):
+    from advkit_autoattack.factory import aa, aa_plus, aa_rand, single
+
+    register("aa", aa, aliases=("autoattack", "aa-standard"))
+    register("aa-rand", aa_rand, aliases=("autoattack-rand",))
+    register("aa-plus", aa_plus, aliases=("autoattack-plus",))
+    register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",))
+    register("aa.apgd-dlr", single("apgd-dlr"), aliases=("apgd-dlr",))
+    register("aa.apgd-t", single("apgd-t"), aliases=("apgd-t",))
+    register("aa.fab", single("fab"))
+    register("aa.fab-t", single("fab-t"), aliases=("fab-t",))
+    register("aa.square", single("square"), aliases=("square-aa",))

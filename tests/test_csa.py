@@ -1,0 +1,321 @@
+"""CSA: the frequency Shapley estimator, the NFC bank, the csa defense and its explainer."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advkit.errors import UserError
+
+GRID = (3, 3)  # 8 players on 8x8 images: exact enumeration is 256 coalitions
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny models run faster on one thread than on two busy ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(fmnist_train):
+    """8x8 Fashion-MNIST images and a tiny CNN trained on them for a few seconds."""
+    from advkit.data import DataInfo, ImageData, TensorImages
+
+    x, y = fmnist_train.tensors()
+    x8 = F.interpolate(x[:2000], size=(8, 8), mode="area")
+    y = y[:2000]
+    with one_thread():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1, stride=2), torch.nn.ReLU(),
+            torch.nn.Flatten(), torch.nn.Linear(8 * 16, 10),
+        )
+        opt = torch.optim.Adam(net.parameters(), 1e-2)
+        for _ in range(60):
+            i = torch.randint(0, 2000, (64,))
+            opt.zero_grad()
+            F.cross_entropy(net(x8[i]), y[i]).backward()
+            opt.step()
+    net.eval()
+    info = DataInfo("tiny-fmnist8", 10, (1, 8, 8), (0.5,), (0.5,), split="train")
+    data = ImageData(TensorImages(x8[:300], y[:300]), info)
+    return net, x8[:4], y[:4], data
+
+
+@pytest.fixture(scope="module")
+def exact(tiny):
+    from advkit_csa.exact import exact_frequency_shapley
+
+    net, x, y, _ = tiny
+    with one_thread():
+        return exact_frequency_shapley(net, x, y, grid=GRID)
+
+
+def estimate(net, x, y, **kw):
+    from advkit_csa.shapley import frequency_shapley
+
+    kw.setdefault("grid", GRID)
+    kw.setdefault("progress", False)
+    with one_thread():
+        return frequency_shapley(net, x, y, **kw)
+
+
+# ----------------------------------------------------------------------------- players
+
+
+def test_players_partition_the_spectrum_and_keep_dc():
+    from advkit_csa.players import FrequencyPlayers
+
+    for size, grid, p in (((32, 32), None, 255), ((28, 28), None, 195), ((8, 8), (3, 3), 8)):
+        pl = FrequencyPlayers(size, grid)
+        assert pl.num_players == p
+        masks = pl.masks
+        assert masks.sum(0).eq(1).all()  # every frequency in exactly one cell
+        assert masks[-1][0, 0]  # the DC component (unshifted (0, 0)) is in the kept centre cell
+    x = torch.rand(2, 3, 8, 8)
+    comps, base = FrequencyPlayers((8, 8), (3, 3)).components(x)
+    assert torch.allclose(base + comps.sum(1), x, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- estimator
+
+
+def test_estimate_converges_to_exact(tiny, exact):
+    net, x, y, _ = tiny
+    r = estimate(net, x, y, permutations=200)
+    err = r.values - exact.values
+    assert (err.abs() <= 5 * r.stderr + 1e-6).all(), (err / r.stderr).abs().max()
+    assert (err / r.stderr).pow(2).mean().sqrt() < 2.0  # standard errors are calibrated
+    assert torch.allclose(r.v_full, exact.v_full, atol=1e-5) and torch.allclose(r.v_empty, exact.v_empty, atol=1e-5)
+    more = estimate(net, x, y, permutations=800)
+    assert (more.values - exact.values).abs().mean() < err.abs().mean()
+
+
+@pytest.mark.parametrize("kw", [
+    dict(antithetic=False, control_variate=False),
+    dict(antithetic=True, control_variate=False),
+    dict(antithetic=True, control_variate=True),
+    dict(value="logit"),
+    dict(permutations=64, target_se=0.05),
+    dict(permutations=3),
+])
+def test_every_estimate_is_efficient(tiny, kw):
+    net, x, y, _ = tiny
+    r = estimate(net, x, y, **{"permutations": 24, **kw})
+    assert r.efficiency_gap().abs().max() < 1e-5
+    assert r.values.shape == (4, 8) and r.stderr.shape == (4, 8)
+
+
+def test_exact_is_efficient(exact):
+    assert exact.efficiency_gap().abs().max() < 1e-6
+
+
+def test_antithetic_and_control_variate_beat_plain_sampling(tiny, exact):
+    net, x, y, _ = tiny
+    mse = {}
+    for name, kw in (("plain", dict(antithetic=False, control_variate=False)),
+                     ("antithetic", dict(antithetic=True, control_variate=False)),
+                     ("ours", dict(antithetic=True, control_variate=True))):
+        r = estimate(net, x, y, permutations=160, seed=3, **kw)
+        mse[name] = float((r.values - exact.values).pow(2).mean())
+        assert int(r.passes[0]) == 2 + 160 * 7  # equal forward passes
+    assert mse["antithetic"] < mse["plain"] / 2, mse
+    assert mse["ours"] < mse["plain"] / 2, mse
+
+
+def test_deterministic_under_a_seed_and_independent_of_the_batch(tiny):
+    net, x, y, _ = tiny
+    a = estimate(net, x, y, permutations=16, seed=7)
+    b = estimate(net, x, y, permutations=16, seed=7)
+    c = estimate(net, x, y, permutations=16, seed=8)
+    assert torch.equal(a.values, b.values) and torch.equal(a.stderr, b.stderr)
+    assert not torch.equal(a.values, c.values)
+    alone = estimate(net, x[2:3], y[2:3], permutations=16, seed=7, indices=[2])
+    assert torch.allclose(alone.values[0], a.values[2], atol=1e-6)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(estimate(net, x, y, permutations=8, generator=g1).values,
+                       estimate(net, x, y, permutations=8, generator=g2).values)
+
+
+def test_target_se_stops_early(tiny):
+    net, x, y, _ = tiny
+    r = estimate(net, x, y, permutations=400, target_se=0.02, round_permutations=16)
+    assert (r.permutations < 400).all()
+    assert (r.stderr.max(1).values <= 0.02).all()
+
+
+def test_bad_settings_are_user_errors(tiny):
+    net, x, y, _ = tiny
+    with pytest.raises(UserError):
+        estimate(net, x, y, value="margin")
+    with pytest.raises(UserError):
+        estimate(net, x, y, permutations=0)
+    from advkit_csa.exact import exact_frequency_shapley
+
+    with pytest.raises(UserError):
+        exact_frequency_shapley(net, x, y, grid=(8, 8))
+
+
+# ----------------------------------------------------------------------------- bank
+
+
+class Counting(torch.nn.Module):
+    """Counts forward passes; raises after ``limit`` of them (a simulated interruption)."""
+
+    def __init__(self, net, limit=None):
+        super().__init__()
+        self.net, self.calls, self.limit = net, 0, limit
+
+    def forward(self, x):
+        if self.limit is not None and self.calls + x.shape[0] > self.limit:
+            raise RuntimeError("interrupted")
+        self.calls += x.shape[0]
+        return self.net(x)
+
+
+def build(net, data, out, **kw):
+    from advkit_csa.bank import build_bank
+
+    kw = {"per_class": 2, "permutations": 16, "grid": GRID, "chunk": 4, "progress": False, **kw}
+    with one_thread():
+        return build_bank(net, data, out=out, **kw)
+
+
+def test_bank_by_class_holds_nfc_of_that_class(tiny, tmp_path):
+    net, _, _, data = tiny
+    bank, path = build(Counting(net), data, tmp_path)
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert len(bank.labels) == 20
+    x, y = data.tensors()
+    for c in range(10):
+        spectra = bank.for_class(c)
+        assert spectra.shape == (2, 1, 8, 8)
+        rows = (bank.labels == c).nonzero().flatten()
+        for k, row in enumerate(rows):
+            src = int(bank.indices[row])
+            assert int(y[src]) == c  # the spectrum comes from an image of class c
+            full = torch.fft.fft2(x[src])
+            p = spectra[k]
+            kept = p.abs() > 0
+            assert torch.allclose(p[kept], full[kept], atol=1e-4)  # p = 1[phi < 0] * F(X)
+            assert p[..., 0, 0].abs().max() == 0  # the DC component is never in the bank
+    from advkit_csa.bank import NFCBank
+
+    again = NFCBank.load(tmp_path)  # a directory with one bank
+    assert torch.equal(again.real, bank.real) and torch.equal(again.labels, bank.labels)
+
+
+def test_bank_is_cached_and_resumes(tiny, tmp_path):
+    net, _, _, data = tiny
+    first = Counting(net)
+    bank, path = build(first, data, tmp_path / "a")
+    assert first.calls > 0
+    second = Counting(net)
+    again, path2 = build(second, data, tmp_path / "a")
+    assert second.calls == 0 and path2 == path and torch.equal(again.real, bank.real)
+
+    broken = Counting(net, limit=first.calls // 2)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build(broken, data, tmp_path / "b")
+    assert list((tmp_path / "b").glob("*.partial.safetensors"))
+    rest = Counting(net)
+    resumed, _ = build(rest, data, tmp_path / "b")
+    assert 0 < rest.calls < first.calls
+    assert broken.calls + rest.calls <= first.calls + 4 * (2 + 16 * 7)  # at most one chunk redone
+    assert torch.allclose(resumed.values, bank.values, atol=1e-5)
+    assert torch.allclose(resumed.real, bank.real, atol=1e-5)
+    assert not list((tmp_path / "b").glob("*.partial.*"))
+
+    other, path3 = build(Counting(net), data, tmp_path / "a", permutations=18)  # other settings, other key
+    assert path3 != path
+
+
+# ----------------------------------------------------------------------------- defense
+
+
+def test_csa_transform(tiny, tmp_path):
+    from advkit.defense import TrainContext, create_defense
+
+    net, _, _, data = tiny
+    _, path = build(net, data, tmp_path)
+    d = create_defense(f"csa:bank={path},alpha=0.5")
+    assert d.points == ("data",)
+    ctx = TrainContext(threat=None, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    d.setup(None, data, ctx)
+    x, y = data.tensors()
+    x, y = x[:32], y[:32]
+    x2, y2 = d.transform_batch(x.clone(), y, ctx)
+    assert x2.shape == x.shape and x2.dtype == x.dtype and torch.equal(y2, y)
+    assert x2.min() >= 0 and x2.max() <= 1 and not x2.is_complex()
+    assert (x2 - x).abs().amax(dim=(1, 2, 3)).gt(1e-3).float().mean() > 0.5  # some entries have no NFC at all
+    picks = d.sample(y, torch.Generator().manual_seed(0))
+    assert torch.equal(d.bank.labels[torch.argsort(d.bank.labels, stable=True)][picks], y)  # same class
+    nfc = torch.fft.ifft2(d.bank.spectra[torch.argsort(d.bank.labels, stable=True)][picks]).real
+    assert torch.allclose(x2, (x + 0.5 * nfc).clamp(0, 1), atol=1e-6)  # real(IFFT(F(X) + alpha p)), clamped
+    lin = create_defense(f"csa:bank={path},alpha=0.8,schedule=linear")
+    assert lin.alpha_at(0, 4) == pytest.approx(0.2) and lin.alpha_at(3, 4) == pytest.approx(0.8)
+
+
+def test_csa_needs_a_pretrained_model_or_a_bank(tiny):
+    from advkit.defense import TrainContext, create_defense
+
+    _, _, _, data = tiny
+    d = create_defense("csa")
+    with pytest.raises(UserError, match="pretrained"):
+        d.setup(None, data, TrainContext(threat=None, device=torch.device("cpu")))
+    with pytest.raises(UserError):
+        create_defense("csa:schedule=cosine")
+
+
+def test_csa_with_pgd_at_trains(tmp_path):
+    train = pytest.importorskip("advkit.train").train
+    from advkit.data import load_dataset
+    from advkit.plugins import registry
+
+    if "pgd-at" not in registry("defense"):
+        pytest.skip("the pgd-at defense is not installed")
+    data = load_dataset("fmnist-mini", "train", n=100)
+    with one_thread():
+        result = train("smallcnn:width=16", data, defenses=["pgd-at:steps=1", "csa:alpha=0.5,grid=2,per_class=2,permutations=2"],
+                       epochs=1, batch_size=50, val_attack="none", out=tmp_path, quiet=True)
+    assert len(result.history) == 1 and result.history[0]["train_loss"] == result.history[0]["train_loss"]
+    assert list((tmp_path / "cache").glob("nfc-bank-*.safetensors"))
+    assert [r["name"] for r in result.model.info["defenses"]] == ["pgd-at", "csa"]
+
+
+# ----------------------------------------------------------------------------- explainer and command
+
+
+def test_freq_shapley_explainer(tiny, tmp_path):
+    from advkit.explain import explain, figure
+
+    net, x, y, _ = tiny
+    with one_thread():
+        e = explain(net, x, y, "freq-shapley", permutations=16, grid="3x3", progress=False,
+                           figure=str(tmp_path / "csa.png"))
+    assert e.maps.shape == (4, 1, 8, 8) and e.images.shape == (8, 1, 8, 8)
+    assert e.images.min() >= 0 and e.images.max() <= 1
+    assert set(e.scores) >= {"max_se", "v_all", "v_none", "v_pfc", "v_nfc"}
+    assert e.scores["efficiency_gap"].abs().max() < 1e-5
+    assert (tmp_path / "csa.png").stat().st_size > 0
+    assert figure([("tiny", e)])[:4] == b"\x89PNG"
+
+
+def test_csa_bank_command(tmp_path, capsys):
+    from advkit.cli import main
+
+    with one_thread(), pytest.raises(SystemExit) as exit_:
+        main(["-q", "csa-bank", "--model", "smallcnn-fmnist", "--dataset", "fmnist-mini", "--per-class", "1",
+              "--permutations", "2", "--grid", "2", "--out", str(tmp_path)])
+    assert exit_.value.code == 0
+    assert "csa:bank=" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("nfc-bank-*.safetensors"))) == 1
