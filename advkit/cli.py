@@ -108,7 +108,7 @@ def _split_csv(text: str) -> list[str]:
 @click.option("--norm", default="Linf", show_default=True, help="Threat norm: Linf, L2 or L1.")
 @click.option("--eps", default=None, help="Budget, e.g. 8/255 or 0.031 (default: the dataset's usual one).")
 @click.option("--attack-opt", "attack_opts", multiple=True, metavar="NAME.PARAM=VALUE", help="Per-attack option, repeatable.")
-@click.option("--n", "n", default=500, show_default=True, type=int, help="Number of test points (first n).")
+@click.option("-n", "--n", "n", default=500, show_default=True, type=int, help="Number of test points (first n); under torchrun write -n.")
 @click.option("--batch-size", default=250, show_default=True, type=int)
 @click.option("--independent", is_flag=True, help="Run every attack on every clean-correct point (also reports the cascade).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Write reports and per-sample results here; re-running resumes.")
@@ -169,7 +169,7 @@ def train_cmd(ctx, **kw):
 @click.option("--compare", default=None, help="A second model, shown side by side.")
 @click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
 @click.option("--data-dir", default=None)
-@click.option("--n", "n", default=16, show_default=True, type=int)
+@click.option("-n", "--n", "n", default=16, show_default=True, type=int, help="Number of images (first n).")
 @click.option("--opt", "opts", multiple=True, metavar="PARAM=VALUE", help="Explainer parameter, repeatable.")
 @click.option("--out", default="runs/explain", show_default=True, type=click.Path(file_okay=False))
 @click.pass_context

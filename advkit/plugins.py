@@ -157,8 +157,8 @@ def register_commands(cli) -> None:
 def reset() -> None:
     """Forget every plugin (tests use this after changing ``ADVKIT_LOAD_PLUGINS``)."""
     global _loaded
-    for plugin in list(pm.get_plugins()):
-        pm.unregister(plugin)
+    for name, _ in list(pm.list_name_plugin()):  # plugins need not be hashable
+        pm.unregister(name=name)
     _plugins.clear()
     _module_info.clear()
     _registries.clear()

@@ -754,7 +754,9 @@ def train_cli(
         names = ", ".join(d.name for d in defs) or "none (standard training)"
         print(f"trained {net.arch} on {info.name} ({len(train_data)} images, {threat}); defenses: {names}")
         b = result.best
-        if b is not None:
+        if b is not None and b.get("val_clean") is None:
+            print(f"best epoch {b['epoch']}: train loss {b['train_loss']:.4f} (no validation)")
+        elif b is not None:
             line = f"best epoch {b['epoch']}: val clean {_pct(b['val_clean'])}"
             if b.get("val_robust") is not None:
                 line += f", val {b['val_attack']} {_pct(b['val_robust'])}"

@@ -178,7 +178,7 @@ def test_torchrun_two_processes_equal_one(trained_cnn, tmp_path):
     from advkit.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(trained_cnn, tmp_path / "m")
-    args = ["-m", "advkit", "--quiet", "eval", "--model", str(ckpt), "--attacks", "fgsm,pgd", "--n", "90", "--batch-size", "20"]
+    args = ["-m", "advkit", "--quiet", "eval", "--model", str(ckpt), "--attacks", "fgsm,pgd", "-n", "90", "--batch-size", "20"]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr

@@ -47,11 +47,12 @@ from dataclasses import dataclass, field
 import torch
 
 from advkit.errors import UserError
+from advkit_csa.chains import (ImageSamples, _value, focused_logits, full_logits, needed_prefixes, record_focused,
+                               record_full)
+from advkit_csa.combine import MIN_UNITS_CV, allocate, estimate
 from advkit_csa.players import FrequencyPlayers
-from advkit_csa.surrogate import chain_marginals, shapley_mc, unit_marginals
 
 VALUES = ("prob", "logit")
-MIN_UNITS_CV = 8  # below this many units per image the control variate is not used
 
 
 @dataclass
@@ -84,12 +85,6 @@ class ShapleyResult:
         return self.values.sum(1) - (self.v_full - self.v_empty)
 
 
-def _value(logits: torch.Tensor, y: torch.Tensor, value: str) -> torch.Tensor:
-    if value == "prob":
-        logits = torch.softmax(logits.float(), dim=-1)
-    return logits.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1).float()
-
-
 def image_seed(seed: int, index: int, *keys) -> int:
     digest = hashlib.sha256(repr(("freq-shapley", int(seed), int(index)) + keys).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -101,7 +96,7 @@ def _device_of(model) -> torch.device:
 
 
 class _Forward:
-    """The model under inference, in slices of ``batch_size``, counting passes."""
+    """The model under inference, in slices of ``batch_size``, counting passes and time."""
 
     def __init__(self, model, batch_size: int):
         self.model, self.batch_size, self.calls, self.seconds = model, int(batch_size), 0, 0.0
@@ -117,101 +112,19 @@ class _Forward:
         return torch.cat(outs).float() if outs else images.new_zeros(0, 0)
 
 
-class _ImageState:
-    """What one image has gathered so far."""
-
-    def __init__(self, index: int, y: int, seed: int, p: int):
-        self.index, self.y = index, y
-        self.generator = torch.Generator().manual_seed(image_seed(seed, index))
-        self.orders: list[torch.Tensor] = []
-        self.units: list[torch.Tensor] = []  # (P,) marginals per unit
-        self.inc = [torch.zeros(0), torch.zeros(0)]  # summed logit increments per fold (P, C)
-        self.inc_n = [0, 0]
-        self.z0 = self.zn = None
-        self.v0 = self.vn = 0.0
-        self.done = False
-        self.p = p
-
-    def draw(self, k: int) -> torch.Tensor:
-        return torch.rand(k, self.p, generator=self.generator).argsort(dim=1)
-
-    def add_increments(self, fold: int, players: torch.Tensor, inc: torch.Tensor) -> None:
-        if self.inc[fold].numel() == 0:
-            self.inc[fold] = torch.zeros(self.p, inc.shape[-1], dtype=torch.float64)
-        self.inc[fold].index_add_(0, players.reshape(-1).cpu(), inc.reshape(-1, inc.shape[-1]).double().cpu())
-
-
-def _chain_logits(fwd, comps, base, full, owners, orders, antithetic):
-    """Logits (U, P-1, C) of the inner coalitions of each permutation (and of its reverse)."""
-    u, p = orders.shape
-    cs = comps[owners[:, None], orders.to(comps.device)].cumsum_(dim=1)[:, : p - 1]  # (U, P-1, C, H, W)
-    images = torch.empty((2 if antithetic else 1, *cs.shape), dtype=cs.dtype, device=cs.device)
-    torch.add(cs, base[owners][:, None], out=images[0])
-    if antithetic:  # the complements, i.e. the coalitions of the reversed permutation
-        torch.sub(full[owners][:, None], cs, out=images[1])
-    logits = fwd(images.flatten(0, 2)).view(images.shape[0], u, p - 1, -1)
-    return logits[0], (logits[1] if antithetic else None)
-
-
-def _record(state: _ImageState, orders, zf, zr, value, antithetic):
-    """Turn the logits of some units of one image into marginals and logit increments."""
-    k = orders.shape[0]
-    y = torch.tensor(state.y)
-    ends = lambda z: torch.cat([state.z0.expand(k, 1, -1), z, state.zn.expand(k, 1, -1)], dim=1)  # noqa: E731
-    fwd_logits = ends(zf)  # (k, P+1, C)
-    d = chain_marginals(_value(fwd_logits, y, value), orders, False)
-    fold = (torch.arange(k) + len(state.orders)) % 2
-    chains = [(orders, fwd_logits[:, 1:] - fwd_logits[:, :-1])]
-    if antithetic:
-        rev_logits = ends(zr.flip(1))
-        d = 0.5 * (d + chain_marginals(_value(rev_logits, y, value), orders, True))
-        chains.append((orders.flip(1), rev_logits[:, 1:] - rev_logits[:, :-1]))
-    for f in (0, 1):
-        sel = fold == f
-        for players, inc in chains:
-            state.add_increments(f, players[sel], inc[sel])
-        state.inc_n[f] += int(sel.sum()) * len(chains)
-    state.units.extend(d.double().unbind(0))
-    state.orders.extend(orders.unbind(0))
-
-
-def _coefficient(d: torch.Tensor, g: torch.Tensor) -> float:
-    """The least-squares control-variate coefficient, one number for all players (keeps efficiency exact)."""
-    gc = g - g.mean(0)
-    den = float((gc * gc).sum())
-    return float(((d - d.mean(0)) * gc).sum()) / den if den > 0 else 0.0
-
-
-def _estimate(state: _ImageState, antithetic: bool, use_cv: bool, seed: int, final: bool, ratio: float, max_pairs: int):
-    """Values and standard errors (P,) of one image; with ``final`` the surrogate's values are computed."""
-    d = torch.stack(state.units)  # (U, P) float64
-    n = d.shape[0]
-    if not use_cv or n < MIN_UNITS_CV:
-        mean = d.mean(0)
-        se = d.std(0) / math.sqrt(n) if n > 1 else torch.full_like(mean, float("inf"))
-        return mean.float(), se.float()
-    orders = torch.stack(state.orders)
-    z0, zn = state.z0.double(), state.zn.double()
-    mean = torch.zeros(state.p, dtype=torch.float64)
-    var = torch.zeros(state.p, dtype=torch.float64)
-    for fold in (0, 1):
-        sel = torch.arange(fold, n, 2)
-        w = state.inc[1 - fold] / state.inc_n[1 - fold]
-        g = unit_marginals(z0, zn, w, orders[sel], state.y, antithetic)
-        beta = _coefficient(d[sel], g)
-        r = d[sel] - beta * g
-        m = r.shape[0]
-        var_g_unit = g.var(0) * beta**2
-        pairs = int(min(max_pairs, max(64, math.ceil(ratio * m * float(var_g_unit.max()) / max(float(r.var(0).max()), 1e-30)))))
-        weight = m / n
-        if final:
-            gen = torch.Generator().manual_seed(image_seed(seed, state.index, "surrogate", fold))
-            phi_g, var_g = shapley_mc(z0, zn, w, state.y, pairs, gen)
-            mean += weight * (beta * phi_g.double() + r.mean(0))
-            var += weight**2 * (r.var(0) / m + beta**2 * var_g.double() / pairs)
-        else:
-            var += weight**2 * (r.var(0) / m + var_g_unit / pairs)
-    return mean.float(), var.sqrt().float()
+def _check(value, permutations, target_se, batch_size, pilot_share, x, y):
+    if value not in VALUES:
+        raise UserError(f"freq-shapley: value must be one of {VALUES}, got {value!r}")
+    if int(permutations) < 1:
+        raise UserError(f"freq-shapley: permutations must be >= 1, got {permutations!r}")
+    if target_se is not None and not float(target_se) > 0:
+        raise UserError(f"freq-shapley: target_se must be > 0, got {target_se!r}")
+    if int(batch_size) < 1:
+        raise UserError(f"freq-shapley: batch_size must be >= 1, got {batch_size!r}")
+    if not 0 < float(pilot_share) <= 1:
+        raise UserError(f"freq-shapley: pilot_share must lie in (0, 1], got {pilot_share!r}")
+    if x.dim() != 4 or y.shape != x.shape[:1]:
+        raise UserError(f"freq-shapley: expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
 def frequency_shapley(
@@ -225,6 +138,8 @@ def frequency_shapley(
     value: str = "prob",
     antithetic: bool = True,
     control_variate: bool = True,
+    adaptive: bool = True,
+    pilot_share: float = 0.25,
     batch_size: int = 1024,
     round_permutations: int = 16,
     seed: int = 0,
@@ -236,24 +151,18 @@ def frequency_shapley(
 ) -> ShapleyResult:
     """Estimate the frequency Shapley values of ``model`` on images ``x`` (N, C, H, W in [0, 1]) of classes ``y``.
 
-    ``permutations`` per image (counting both members of an antithetic pair);
-    ``target_se`` stops an image once its largest standard error is at most
-    this (checked every ``round_permutations``); ``grid`` the player grid
-    (default 2x2 blocks); ``seed`` (or a ``generator`` it is drawn from) and
-    ``indices`` (stable per-image ids, default ``0..N-1``) fix every random
-    choice: an image's values do not depend on the rest of the batch.
-    ``control_variate`` applies to ``value="prob"`` only.
+    ``permutations``: the budget per image, in full permutations, i.e. about
+    ``permutations * (P - 1)`` forward passes (an antithetic pair counts as 2);
+    with ``adaptive`` a ``pilot_share`` of it goes to full permutations and the
+    rest to focused ones. ``target_se`` stops an image once its largest
+    standard error is at most this (checked every ``round_permutations``).
+    ``grid``: the player grid (default 2x2 blocks). ``seed`` (or a
+    ``generator`` it is drawn from) and ``indices`` (stable per-image ids,
+    default ``0..N-1``) fix every random choice; an image's values do not
+    depend on the rest of the batch. ``control_variate`` applies to
+    ``value="prob"`` only.
     """
-    if value not in VALUES:
-        raise UserError(f"freq-shapley: value must be one of {VALUES}, got {value!r}")
-    if int(permutations) < 1:
-        raise UserError(f"freq-shapley: permutations must be >= 1, got {permutations!r}")
-    if target_se is not None and not float(target_se) > 0:
-        raise UserError(f"freq-shapley: target_se must be > 0, got {target_se!r}")
-    if int(batch_size) < 1:
-        raise UserError(f"freq-shapley: batch_size must be >= 1, got {batch_size!r}")
-    if x.dim() != 4 or y.shape != x.shape[:1]:
-        raise UserError(f"freq-shapley: expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    _check(value, permutations, target_se, batch_size, pilot_share, x, y)
     if generator is not None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     players = FrequencyPlayers(tuple(x.shape[-2:]), grid)
@@ -261,20 +170,35 @@ def frequency_shapley(
     device = _device_of(model)
     use_cv = bool(control_variate) and value == "prob"
     per_unit = 2 if antithetic else 1
-    total_units = max(1, math.ceil(int(permutations) / per_unit))
-    round_units = total_units if target_se is None else max(1, math.ceil(int(round_permutations) / per_unit))
+    inner = max(p - 1, 0)
+    budget = int(permutations) * inner  # passes per image besides the two ends
+    pilot_perms = int(permutations)
+    if adaptive and p > 2:
+        pilot_perms = min(pilot_perms, max(2 * MIN_UNITS_CV, math.ceil(float(pilot_share) * int(permutations))))
+    pilot_units = max(1, math.ceil(pilot_perms / per_unit))
+    round_units = pilot_units if target_se is None else max(1, math.ceil(int(round_permutations) / per_unit))
     if target_se is not None and use_cv:
         round_units = max(round_units, MIN_UNITS_CV)
+    round_passes = int(round_permutations) * inner if target_se is not None else None
     indices = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
     n = x.shape[0]
-    img_bytes = p * x[0].numel() * 4
-    group = max(1, min(64, (256 << 20) // max(img_bytes, 1)))
-    units_per_chunk = max(1, int(batch_size) // max(1, (p - 1) * per_unit))
+    group = max(1, min(64, (256 << 20) // max(p * x[0].numel() * 4, 1)))
+    units_per_chunk = max(1, int(batch_size) // max(1, inner * per_unit))
+    seed_of = lambda index, *keys: image_seed(seed, index, *keys)  # noqa: E731
 
-    values = torch.zeros(n, p)
-    stderr = torch.zeros(n, p)
-    v_full = torch.zeros(n)
-    v_empty = torch.zeros(n)
+    def estimate_of(s, final):
+        return estimate(s, antithetic, use_cv, seed_of, final, surrogate_ratio, max_surrogate_pairs)
+
+    def check_target(states, active):
+        if target_se is None:
+            return
+        for i in active:
+            _, se, _ = estimate_of(states[i], False)
+            if float(se.max()) <= float(target_se):
+                states[i].done = True
+
+    values, stderr = torch.zeros(n, p), torch.zeros(n, p)
+    v_full, v_empty = torch.zeros(n), torch.zeros(n)
     perms = torch.zeros(n, dtype=torch.long)
     passes = torch.zeros(n, dtype=torch.long)
     fwd = _Forward(model, batch_size)
@@ -283,7 +207,7 @@ def frequency_shapley(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n * (total_units * per_unit * max(p - 1, 0) + 2), desc="freq-shapley", unit="pass", unit_scale=True, leave=False)
+        bar = tqdm(total=n * (budget + 2), desc="freq-shapley", unit="pass", unit_scale=True, leave=False)
     was_training = getattr(model, "training", False)
     model.eval()
     try:
@@ -293,17 +217,21 @@ def frequency_shapley(
                 ys = y[start : start + group].to("cpu").long()
                 comps, base = players.components(xs)
                 full = base + comps.sum(1)
-                states = [_ImageState(indices[start + i], int(ys[i]), seed, p) for i in range(xs.shape[0])]
+                states = [ImageSamples(indices[start + i], int(ys[i]), torch.Generator().manual_seed(seed_of(indices[start + i])), p)
+                          for i in range(xs.shape[0])]
                 ends = fwd(torch.cat([base, full]).clone()).cpu()
                 for i, s in enumerate(states):
                     s.z0, s.zn = ends[i], ends[xs.shape[0] + i]
                     s.v0 = float(_value(s.z0, torch.tensor(s.y), value))
                     s.vn = float(_value(s.zn, torch.tensor(s.y), value))
+                    s.passes = 2
                 if bar is not None:
                     bar.update(2 * xs.shape[0])
+
+                # pilot: full permutations (all of them without adaptive sampling)
                 done_units = 0
-                while done_units < total_units:
-                    k = min(round_units, total_units - done_units)
+                while done_units < pilot_units:
+                    k = min(round_units, pilot_units - done_units)
                     active = [i for i, s in enumerate(states) if not s.done]
                     if not active:
                         break
@@ -312,42 +240,81 @@ def frequency_shapley(
                         all_owners = torch.tensor(active).repeat_interleave(k)
                         for c in range(0, len(all_owners), units_per_chunk):
                             orders = all_orders[c : c + units_per_chunk]
-                            owners = all_owners[c : c + units_per_chunk].to(device)
-                            zf, zr = _chain_logits(fwd, comps, base, full, owners, orders, antithetic)
-                            zf, zr = zf.cpu(), (zr.cpu() if zr is not None else None)
-                            owners_cpu = owners.cpu()
-                            for i in owners_cpu.unique().tolist():
-                                sel = owners_cpu == i
-                                _record(states[i], orders[sel], zf[sel], zr[sel] if zr is not None else None, value, antithetic)
+                            owners = all_owners[c : c + units_per_chunk]
+                            zf, zr = full_logits(fwd, comps, base, full, owners.to(device), orders, antithetic)
+                            for i in owners.unique().tolist():
+                                sel = owners == i
+                                record_full(states[i], orders[sel], zf[sel], zr[sel] if zr is not None else None, value, antithetic)
+                                states[i].passes += int(sel.sum()) * per_unit * inner
                             if bar is not None:
-                                bar.update(len(orders) * per_unit * (p - 1))
+                                bar.update(len(orders) * per_unit * inner)
                     else:  # one player: its value is v(all) - v(empty), exactly
                         for i in active:
-                            st = states[i]
                             for _ in range(k):
-                                st.units.append(torch.tensor([st.vn - st.v0], dtype=torch.float64))
-                                st.orders.append(torch.zeros(1, dtype=torch.long))
+                                states[i].full_d.append(torch.tensor([states[i].vn - states[i].v0], dtype=torch.float64))
+                                states[i].full_orders.append(torch.zeros(1, dtype=torch.long))
                     done_units += k
-                    if target_se is not None and done_units < total_units:
-                        for i in active:
-                            _, se = _estimate(states[i], antithetic, use_cv, seed, False, surrogate_ratio, max_surrogate_pairs)
-                            if float(se.max()) <= float(target_se):
-                                states[i].done = True
-                                if bar is not None:
-                                    bar.total -= (total_units - done_units) * per_unit * max(p - 1, 0)
-                                    bar.refresh()
+                    check_target(states, active)
+
+                # focused permutations on the players that carry the variance
+                rounds = 0
+                while p > 2 and rounds < 64:
+                    active = [i for i, s in enumerate(states) if not s.done and budget + 2 - s.passes > 0]
+                    if not active:
+                        break
+                    plan = []
+                    for i in active:
+                        s = states[i]
+                        left = budget + 2 - s.passes
+                        spend = left if target_se is None and rounds >= 2 else min(left, round_passes or max(left // 3, 1))
+                        _, _, unit_var = estimate_of(s, False)
+                        counts = len(s.full_d) + (torch.stack(s.foc_masks).sum(0) if s.foc_masks else torch.zeros(p))
+                        q, units = allocate(unit_var, counts, spend / (2 * per_unit))
+                        if units == 0:
+                            s.done = True
+                            continue
+                        orders, masks = s.draw(units), s.draw_masks(units, q)
+                        plan.append((i, orders, masks, needed_prefixes(orders, masks)))
+                    if not plan:
+                        break
+                    owners = torch.cat([torch.full((len(o),), i) for i, o, _, _ in plan])
+                    orders = torch.cat([o for _, o, _, _ in plan])
+                    masks = torch.cat([m for _, _, m, _ in plan])
+                    need = torch.cat([nd for _, _, _, nd in plan])
+                    cost = need.sum(1) * per_unit
+                    c = 0
+                    while c < len(owners):
+                        e = c + 1
+                        total = int(cost[c])
+                        while e < len(owners) and total + int(cost[e]) <= int(batch_size):
+                            total += int(cost[e])
+                            e += 1
+                        zf, zr = focused_logits(fwd, comps, base, full, owners[c:e].to(device), orders[c:e], need[c:e], antithetic)
+                        rows = torch.cat([torch.zeros(1, dtype=torch.long), need[c:e].sum(1).cumsum(0)])
+                        for i in owners[c:e].unique().tolist():
+                            sel = (owners[c:e] == i).nonzero().flatten()
+                            lo, hi = int(rows[sel[0]]), int(rows[sel[-1] + 1])
+                            record_focused(states[i], orders[c:e][sel], masks[c:e][sel], need[c:e][sel], zf[lo:hi],
+                                           zr[lo:hi] if zr is not None else None, value, antithetic)
+                            states[i].passes += int(cost[c:e][sel].sum())
+                        if bar is not None:
+                            bar.update(total)
+                        c = e
+                    rounds += 1
+                    check_target(states, [i for i, _, _, _ in plan])
+
                 for i, s in enumerate(states):
                     j = start + i
-                    mean, se = _estimate(s, antithetic, use_cv, seed, True, surrogate_ratio, max_surrogate_pairs)
-                    values[j], stderr[j] = mean, se
+                    values[j], stderr[j], _ = estimate_of(s, True)
                     v_full[j], v_empty[j] = s.vn, s.v0
-                    perms[j] = len(s.units) * per_unit
-                    passes[j] = 2 + len(s.units) * per_unit * max(p - 1, 0)
+                    perms[j] = (len(s.full_d) + len(s.foc_d)) * per_unit
+                    passes[j] = s.passes
     finally:
         if bar is not None:
             bar.close()
         model.train(was_training)
     settings = {"grid": list(players.grid), "players": p, "value": value, "antithetic": bool(antithetic),
-                "control_variate": use_cv, "permutations": int(permutations), "target_se": target_se, "seed": int(seed)}
+                "control_variate": use_cv, "adaptive": bool(adaptive), "permutations": int(permutations),
+                "target_se": target_se, "seed": int(seed)}
     timing = {"total_s": time.perf_counter() - t_start, "forward_s": fwd.seconds, "passes": fwd.calls}
     return ShapleyResult(values, stderr, v_full, v_empty, perms, passes, players, settings, timing)
