@@ -198,8 +198,8 @@ class Engine:
 
     def attack(self, stage: str, attack, idx: list[int], eps=None) -> tuple[dict[int, dict], float]:
         """Run ``attack`` on ``idx``; per point: broken (bool) and perturbation norm. Verifies every batch."""
-        t0 = time.perf_counter()
         out: dict[int, dict] = {}
+        seconds = 0.0
 
         def run(b, chunk):
             _seeded(_batch_seed(self.seed, stage, b))
@@ -216,10 +216,11 @@ class Engine:
 
         bar = _tqdm(len(idx), stage, self.quiet)
         for rec in self._run(stage, idx, run, bar):
+            seconds += rec.get("seconds", 0.0)
             for i, br, nm in zip(rec["index"], rec["broken"], rec["norm"]):
                 out[i] = {"broken": bool(br), "norm": nm}
         bar.close()
-        return out, time.perf_counter() - t0
+        return out, seconds
 
     def _run(self, stage, idx, fn, bar):
         """Do the batches not yet in the progress log, shared round-robin among ranks."""
@@ -236,8 +237,12 @@ class Engine:
         # Rounds of one batch per rank; all ranks gather each round, so every rank sees every result.
         for start in range(0, len(pending), size):
             group = pending[start : start + size]
+            t0 = time.perf_counter()
             local = [fn(b, c) for (b, c) in group[rank : rank + 1]]
             gathered = [rec for part in D.all_gather(local) for rec in part]
+            share = (time.perf_counter() - t0) / max(len(gathered), 1)
+            for rec in gathered:  # wall-clock share of the round, so a resumed run reports the original time
+                rec["seconds"] = share
             self.progress.put(gathered)
             recs.extend(gathered)
             if bar is not None:

@@ -22,6 +22,10 @@ implementations of PGD-AT, TRADES and MART) and its parameters frozen (no
 parameter gradients, safe under DDP); the update runs in train mode. Every
 training perturbation is checked against the threat model, per pixel when the
 adversary leaves a budget map in ``ctx.state["eps_map"]`` (cleared each step).
+``ctx.state["augmentation"]`` holds the batch's crop and flip as a function
+applying them to any tensor shaped like the batch (None without augmentation),
+so that per-sample state kept by dataset index (PART's masks) can follow its
+images.
 
 Augmentation runs batched on the device: random crop with zero padding 4 plus
 horizontal flip for colour images (32x32), random crop with padding 2 and no
@@ -53,6 +57,7 @@ style ``no_weight_decay()``; they go into a parameter group without decay.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -623,15 +628,19 @@ def train(
                 bar = _progress(len(index_batches), f"epoch {epoch + 1}/{epochs}", quiet or not dist.main)
                 for step, (idx, x, y) in enumerate(batches.iterate(index_batches)):
                     g = _generator(device, derive_seed(seed, "step", epoch, step))
+                    augmentation = None
                     if pad:
                         n_global = min(int(batch_size), len(batches) - step * int(batch_size))
                         oy, ox, fl = draw_augmentation(n_global, pad, flip, g)
                         sl = slice(dist.rank, None, dist.world)
-                        x = apply_augmentation(x, pad, oy[sl][: x.shape[0]], ox[sl][: x.shape[0]], fl[sl][: x.shape[0]])
+                        n = x.shape[0]
+                        augmentation = functools.partial(apply_augmentation, pad=pad, oy=oy[sl][:n], ox=ox[sl][:n], fl=fl[sl][:n])
+                        x = augmentation(x)
                     ctx.step = epoch * len(index_batches) + step
                     ctx.index = idx
                     ctx.generator = _generator(device, derive_seed(seed, "adversary", epoch, step, dist.rank))
                     ctx.state.pop("eps_map", None)
+                    ctx.state["augmentation"] = augmentation
                     model.train()
                     for d in data_defenses:
                         x, y = d.transform_batch(x, y, ctx)

@@ -102,6 +102,11 @@ def test_resume_equals_uninterrupted(trained_cnn, data, test_plugin, tmp_path):
     assert _csv(tmp_path / "cut" / "results.csv") == full
     total_batches = (tmp_path / "full" / "progress.jsonl").read_text().count("cascade:1:flaky")
     assert calls_on_resume == total_batches - 2  # finished batches were not redone
+    before = json.loads((tmp_path / "full" / "report.json").read_text())["attacks"]
+    evaluate(trained_cnn, data, ["fgsm", "flaky"], out=tmp_path / "full", **kw)  # all resumed
+    after = json.loads((tmp_path / "full" / "report.json").read_text())["attacks"]
+    assert [a["seconds"] for a in after] == pytest.approx([a["seconds"] for a in before])  # the original times
+    assert all(a["seconds"] > 0 for a in after)
     with pytest.raises(UserError, match="other settings"):
         evaluate(trained_cnn, data, ["pgd"], out=tmp_path / "cut", **kw)
 

@@ -33,6 +33,7 @@ def _activations_and_grads(model, layer, x, cls):
         store["a"] = out
 
     handle = layer.register_forward_hook(hook)
+    x = x.detach().requires_grad_(True)  # keeps a graph to the layer when the weights are frozen
     try:
         logits = model(x)
     finally:

@@ -1,0 +1,133 @@
+"""The CPU-scale defense table: train the SmallCNN with each defense on fmnist-mini, then evaluate it.
+
+Every row is two ``advkit`` commands (printed, and stored with the results):
+``advkit train`` with the row's defenses, then ``advkit eval`` of its last
+checkpoint with PGD-20 and AutoAttack (``aa``; advkit switches to ``aa-rand``
+with EOT by itself for stochastic models). Rows already trained or evaluated
+in ``--out`` are not redone, so the script can be stopped and restarted.
+
+    python benchmarks/defense_table.py                       # every row, 2 jobs at a time
+    python benchmarks/defense_table.py --rows pgd-at,part --jobs 1
+    python benchmarks/defense_table.py --markdown             # print the table of what is done
+
+The result goes to ``OUT/table.md`` (also printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+AT = "pgd-at:steps={steps}"
+ROWS = {  # name -> defenses (the training adversary uses {steps} PGD steps of eps/4)
+    "standard": [],
+    "pgd-at": [AT],
+    "trades": ["trades:steps={steps}"],
+    "mart": ["mart:steps={steps}"],
+    "mixed": ["mixed:clean=0.5,fgsm=0.25,pgd=0.25"],
+    "lwta+pgd-at": [AT, "lwta"],
+    "noise-injection+pgd-at": [AT, "noise-injection"],
+    "part": [AT, "part"],
+    "part-t": ["trades:steps={steps}", "part"],
+}
+
+
+def commands(name: str, a) -> tuple[list[str], list[str]]:
+    run = Path(a.out) / name
+    train = ["advkit", "--seed", str(a.seed), "-q", "train", "--model", "smallcnn", "--dataset", "fmnist-mini",
+             "--n-train", str(a.n_train), "--epochs", str(a.epochs), "--batch-size", "128", "--optimizer", "adam",
+             "--lr", "1e-3", "--weight-decay", "0", "--schedule", "cosine", "--eps", a.eps, "--n-val", "500",
+             "--val-attack", "pgd", "--out", str(run)]
+    for d in ROWS[name]:
+        train += ["--defense", d.format(steps=a.steps)]
+    evaluate = ["advkit", "--seed", str(a.seed), "-q", "eval", "--model", str(run / "last.safetensors"),
+                "--attacks", "pgd,aa", "--attack-opt", "pgd.steps=20", "--eps", a.eps, "-n", str(a.n),
+                "--out", str(run / "eval")]
+    return train, evaluate
+
+
+def run_row(name: str, a) -> str:
+    run = Path(a.out) / name
+    train, evaluate = commands(name, a)
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "HF_HUB_OFFLINE": "1"}
+    trained = (run / "last.json").exists() and json.loads((run / "last.json").read_text()).get("epoch", 0) >= a.epochs
+    if (run / "last.json").exists() and not trained:
+        train = train + ["--resume"]
+    steps = [] if trained else [("train", train)]
+    if not (run / "eval" / "report.json").exists():
+        steps.append(("eval", evaluate))
+    for what, cmd in steps:
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "advkit", *cmd[1:]], env=env, capture_output=True, text=True)
+        (run / "logs").mkdir(parents=True, exist_ok=True)
+        (run / "logs" / f"{what}.log").write_text(shlex.join(cmd) + "\n" + proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            return f"{name}: {what} failed: {tail[0]}"
+        (run / "logs" / f"{what}.seconds").write_text(f"{time.time() - t0:.0f}\n")
+    return f"{name}: done"
+
+
+def table(a) -> str:
+    lines = ["| defenses | clean | PGD-20 | AutoAttack | AA version | train time (s) | notes |", "|---|---|---|---|---|---|---|"]
+    for name in a.rows:
+        rep = Path(a.out) / name / "eval" / "report.json"
+        if not rep.exists():
+            continue
+        r = json.loads(rep.read_text())
+        acc = {x["name"]: x["accuracy"] for x in r["attacks"]}
+        aa = next((x for x in r["attacks"] if x["name"].startswith("aa")), None)
+        secs = Path(a.out) / name / "logs" / "train.seconds"
+        note = "stochastic: EOT-20 PGD, aa-rand" if r.get("stochastic") else ""
+        pgd = acc.get("pgd")
+        lines.append(
+            f"| {' + '.join(d.split(':')[0] for d in ROWS[name]) or 'none (standard)'} | {100 * r['clean_accuracy']:.1f} "
+            f"| {100 * pgd:.1f} | {100 * r['robust_accuracy']:.1f} | {aa['implementation'] if aa else ''} "
+            f"| {secs.read_text().strip() if secs.exists() else ''} | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated, from: " + ", ".join(ROWS))
+    ap.add_argument("--out", default="runs/table")
+    ap.add_argument("--n-train", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--eps", default="0.1")
+    ap.add_argument("-n", "--n", type=int, default=500, help="test points evaluated")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="OMP threads per job")
+    ap.add_argument("--markdown", action="store_true", help="only print the table of finished rows")
+    ap.add_argument("--print-commands", action="store_true")
+    a = ap.parse_args(argv)
+    a.rows = [r.strip() for r in a.rows.split(",") if r.strip()]
+    unknown = [r for r in a.rows if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if a.print_commands:
+        for name in a.rows:
+            for cmd in commands(name, a):
+                print(shlex.join(cmd))
+        return
+    if not a.markdown:
+        with ThreadPoolExecutor(a.jobs) as pool:
+            for line in pool.map(lambda r: run_row(r, a), a.rows):
+                print(line, flush=True)
+    md = table(a)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "table.md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
