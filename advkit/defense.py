@@ -83,9 +83,13 @@ class Defense:
         return F.cross_entropy(model(x if x_adv is None else x_adv), y)
 
     def attack_loss(self, logits_adv: torch.Tensor, logits_clean: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        """The loss the adversary maximises. An override that reads ``logits_clean`` keeps ``uses_clean``
+        true (the default for any function); this one does not, so adversaries may pass ``None``."""
         import torch.nn.functional as F
 
         return F.cross_entropy(logits_adv, y)
+
+    attack_loss.uses_clean = False
 
     # preparation hooks
     def setup(self, model, data, ctx: TrainContext) -> None:

@@ -2,8 +2,10 @@
 
 Every row is two ``advkit`` commands (printed, and stored with the results):
 ``advkit train`` with the row's defenses, then ``advkit eval`` of its last
-checkpoint with PGD-20 and AutoAttack (``aa``; advkit switches to ``aa-rand``
-with EOT by itself for stochastic models). Rows already trained or evaluated
+checkpoint with PGD-20 and AutoAttack. Deterministic models get AutoAttack's
+two APGD attacks (``aa:attacks=apgd-ce+apgd-t``; ``--full-aa`` adds FAB-T and
+Square, which cost minutes per model on a CPU); stochastic ones get
+``aa-rand`` (APGD-CE and APGD-DLR with EOT), which advkit picks by itself. Rows already trained or evaluated
 in ``--out`` are not redone, so the script can be stopped and restarted.
 
     python benchmarks/defense_table.py                       # every row, 2 jobs at a time
@@ -25,18 +27,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-AT = "pgd-at:steps={steps}"
-ROWS = {  # name -> defenses (the training adversary uses {steps} PGD steps of eps/4)
+AT = "pgd-at:steps={steps},step_size={step}"
+ROWS = {  # name -> defenses (the training adversary: {steps} PGD steps of {step})
     "standard": [],
     "pgd-at": [AT],
-    "trades": ["trades:steps={steps}"],
-    "mart": ["mart:steps={steps}"],
+    "trades": ["trades:steps={steps},step_size={step}"],
+    "mart": ["mart:steps={steps},step_size={step}"],
     "mixed": ["mixed:clean=0.5,fgsm=0.25,pgd=0.25"],
     "lwta+pgd-at": [AT, "lwta"],
     "noise-injection+pgd-at": [AT, "noise-injection"],
     "part": [AT, "part"],
-    "part-t": ["trades:steps={steps}", "part"],
+    "part-t": ["trades:steps={steps},step_size={step}", "part"],
 }
+STOCHASTIC = {"lwta", "noise-injection"}  # evaluated with aa-rand (APGD-CE + APGD-DLR with EOT) by advkit itself
 
 
 def commands(name: str, a) -> tuple[list[str], list[str]]:
@@ -46,10 +49,12 @@ def commands(name: str, a) -> tuple[list[str], list[str]]:
              "--lr", "1e-3", "--weight-decay", "0", "--schedule", "cosine", "--eps", a.eps, "--n-val", "500",
              "--val-attack", "pgd", "--out", str(run)]
     for d in ROWS[name]:
-        train += ["--defense", d.format(steps=a.steps)]
+        train += ["--defense", d.format(steps=a.steps, step=a.step_size)]
     evaluate = ["advkit", "--seed", str(a.seed), "-q", "eval", "--model", str(run / "last.safetensors"),
                 "--attacks", "pgd,aa", "--attack-opt", "pgd.steps=20", "--eps", a.eps, "-n", str(a.n),
                 "--out", str(run / "eval")]
+    if not a.full_aa and not STOCHASTIC & set(d.split(":")[0] for d in ROWS[name]):
+        evaluate[-2:-2] = ["--attack-opt", "aa.attacks=apgd-ce+apgd-t"]
     return train, evaluate
 
 
@@ -102,11 +107,14 @@ def main(argv=None):
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--step-size", default="0.04", help="training PGD step (3 steps of 0.04 reach eps 0.1 from any start)")
     ap.add_argument("--eps", default="0.1")
     ap.add_argument("-n", "--n", type=int, default=500, help="test points evaluated")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="OMP threads per job")
+    ap.add_argument("--full-aa", action="store_true",
+                    help="standard AutoAttack (adds FAB-T and Square: minutes per model on CPU) instead of APGD-CE + APGD-T")
     ap.add_argument("--markdown", action="store_true", help="only print the table of finished rows")
     ap.add_argument("--print-commands", action="store_true")
     a = ap.parse_args(argv)

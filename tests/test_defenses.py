@@ -133,6 +133,19 @@ def test_training_pgd_maximises_the_given_loss(batch):
         assert trades.attack_loss(model(x_adv), model(x), y) > trades.attack_loss(model(x + 0.001), model(x), y)
 
 
+def test_training_pgd_computes_clean_logits_only_for_losses_that_read_them(batch):
+    from advkit_training.pgd import pgd
+
+    model = smallcnn().eval()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(1))
+    x, y = batch
+    for spec, expected in (("pgd-at", 3), ("mart", 3), ("trades", 4)):  # 3 steps (+1 clean pass for TRADES' KL)
+        calls.clear()
+        pgd(model, x, y, eps=0.1, steps=3, loss_fn=create_defense(spec).attack_loss)
+        assert len(calls) == expected, spec
+
+
 # ----------------------------------------------------------------------------- every defense trains
 
 

@@ -25,6 +25,9 @@ def _ce(logits_adv, logits_clean, y):
     return F.cross_entropy(logits_adv, y)
 
 
+_ce.uses_clean = False
+
+
 def _bshape(x):
     return (-1,) + (1,) * (x.dim() - 1)
 
@@ -101,8 +104,10 @@ def pgd(
     if torch.is_tensor(eps):
         eps = eps.to(device=x.device, dtype=x.dtype)
     alpha = eps / 4 if step_size is None else step_size
-    with torch.no_grad():
-        logits_clean = model(x).detach()
+    logits_clean = None
+    if getattr(loss_fn, "uses_clean", True):  # TRADES' KL needs the clean logits; cross-entropy does not
+        with torch.no_grad():
+            logits_clean = model(x).detach()
     x_adv = project(x, x + random_start(x, norm, eps, start, start_std, generator), norm, eps, bounds)
     for _ in range(int(steps)):
         x_adv.requires_grad_(True)
