@@ -73,11 +73,11 @@ def seed_figure(x: torch.Tensor, pfc: torch.Tensor, nfc: torch.Tensor, heat: tor
 
 
 class FreqShapley:
-    """Shapley values of 2-D DFT blocks (antithetic permutations + control variate); PFC/NFC reconstructions."""
+    """Shapley values of 2-D DFT blocks (antithetic pairs, control variate, adaptive sampling); PFC/NFC reconstructions."""
 
     def __init__(self, permutations: int = 64, target_se: float | None = None, grid: str | None = None,
                  value: str = "prob", antithetic: bool = True, control_variate: bool = True,
-                 batch_size: int = 1024, seed: int = 0, progress: bool = True, figure: str | None = None):
+                 adaptive: bool = True, batch_size: int = 1024, seed: int = 0, progress: bool = True, figure: str | None = None):
         from advkit.errors import UserError
         from advkit_csa.grid import parse_grid
         from advkit_csa.shapley import VALUES
@@ -88,7 +88,7 @@ class FreqShapley:
             raise UserError(f"freq-shapley: permutations must be >= 1, got {permutations!r}")
         self.grid = parse_grid(grid)
         self.kw = dict(permutations=int(permutations), target_se=target_se, value=value, antithetic=bool(antithetic),
-                       control_variate=bool(control_variate), batch_size=int(batch_size), seed=int(seed),
+                       control_variate=bool(control_variate), adaptive=bool(adaptive), batch_size=int(batch_size), seed=int(seed),
                        progress=bool(progress))
         self.figure = figure
 
