@@ -8,12 +8,8 @@ reference implementation. The adversary maximises CE, started from
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from advkit.defense import Defense
 from advkit_training import _checks
-from advkit_training.pgd import PGDAdversary
 
 
 class MART(Defense):
@@ -28,9 +24,14 @@ class MART(Defense):
         self.step_size = _checks.step_size("mart.step_size", step_size)
 
     def default_adversary(self) -> Defense:
+        from advkit_training.pgd import PGDAdversary
+
         return PGDAdversary(self.steps, self.step_size, start="normal", start_std=0.001)
 
     def loss(self, model, x, x_adv, y, ctx):
+        import torch
+        import torch.nn.functional as F
+
         logits = model(x)
         logits_adv = model(x if x_adv is None else x_adv)
         adv_probs = F.softmax(logits_adv, dim=1)

@@ -23,11 +23,13 @@ source made each example.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from advkit.defense import Defense
 from advkit.errors import UserError
-from advkit_training.pgd import project, random_start
+
+if TYPE_CHECKING:  # torch is imported when training starts, so that `advkit list` stays fast
+    import torch
 
 BUILTIN = ("clean", "noise")
 DEFAULT = {"clean": 0.5, "fgsm": 0.25, "pgd": 0.25}
@@ -114,6 +116,8 @@ class Mixed(Defense):
 
     def assign(self, n: int, generator=None, device="cpu") -> torch.Tensor:
         """Which source makes each of ``n`` examples (indices into ``self.names``)."""
+        import torch
+
         dev = generator.device if generator is not None else torch.device(device)
         if self.mode == "draw":
             k = torch.multinomial(torch.tensor(self.weights, device=dev), 1, generator=generator)
@@ -127,6 +131,8 @@ class Mixed(Defense):
         return source
 
     def perturb(self, model, x, y, ctx):
+        from advkit_training.pgd import project, random_start
+
         threat = ctx.threat
         source = self.assign(x.shape[0], ctx.generator, x.device).to(x.device)
         x_adv = x.detach().clone()

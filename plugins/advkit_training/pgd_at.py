@@ -9,11 +9,8 @@ labels, so PGD-AT combines with label smoothing without a second objective.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from advkit.defense import Defense
 from advkit_training import _checks
-from advkit_training.pgd import PGDAdversary
 
 
 class PGDAT(Defense):
@@ -32,9 +29,13 @@ class PGDAT(Defense):
         self.smoothing = _checks.fraction("pgd-at.smoothing", smoothing, upper_open=True)
 
     def default_adversary(self) -> Defense:
+        from advkit_training.pgd import PGDAdversary
+
         return PGDAdversary(self.steps, self.step_size, self.random_start)
 
     def loss(self, model, x, x_adv, y, ctx):
+        import torch.nn.functional as F
+
         adv = F.cross_entropy(model(x if x_adv is None else x_adv), y, label_smoothing=self.smoothing)
         if not self.clean_weight:
             return adv

@@ -9,8 +9,6 @@ for that.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from advkit.defense import Defense
 from advkit_training import _checks
 
@@ -23,4 +21,6 @@ class LabelSmoothing(Defense):
         self.smoothing = _checks.fraction("label-smoothing.smoothing", smoothing, upper_open=True)
 
     def loss(self, model, x, x_adv, y, ctx):
+        import torch.nn.functional as F
+
         return F.cross_entropy(model(x if x_adv is None else x_adv), y, label_smoothing=self.smoothing)

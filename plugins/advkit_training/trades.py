@@ -8,11 +8,8 @@ from ``x + 0.001·N(0, 1)``.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from advkit.defense import Defense
 from advkit_training import _checks
-from advkit_training.pgd import PGDAdversary
 
 
 class TRADES(Defense):
@@ -28,14 +25,20 @@ class TRADES(Defense):
         self.smoothing = _checks.fraction("trades.smoothing", smoothing, upper_open=True)
 
     def default_adversary(self) -> Defense:
+        from advkit_training.pgd import PGDAdversary
+
         return PGDAdversary(self.steps, self.step_size, start="normal", start_std=0.001)
 
     def attack_loss(self, logits_adv, logits_clean, y):
+        import torch.nn.functional as F
+
         if logits_clean is None:  # an adversary that does not pass clean logits
             return F.cross_entropy(logits_adv, y)
         return F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="sum")
 
     def loss(self, model, x, x_adv, y, ctx):
+        import torch.nn.functional as F
+
         logits = model(x)
         natural = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
         if x_adv is None:
