@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
+    import torch
 
 from advkit.defense import Defense, TrainContext
 from advkit.errors import UserError
@@ -80,6 +82,8 @@ class CSA(Defense):
         self._index(data, ctx.device)
 
     def _index(self, data, device) -> None:
+        import torch
+
         bank = self.bank
         shape = list(getattr(getattr(data, "info", None), "input_shape", bank.meta.get("input_shape")))
         if list(bank.meta.get("input_shape", shape)) != shape:
@@ -104,6 +108,8 @@ class CSA(Defense):
 
     def sample(self, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Indices into the (class-sorted) bank: one random entry of class ``y[i]`` per sample."""
+        import torch
+
         if self._spatial is None:
             raise RuntimeError("csa: setup() has not run (no bank loaded)")
         y = y.to(self._count.device)

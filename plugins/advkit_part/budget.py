@@ -15,8 +15,10 @@ training.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
+    import torch
 
 from advkit.errors import UserError
 
@@ -25,6 +27,8 @@ DEFAULT_RATIO = 7 / 8  # 7/255 at eps 8/255, the paper's setting
 
 def zscore(cam: torch.Tensor) -> torch.Tensor:
     """Standardise each (1, H, W) map over its pixels (population std); flat maps give 0."""
+    import torch
+
     flat = cam.flatten(1).double()
     mu = flat.mean(1, keepdim=True)
     sd = flat.std(1, unbiased=False, keepdim=True)
@@ -34,6 +38,8 @@ def zscore(cam: torch.Tensor) -> torch.Tensor:
 
 def is_flat(cam: torch.Tensor) -> torch.Tensor:
     """Per image: the map has no spread worth standardising (relative to its size, in its dtype)."""
+    import torch
+
     flat = cam.flatten(1)
     spread = flat.amax(1) - flat.amin(1)
     return spread <= torch.finfo(flat.dtype).eps * flat.abs().amax(1)
@@ -45,8 +51,11 @@ def important(cam: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
     return high | is_flat(cam).view(-1, 1, 1, 1)
 
 
-def budget_map(high: torch.Tensor, eps: float, eps_low: float, dtype=torch.float32) -> torch.Tensor:
-    """``eps`` where ``high``, ``eps_low`` elsewhere."""
+def budget_map(high: torch.Tensor, eps: float, eps_low: float, dtype=None) -> torch.Tensor:
+    """``eps`` where ``high``, ``eps_low`` elsewhere (float32 unless ``dtype``)."""
+    import torch
+
+    dtype = dtype or torch.float32
     return torch.where(high, torch.tensor(float(eps), dtype=dtype, device=high.device),
                        torch.tensor(float(eps_low), dtype=dtype, device=high.device))
 

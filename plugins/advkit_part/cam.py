@@ -11,8 +11,10 @@ is the model's prediction, as in the reference implementation, or the label
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
+    import torch
 
 from advkit.errors import UserError, closest
 
@@ -56,6 +58,8 @@ def inspecting(model):
 def cam_maps(model, x: torch.Tensor, y: torch.Tensor, layer, variant: str = "gradcam", target: str = "pred",
              batch_size: int = 256) -> torch.Tensor:
     """Non-negative (N, 1, H, W) maps of ``variant`` at ``layer`` for the predicted (or true) classes."""
+    import torch
+
     from advkit_explainers.cam import compute_cam
 
     with inspecting(model):

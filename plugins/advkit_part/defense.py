@@ -23,8 +23,10 @@ augmentation and the *data* defenses, with the current weights.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
+    import torch
 
 from advkit.defense import Defense, TrainContext
 from advkit.errors import UserError
@@ -93,6 +95,8 @@ class PART(Defense):
     # ------------------------------------------------------------------ preparation
 
     def setup(self, model, data, ctx: TrainContext) -> None:
+        import torch
+
         threat = ctx.threat
         if threat.norm != "Linf":
             raise UserError(f"part needs a Linf threat model (a per-pixel budget), got {threat.norm}")

@@ -10,8 +10,6 @@ model's training eps, else the dataset's usual one.
 
 from __future__ import annotations
 
-from advkit.explain import Explanation
-from advkit.threat import parse_eps
 from advkit_part.budget import DEFAULT_RATIO, check_low, check_threshold, important, low_budget
 from advkit_part.cam import TARGETS, VARIANTS, cam_maps, check_choice, find_layer
 
@@ -26,6 +24,8 @@ def trained_with(model) -> dict:
 
 def default_eps(model) -> float:
     """The eps the model was trained at, else the usual eps of the dataset being explained, else 8/255."""
+    from advkit.threat import parse_eps
+
     threat = (getattr(model, "info", None) or {}).get("threat") or {}
     if threat.get("eps") is not None:
         return float(threat["eps"])
@@ -62,6 +62,8 @@ def part_map(cam: str = "", layer: str = "", threshold: float | None = None, eps
     check_low(eps_low, ratio)
 
     def explain(model, x, y):
+        from advkit.explain import Explanation
+
         rec = trained_with(model)
         variant = check_choice("cam", cam or rec.get("cam") or "gradcam", VARIANTS)
         tgt = check_choice("target", target or rec.get("target") or "pred", TARGETS)

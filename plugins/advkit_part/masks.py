@@ -16,7 +16,10 @@ the crop's zero padding are unimportant.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
+    import torch
 
 from advkit_part.budget import important
 from advkit_part.cam import cam_maps
@@ -24,6 +27,8 @@ from advkit_part.cam import cam_maps
 
 def dataset_batches(data, batch_size: int, device):
     """``(images, labels)`` of ``data`` in dataset order, ``batch_size`` at a time, on ``device``."""
+    import torch
+
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
     for x, y in loader:
         yield x.to(device, torch.float32), torch.as_tensor(y).to(device, torch.long)
@@ -39,6 +44,8 @@ class MaskBank:
     def compute(self, model, data, *, layer, variant: str, target: str, threshold: float, batch_size: int,
                 device, epoch: int) -> None:
         """Masks of all of ``data`` with ``model`` as it is now (eval mode, frozen weights)."""
+        import torch
+
         parts = []
         for x, y in dataset_batches(data, batch_size, device):
             cam = cam_maps(model, x, y, layer, variant=variant, target=target, batch_size=batch_size)
