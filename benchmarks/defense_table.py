@@ -28,16 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 AT = "pgd-at:steps={steps},step_size={step}"
-ROWS = {  # name -> defenses (the training adversary: {steps} PGD steps of {step})
+ROWS = {  # name -> defenses (the training adversary: {steps} PGD steps of {step}); cheapest to evaluate first
     "standard": [],
     "pgd-at": [AT],
     "trades": ["trades:steps={steps},step_size={step}"],
-    "mart": ["mart:steps={steps},step_size={step}"],
-    "mixed": ["mixed:clean=0.5,fgsm=0.25,pgd=0.25"],
-    "lwta+pgd-at": [AT, "lwta"],
-    "noise-injection+pgd-at": [AT, "noise-injection"],
     "part": [AT, "part"],
     "part-t": ["trades:steps={steps},step_size={step}", "part"],
+    "mart": ["mart:steps={steps},step_size={step}"],
+    "mixed": ["mixed:clean=0.5,fgsm=0.25,pgd=0.25"],
+    "noise-injection+pgd-at": [AT, "noise-injection"],
+    "lwta+pgd-at": [AT, "lwta"],
 }
 STOCHASTIC = {"lwta", "noise-injection"}  # evaluated with aa-rand (APGD-CE + APGD-DLR with EOT) by advkit itself
 
@@ -81,7 +81,8 @@ def run_row(name: str, a) -> str:
 
 
 def table(a) -> str:
-    lines = ["| defenses | clean | PGD-20 | AutoAttack | AA version | train time (s) | notes |", "|---|---|---|---|---|---|---|"]
+    lines = ["| defenses | clean | PGD-20 | PGD-20 then AutoAttack (worst case) | AutoAttack run | train time (s) | notes |",
+             "|---|---|---|---|---|---|---|"]
     for name in a.rows:
         rep = Path(a.out) / name / "eval" / "report.json"
         if not rep.exists():
