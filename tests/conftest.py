@@ -49,3 +49,12 @@ def trained_cnn(fmnist_train):
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Small models on a shared 2-core CPU train fastest single-threaded (for a whole module)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
