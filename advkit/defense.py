@@ -15,7 +15,9 @@ point, where transforms apply in order.
 An objective says which loss its adversary should maximise through
 ``attack_loss(logits_adv, logits_clean, y)`` (cross-entropy by default; KL for
 TRADES), so ``--defense trades --defense part`` runs PART's adversary on the
-TRADES loss (PART-T).
+TRADES loss (PART-T). The full contract (attributes the engine reads, the
+lifecycle, the context and its ``state`` keys) is on :class:`Defense` and
+:class:`TrainContext`.
 """
 
 from __future__ import annotations
@@ -34,26 +36,82 @@ _METHODS = {"model": "transform_model", "data": "transform_batch", "adversary": 
 
 @dataclass
 class TrainContext:
-    """What the engine tells defenses about the current step."""
+    """What the training engine tells defenses, fixed for the run or updated at each step.
+
+    - ``threat``: the training :class:`~advkit.threat.ThreatModel`; ``device``.
+    - ``epoch`` (0-based), ``epochs``, ``step`` (global step count), ``index``:
+      the dataset indices of the batch (stable under shuffling: key per-sample
+      state by them).
+    - ``attack_loss(logits_adv, logits_clean, y)``: the objective's loss, which
+      any adversary should maximise; its ``uses_clean`` attribute says whether it
+      reads ``logits_clean`` (pass ``None`` when it does not).
+    - ``adversary``: the :class:`~advkit.adversary.PGDSettings` the objective's
+      own adversary uses (an adversary defense that runs a PGD, such as PART's,
+      takes its steps, step size and start from here).
+    - ``generator``: the step's random generator (seeded from seed, epoch,
+      step and rank): draw every random choice from it to stay reproducible.
+    - ``cache_dir``: where preparation may cache files (None without ``out``);
+      ``quiet``: no progress bars; ``report(message)``: print a line in the
+      training log (the engine adds it to the epoch's metrics too).
+    - ``state``: a dict shared by the defenses for one step. Keys the engine
+      reads or sets: ``"eps_map"`` (set by an adversary: a per-pixel Linf budget
+      the engine verifies the batch against; cleared every step),
+      ``"augmentation"`` (set by the engine: a function applying this batch's
+      crop and flip to any tensor shaped like it, or None).
+    """
 
     threat: Any
     device: torch.device
     epoch: int = 0
     epochs: int = 1
     step: int = 0
-    index: torch.Tensor | None = None  # dataset indices of the batch (stable under shuffling)
-    attack_loss: Any = None  # the objective's loss for the adversary
+    index: torch.Tensor | None = None
+    attack_loss: Any = None
+    adversary: Any = None
     generator: torch.Generator | None = None
     cache_dir: str | None = None
     quiet: bool = False
     state: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    def report(self, message: str) -> None:
+        """A line for the training log of this epoch (e.g. how many examples an adversary kept)."""
+        self.notes.append(str(message))
 
 
 class Defense:
-    """Base class of training-time defenses; see the module docstring."""
+    """Base class of training-time defenses.
+
+    Override any of the four points (``transform_model``, ``transform_batch``,
+    ``perturb``, ``loss``; see the module docstring). Lifecycle: the factory
+    builds it from the user's parameters; ``transform_model`` runs once before
+    the optimizer is built (and again when a checkpoint is loaded, so the
+    weights fit); ``setup`` once before the first epoch; ``on_epoch_start`` at
+    every epoch start and ``on_epoch_end`` at its end; then per step the points in the order data, adversary
+    (model in eval mode, weights frozen), objective (train mode).
+    ``state_dict``/``load_state_dict`` carry what must survive a resume.
+
+    Attributes the engine reads:
+
+    - ``name``: set from the registered name;
+    - ``stochastic``: the model stays random at test time (LWTA, noise
+      injection): checkpoints say so and evaluation becomes adaptive;
+    - ``needs_adversary`` (objectives): the loss needs adversarial examples;
+      when no defense owns the adversary point the engine runs
+      ``default_adversary()`` (or the default training PGD);
+    - ``default_adversary()`` (objectives): the adversary this objective's paper
+      uses (e.g. TRADES: small Gaussian start); its settings become
+      ``ctx.adversary``;
+    - ``attack_loss`` (objectives): see :class:`TrainContext`.
+    """
 
     name: str = ""
-    stochastic: bool = False  # the model stays random at test time (evaluate adaptively)
+    stochastic: bool = False
+    needs_adversary: bool = False
+
+    def default_adversary(self) -> "Defense | None":
+        """The adversary this objective uses when no defense owns the adversary point (None: the engine's PGD)."""
+        return None
 
     def __init__(self, **params):
         self.params = params
@@ -97,6 +155,9 @@ class Defense:
 
     def on_epoch_start(self, model, data, ctx: TrainContext) -> None:
         """Called at the start of every epoch."""
+
+    def on_epoch_end(self, model, data, ctx: TrainContext) -> None:
+        """Called at the end of every epoch, before validation (e.g. to ``ctx.report`` what happened)."""
 
     def state_dict(self) -> dict:
         """Tensors to keep in the training state for resumption (masks, banks...)."""

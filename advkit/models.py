@@ -5,8 +5,15 @@
 1. a checkpoint path (``run/best.safetensors``; the JSON sidecar says how to rebuild it);
 2. a registered backbone or named checkpoint (``smallcnn``, ``resnet18-cifar``,
    ``smallcnn-fmnist``), with parameters as ``name:key=value,...``;
-3. a timm model, ``timm/NAME`` or any name timm knows (random init, or ``weights=FILE``);
-4. ``package.module:factory`` for the user's own ``nn.Module`` (a factory or an instance).
+3. a name with a prefix a backbone plugin declared (``timm/NAME``; see the
+   ``prefix`` capability in :mod:`advkit.registry`): the rest of the name goes
+   to that factory as ``name``;
+4. ``package.module:factory`` for the user's own ``nn.Module`` (a factory or an instance);
+5. a bare name a prefix resolver claims (any name timm knows).
+
+A backbone factory is called with the keyword arguments it accepts among
+``num_classes``, ``in_chans``, ``input_shape`` (C, H, W) and the context the
+caller gives (``load_model(..., context={"dataset": "cifar10", "norm": "Linf"})``).
 """
 
 from __future__ import annotations
@@ -80,22 +87,23 @@ def _accepts(fn, name: str) -> bool:
     return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
-def _call_factory(fn, num_classes, in_chans, params):
+def _call_factory(fn, params, **offered):
+    """``fn(**params)`` plus each ``offered`` keyword argument that ``fn`` accepts (``params`` win)."""
     kwargs = dict(params)
-    if _accepts(fn, "num_classes"):
-        kwargs.setdefault("num_classes", num_classes)
-    if _accepts(fn, "in_chans"):
-        kwargs.setdefault("in_chans", in_chans)
+    for key, value in offered.items():
+        if value is not None and _accepts(fn, key):
+            kwargs.setdefault(key, value)
     return fn(**kwargs)
 
 
-def build_backbone(arch: str, num_classes: int, in_chans: int, params: dict | None = None) -> nn.Module:
+def build_backbone(arch: str, num_classes: int, input_shape: Sequence[int], params: dict | None = None) -> nn.Module:
     """Instantiate a registered backbone by name (no normalization)."""
     from advkit.plugins import registry
     from advkit.registry import bind_params
 
     entry = registry("backbone").get(arch)
-    return _call_factory(entry.factory, num_classes, in_chans, bind_params(entry, params or {}))
+    return _call_factory(entry.factory, bind_params(entry, params or {}), num_classes=num_classes,
+                         in_chans=int(input_shape[0]), input_shape=tuple(input_shape))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> ImageClassifier:
@@ -117,7 +125,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         mean, std = meta["mean"], meta["std"]
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"sidecar of {path} lacks {exc} (need arch, num_classes, input_shape, mean, std)") from None
-    backbone = build_backbone(arch, num_classes, shape[0], meta.get("arch_params"))
+    backbone = build_backbone(arch, num_classes, shape, meta.get("arch_params"))
     model = ImageClassifier(backbone, mean, std, num_classes=num_classes, input_shape=shape, arch=arch, arch_params=meta.get("arch_params"))
     model.info.update(meta)
     model.info["checkpoint"] = str(path)
@@ -136,8 +144,27 @@ def _apply_model_defense(model: ImageClassifier, recipe: dict) -> None:
         model.backbone = defense.transform_model(model.backbone) or model.backbone
 
 
+def _prefixed(name: str):
+    """The backbone entry whose declared prefix starts ``name`` (longest prefix first), else None."""
+    from advkit.plugins import registry
+
+    found = [e for e in registry("backbone") if e.can("prefix") and name.lower().startswith(str(e.can("prefix")).lower())]
+    return max(found, key=lambda e: len(e.can("prefix")), default=None)
+
+
+def _claimed(name: str):
+    """The first prefix resolver that claims the bare ``name``, else None."""
+    from advkit.plugins import registry
+
+    for e in registry("backbone"):
+        claims = e.can("claims")
+        if callable(claims) and claims(name):
+            return e
+    return None
+
+
 def _is_checkpoint_path(spec: str) -> bool:
-    if spec.lower().startswith("timm/"):
+    if _prefixed(spec) is not None:
         return False
     return spec.endswith((".safetensors", ".json")) or Path(spec).exists()
 
@@ -152,6 +179,7 @@ def load_model(
     weights: str | None = None,
     device: str | torch.device = "cpu",
     check: bool = True,
+    context: dict | None = None,
 ) -> ImageClassifier:
     """Build or load a model that takes images in [0, 1]; see the module docstring for ``spec``.
 
@@ -164,44 +192,39 @@ def load_model(
     in_chans = int(input_shape[0])
     mean = list(mean) if mean is not None else [0.0] * in_chans
     std = list(std) if std is not None else [1.0] * in_chans
+    offered = dict(context or {}, num_classes=num_classes, in_chans=in_chans, input_shape=tuple(input_shape))
+
+    def wrap(built, arch, arch_params=None):
+        if isinstance(built, ImageClassifier):
+            return built
+        if not isinstance(built, nn.Module):
+            raise UserError(f"{arch} did not give an nn.Module (got {type(built).__name__})")
+        return ImageClassifier(built, mean, std, num_classes=num_classes, input_shape=input_shape, arch=arch,
+                               arch_params=arch_params)
 
     if isinstance(spec, nn.Module):
-        model = spec if isinstance(spec, ImageClassifier) else ImageClassifier(
-            spec, mean, std, num_classes=num_classes, input_shape=input_shape, arch=type(spec).__name__
-        )
+        model = wrap(spec, type(spec).__name__)
     elif _is_checkpoint_path(spec) and "=" not in spec:
         model = load_checkpoint(spec)
     else:
+        from advkit.registry import bind_params
+
         name, params = _split_spec(spec, parse_spec)
         reg = registry("backbone")
+        prefixed = _prefixed(name)
         if name in reg:
             entry = reg.get(name)
-            from advkit.registry import bind_params
-
-            built = _call_factory(entry.factory, num_classes, in_chans, bind_params(entry, params))
-            model = built if isinstance(built, ImageClassifier) else ImageClassifier(
-                built, mean, std, num_classes=num_classes, input_shape=input_shape, arch=entry.name, arch_params=params
-            )
+            model = wrap(_call_factory(entry.factory, bind_params(entry, params), **offered), entry.name, params)
+        elif prefixed is not None or (":" not in name and _claimed(name) is not None):
+            entry = prefixed or _claimed(name)
+            rest = name[len(entry.can("prefix")):] if prefixed is not None else name
+            params = {**bind_params(entry, params), "name": rest}
+            model = wrap(_call_factory(entry.factory, params, **offered), entry.name, params)
         elif ":" in name:
             from advkit.plugins import import_object
 
             obj = import_object(name)
-            built = obj if isinstance(obj, nn.Module) else _call_factory(obj, num_classes, in_chans, params)
-            if not isinstance(built, nn.Module):
-                raise UserError(f"{name} did not give an nn.Module (got {type(built).__name__})")
-            model = built if isinstance(built, ImageClassifier) else ImageClassifier(
-                built, mean, std, num_classes=num_classes, input_shape=input_shape, arch=name
-            )
-        elif name.lower().startswith("timm/") or _timm_knows(name):
-            tname = name.split("/", 1)[1] if name.lower().startswith("timm/") else name
-            entry = reg.get("timm")
-            from advkit.registry import bind_params
-
-            params = {**bind_params(entry, params), "name": tname}
-            built = _call_factory(entry.factory, num_classes, in_chans, params)
-            model = ImageClassifier(
-                built, mean, std, num_classes=num_classes, input_shape=input_shape, arch="timm", arch_params=params
-            )
+            model = wrap(obj if isinstance(obj, nn.Module) else _call_factory(obj, params, **offered), name)
         else:
             raise _unknown_backbone(name)
     if weights:
@@ -222,26 +245,18 @@ def _split_spec(spec: str, parse_spec):
     return parse_spec(spec)
 
 
-def _timm_knows(name: str) -> bool:
-    try:
-        import timm
-    except ImportError:
-        return False
-    return bool(timm.is_model(name))
-
-
 def _unknown_backbone(name: str) -> UserError:
-    from advkit.errors import unknown
+    """Suggest from the registry's own names (fast); mention the prefixes plugins resolve."""
+    from advkit.errors import closest
     from advkit.plugins import registry
 
-    candidates = registry("backbone").all_names()
-    try:
-        import timm
-
-        candidates += [f"timm/{n}" for n in timm.list_models()]
-    except ImportError:
-        pass
-    return unknown("backbone", name, candidates)
+    reg = registry("backbone")
+    hits = closest(name, reg.all_names())
+    hint = f"; did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+    prefixes = [f"{e.can('prefix')}NAME" for e in reg if e.can("prefix")]
+    more = f", a prefixed name ({', '.join(prefixes)})" if prefixes else ""
+    return UserError(f"unknown backbone {name!r}{hint} (see 'advkit list backbones'{more}, a checkpoint path "
+                     f"or package.module:factory)")
 
 
 def check_output(model: ImageClassifier, batch: int = 2) -> None:

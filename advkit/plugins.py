@@ -1,9 +1,15 @@
 """The plugin manager: entry-point loading, isolation and the registries filled from hooks.
 
 Plugins are found in the ``advkit`` entry-point group; advkit's own plugins are
-found the same way. ``ADVKIT_LOAD_PLUGINS`` (comma-separated entry-point or
-module names) restricts which load; set but empty, none load. A plugin that
-raises on import or inside a hook is reported by name on stderr and skipped.
+found the same way. They load in a fixed order whatever the order on disk:
+advkit's own distribution first, then the others by distribution and entry-point
+name, so that a name two plugins register resolves the same way everywhere
+(see :mod:`advkit.registry`). ``ADVKIT_LOAD_PLUGINS`` (comma-separated
+entry-point or module names) restricts which load; set but empty, none load.
+``ADVKIT_PREFER`` (comma-separated ``provider.name``) hands a bare name to a
+provider other than its first registrant. A plugin that raises on import or
+inside a hook is reported by name on stderr and skipped: nothing it registered
+in that hook is kept, and ``advkit list plugins`` marks it FAILED.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import pluggy
 
 from advkit import hookspecs
-from advkit.registry import KINDS, Entry, Registry, introspect, summary_of
+from advkit.registry import CAPABILITIES, KINDS, Entry, Range, Registry, introspect, summary_of
 
 GROUP = "advkit"
 
@@ -67,10 +73,8 @@ def load_plugins() -> None:
         return
     _loaded = True
     allowed = _allowed()
-    for ep in md.entry_points(group=GROUP):
-        dist = getattr(ep, "dist", None)
-        package = dist.metadata["Name"] if dist is not None else ""
-        version = dist.version if dist is not None else ""
+    for ep in sorted(md.entry_points(group=GROUP), key=_load_order):
+        package, version = _dist(ep)
         if allowed is not None and ep.name not in allowed and ep.value not in allowed:
             continue
         if ep.name in _plugins:
@@ -84,6 +88,20 @@ def load_plugins() -> None:
             _warn(f"plugin {ep.name!r} ({ep.value}) failed to load: {info.error}")
             continue
         register_plugin(module, info)
+
+
+def _dist(ep) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    return (dist.metadata["Name"], dist.version) if dist is not None else ("", "")
+
+
+def _load_order(ep) -> tuple:
+    package = _dist(ep)[0]
+    return (package.lower() != "advkit", package.lower(), ep.name)
+
+
+def _prefer() -> set[str]:
+    return {p.strip() for p in os.environ.get("ADVKIT_PREFER", "").split(",") if p.strip()}
 
 
 def register_plugin(module, info: PluginInfo | None = None) -> None:
@@ -104,37 +122,58 @@ def plugins() -> list[PluginInfo]:
     return list(_plugins.values())
 
 
+def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None, ranges=None, **capabilities) -> Entry:
+    unknown_caps = sorted(set(capabilities) - set(CAPABILITIES[kind]))
+    if unknown_caps:
+        allowed = ", ".join(CAPABILITIES[kind]) or "none"
+        raise TypeError(f"register() got capability {unknown_caps[0]!r} for a {kind} (allowed: {allowed})")
+    params = introspect(factory)
+    ranges = dict(ranges or {})
+    for key, r in ranges.items():
+        if not isinstance(r, Range) or key not in {p.name for p in params}:
+            raise TypeError(f"register({name!r}): ranges[{key!r}] must be a Range for one of the factory's parameters")
+    return Entry(
+        kind=kind, name=str(name).lower(), factory=factory, provider=info.name, package=info.package,
+        version=info.version, aliases=tuple(a.lower() for a in aliases), summary=summary or summary_of(factory),
+        params=params, capabilities={k: v for k, v in capabilities.items() if v not in (None, False)}, ranges=ranges,
+    )
+
+
 def _collect(kind: str) -> Registry:
     load_plugins()
-    reg = Registry(kind)
+    reg = Registry(kind, prefer=_prefer(), warn=_warn_once)
     hook = getattr(pm.hook, f"advkit_register_{kind}s")
     for impl in reversed(hook.get_hookimpls()):  # registration order
         info = _module_info.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name, "", "")
+        if info.error:
+            continue
+        pending: list[Entry] = []
 
-        def register(name, factory, *, aliases=(), summary=None, _info=info):
-            reg.add(
-                Entry(
-                    kind=kind,
-                    name=str(name).lower(),
-                    factory=factory,
-                    provider=_info.name,
-                    package=_info.package,
-                    version=_info.version,
-                    aliases=tuple(a.lower() for a in aliases),
-                    summary=summary or summary_of(factory),
-                    params=introspect(factory),
-                )
-            )
+        def register(name, factory, *, aliases=(), summary=None, ranges=None, _info=info, **capabilities):
+            pending.append(_entry(kind, _info, name, factory, aliases, summary, ranges, **capabilities))
 
         try:
             impl.function(register=register)
-        except Exception as exc:
-            _warn(f"plugin {info.name!r} failed in advkit_register_{kind}s: {type(exc).__name__}: {exc}")
-            info.error = info.error or f"{type(exc).__name__} in advkit_register_{kind}s: {exc}"
+        except Exception as exc:  # the whole plugin is skipped, not only this hook
+            info.error = f"{type(exc).__name__} in advkit_register_{kind}s: {exc}"
+            _warn(f"plugin {info.name!r} failed in advkit_register_{kind}s and is skipped: {type(exc).__name__}: {exc}")
+            _registries.clear()
+            return _collect(kind)
+        for entry in pending:
+            reg.add(entry)
     return reg
 
 
-def registry(kind: str) -> Registry:
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"advkit: warning: {message}", file=sys.stderr)
+
+
+def get_registry(kind: str) -> Registry:
     """The registry of one kind: ``attack``, ``defense``, ``explainer``, ``backbone`` or ``dataset``."""
     kind = kind.rstrip("s") if kind.endswith("s") and kind.rstrip("s") in KINDS else kind
     if kind not in KINDS:
@@ -144,13 +183,21 @@ def registry(kind: str) -> Registry:
     return _registries[kind]
 
 
+registry = get_registry  # the name the core uses
+
+
 def register_commands(cli) -> None:
     """Let plugins add click commands."""
     load_plugins()
     for impl in pm.hook.advkit_register_commands.get_hookimpls():
+        info = _module_info.get(impl.plugin_name)
+        if info is not None and info.error:
+            continue
         try:
             impl.function(cli=cli)
         except Exception as exc:
+            if info is not None:
+                info.error = f"{type(exc).__name__} in advkit_register_commands: {exc}"
             _warn(f"plugin {impl.plugin_name!r} failed in advkit_register_commands: {type(exc).__name__}: {exc}")
 
 
@@ -162,6 +209,7 @@ def reset() -> None:
     _plugins.clear()
     _module_info.clear()
     _registries.clear()
+    _warned.clear()
     _loaded = False
 
 

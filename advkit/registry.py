@@ -1,9 +1,15 @@
 """Name -> factory tables for attacks, defenses, explainers, backbones and datasets.
 
-Names are case-insensitive. When two plugins register the same name the
-qualified form ``provider.name`` (``art.pgd``) picks one; the bare name keeps
-the first registration. Unknown names raise a :class:`UserError` listing the
-closest valid ones.
+Names are case-insensitive. Every entry is also reachable by its qualified
+name ``provider.name``. When two plugins register the same bare name, the
+first registration keeps it (advkit's own plugins load first, then the others
+in a fixed order), the collision is reported once, and the other provider's
+entry stays reachable as ``provider.name``; ``ADVKIT_PREFER=provider.name``
+(comma-separated) hands the bare name over explicitly, and that is reported
+too. Unknown names raise a :class:`UserError` listing the closest valid ones.
+
+What a component *is* is declared when it registers (see :data:`CAPABILITIES`)
+so that the engines ask the registry instead of knowing names.
 """
 
 from __future__ import annotations
@@ -15,6 +21,25 @@ from typing import Any, Callable
 from advkit.errors import UserError, closest, unknown
 
 KINDS = ("attack", "defense", "explainer", "backbone", "dataset")
+
+#: Capabilities a registration may declare, per kind, with their meaning.
+CAPABILITIES: dict[str, dict[str, str]] = {
+    "attack": {
+        "minimum_norm": "returns the smallest perturbation it finds, of any size: points outside the budget "
+                        "count as not broken (and are counted in the report) instead of stopping the run",
+        "black_box": "uses model outputs only, no gradients",
+        "adaptive": "name of the attack to run instead on a stochastic (randomized) model",
+        "reference": "'white-box' or 'black-box': the attack the gradient-masking audit uses in that role",
+    },
+    "backbone": {
+        "prefix": "a model-name prefix this factory resolves (a scheme such as hf-hub:); the rest of the "
+                  "name is passed as the factory's ``name`` parameter",
+        "claims": "a callable name -> bool: bare names this prefix resolver also accepts",
+    },
+    "defense": {},
+    "explainer": {},
+    "dataset": {},
+}
 
 # Positional arguments supplied by the engines, not by the user.
 _ENGINE_ARGS = {"model", "threat", "split", "self", "data_dir"}
@@ -78,10 +103,16 @@ class Entry:
     aliases: tuple[str, ...] = ()
     summary: str = ""
     params: list[Param] = field(default_factory=list)
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    ranges: dict[str, "Range"] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
         return f"{self.provider}.{self.name}"
+
+    def can(self, capability: str):
+        """The declared value of ``capability`` (``None`` when not declared)."""
+        return self.capabilities.get(capability)
 
     def as_dict(self) -> dict:
         return {
@@ -93,23 +124,54 @@ class Entry:
             "aliases": list(self.aliases),
             "summary": self.summary,
             "params": [p.as_dict() for p in self.params],
+            "capabilities": {k: v for k, v in self.capabilities.items() if _jsonable(v)},
         }
+
+    def provenance(self) -> dict:
+        """Who provided this entry: for reports."""
+        return {"provider": self.provider, "package": self.package, "version": self.version, "qualified": self.qualified}
 
 
 class Registry:
     """One table of components of one kind."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, prefer: set[str] | None = None, warn: Callable[[str], None] | None = None):
         self.kind = kind
         self._entries: list[Entry] = []
         self._by_name: dict[str, Entry] = {}
         self._by_qualified: dict[str, Entry] = {}
+        self._prefer = {p.lower() for p in (prefer or ())}
+        self._warn = warn or (lambda message: None)
+        self.notes: list[str] = []  # collisions and explicit preferences, as reported
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        self._warn(message)
 
     def add(self, entry: Entry) -> None:
+        """Add ``entry``; a bare name already taken stays with its first provider unless ``prefer`` says otherwise."""
         self._entries.append(entry)
         self._by_qualified.setdefault(entry.qualified.lower(), entry)
+        preferred = entry.qualified.lower() in self._prefer
         for key in (entry.name, *entry.aliases):
-            self._by_name.setdefault(key.lower(), entry)
+            key = key.lower()
+            holder = self._by_name.get(key)
+            if holder is None or holder is entry:
+                self._by_name[key] = entry
+            elif holder.provider == entry.provider:
+                continue  # a plugin's own alias clash: its first registration keeps the name
+            elif preferred:
+                self._by_name[key] = entry
+                self._note(f"{self.kind} {key!r} is {entry.qualified!r} (ADVKIT_PREFER); "
+                           f"{holder.qualified!r} stays reachable by that name")
+            else:
+                self._note(f"plugin {entry.provider!r} also registers {self.kind} {key!r}, which {holder.provider!r} "
+                           f"provides: {key!r} stays {holder.qualified!r}; use {entry.qualified!r} "
+                           f"(or ADVKIT_PREFER={entry.qualified})")
+
+    def with_capability(self, capability: str, value=True) -> list[Entry]:
+        """Entries that declared ``capability`` (with ``value``), in registration order."""
+        return [e for e in self._entries if e.capabilities.get(capability) == value]
 
     def __iter__(self):
         return iter(self._entries)
@@ -163,7 +225,52 @@ def bind_params(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
                 f"{entry.kind} {entry.name!r} has no parameter {k!r}{hint} (its parameters: {listing})"
             )
         out[k] = convert(value, known[k].default if k in known else None, f"{entry.name}.{k}")
+        if k in entry.ranges:
+            entry.ranges[k].check(out[k], f"{entry.kind} {entry.name!r}: {k}")
     return out
+
+
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval for a numeric parameter, declared at registration (``ranges={"steps": Range(1)}``).
+
+    ``None`` passes (it means "the factory's default"); bounds are inclusive
+    unless ``lo_open``/``hi_open``.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __str__(self) -> str:
+        left = "(" if self.lo_open else "["
+        right = ")" if self.hi_open else "]"
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{left}{lo}, {hi}{right}"
+
+    def check(self, value, where: str) -> None:
+        if value is None or isinstance(value, (str, tuple, list)):
+            return
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return
+        ok = v == v  # NaN fails
+        if self.lo is not None:
+            ok = ok and (v > self.lo if self.lo_open else v >= self.lo)
+        if self.hi is not None:
+            ok = ok and (v < self.hi if self.hi_open else v <= self.hi)
+        if not ok:
+            raise UserError(f"{where} must lie in {self}, got {value!r}")
+
+
+#: Ranges shared by many attacks.
+POSITIVE = Range(0, None, lo_open=True)
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+PROBABILITY = Range(0, 1)
 
 
 def convert(value: Any, default: Any, where: str) -> Any:
@@ -210,7 +317,7 @@ def parse_number(text: str) -> float | int:
     return float(t)
 
 
-def parse_options(items, known_prefixes=None) -> dict[str, dict[str, str]]:
+def parse_options(items) -> dict[str, dict[str, str]]:
     """Parse ``["pgd.steps=20", "cw.c=1"]`` into ``{"pgd": {"steps": "20"}, "cw": {"c": "1"}}``."""
     out: dict[str, dict[str, str]] = {}
     for item in items or ():

@@ -114,17 +114,6 @@ class ThreatModel:
             in_ball = self.norms(x, x_adv) <= float(eps) + self.tol * max(1.0, float(eps))
         return finite & in_bounds & in_ball.to(finite.device)
 
-    def restrict(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        """Keep ``x_adv`` where it is inside the threat model, fall back to ``x`` elsewhere.
-
-        For minimum-norm attacks (CW, DeepFool, FAB) that return a perturbation
-        of any size: a point they cannot break within the budget counts as not
-        broken. This selects, it never clips.
-        """
-        ok = self.inside(x, x_adv)
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        return torch.where(ok.view(shape), x_adv.detach().to(x.dtype), x)
-
     def check(self, x: torch.Tensor, x_adv: torch.Tensor, eps=None) -> Violation | None:
         """Return what is wrong with ``x_adv``, or ``None`` when it is inside the threat model."""
         n = x.shape[0]

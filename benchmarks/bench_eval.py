@@ -44,7 +44,7 @@ def main():
     import torchattacks
 
     import advkit
-    from advkit.evaluate import evaluate
+    from advkit import evaluate
 
     model = advkit.load_model(a.model)
     data = advkit.load_dataset("fmnist-mini", "test", n=a.n)

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from advkit.attacks import create_attack
+from advkit.attack import create_attack
 from advkit.errors import UserError
 from advkit.plugins import register_plugin, registry
 from advkit.threat import ThreatModel
@@ -311,7 +311,7 @@ def test_cw_beyond_budget_is_returned_unchanged(setup):
     assert outside.any() and inside.any()
     assert torch.equal(x_adv[outside], x[outside])
     assert torch.equal(x_adv[inside], raw[inside])
-    assert attack.extra["minimum_norm"] is True
+    assert attack.minimum_norm is True
 
 
 def test_attack_under_no_grad_and_string_params(setup):

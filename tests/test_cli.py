@@ -60,7 +60,7 @@ def one_line_error(args, pattern):
         (["eval", "--model", "missing/model.safetensors"], r"checkpoint file not found"),
         (["eval", "--attack-opt", "pgd.stepz=3", "--attacks", "pgd"], r"no parameter 'stepz'; did you mean 'steps'"),
         (["eval", "--attack-opt", "cw.steps=3", "--attacks", "pgd"], r"not among --attacks"),
-        (["eval", "--n", "0"], r"--n must be positive"),
+        (["eval", "--n", "0"], r"-n must be positive"),
         (["eval", "--dataset", "cifar10", "--data-dir", "/nonexistent"], r"cifar10 \(test\) not found under /nonexistent"),
         (["train", "--defense", "no-such-defense"], r"unknown defense 'no-such-defense'"),
         (["explain", "--method", "no-such-method"], r"unknown explainer 'no-such-method'"),

@@ -14,7 +14,7 @@ from advkit.defense import Defense, TrainContext, compose, create_defense
 from advkit.errors import UserError
 from advkit.models import load_checkpoint, load_model
 from advkit.threat import ThreatModel
-from advkit.train import build_optimizer, train
+from advkit.training.trainer import build_optimizer, train
 
 LINF = ThreatModel.parse("Linf", "0.1")
 
@@ -89,7 +89,7 @@ def test_bad_parameters(spec, match):
 
 @pytest.mark.parametrize("norm,eps", [("Linf", "0.1"), ("L2", "1.0")])
 def test_training_pgd_stays_inside_and_raises_the_loss(norm, eps, batch):
-    from advkit_training.pgd import pgd
+    from advkit.adversary import pgd
 
     model = smallcnn().eval()
     x, y = batch
@@ -101,7 +101,7 @@ def test_training_pgd_stays_inside_and_raises_the_loss(norm, eps, batch):
 
 
 def test_training_pgd_per_pixel_budget(batch):
-    from advkit_training.pgd import PGDAdversary
+    from advkit.adversary import PGDAdversary
 
     model = smallcnn().eval()
     x, y = batch
@@ -117,7 +117,7 @@ def test_training_pgd_per_pixel_budget(batch):
 
 
 def test_training_pgd_maximises_the_given_loss(batch):
-    from advkit_training.pgd import pgd
+    from advkit.adversary import pgd
 
     model = smallcnn().eval()
     x, y = batch
@@ -128,7 +128,7 @@ def test_training_pgd_maximises_the_given_loss(batch):
 
 
 def test_training_pgd_computes_clean_logits_only_for_losses_that_read_them(batch):
-    from advkit_training.pgd import pgd
+    from advkit.adversary import pgd
 
     model = smallcnn().eval()
     calls = []

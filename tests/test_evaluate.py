@@ -15,7 +15,7 @@ from torch import nn
 import advkit
 from advkit import plugins
 from advkit.errors import ThreatViolation, UserError
-from advkit.evaluate import evaluate, is_stochastic
+from advkit.evaluation.engine import evaluate, is_stochastic
 
 
 def _test_plugin():

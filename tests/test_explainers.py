@@ -13,7 +13,7 @@ from torch import nn
 import advkit
 from advkit.cli import cli
 from advkit.errors import UserError
-from advkit.explain import explain
+from advkit.explanation import explain
 from advkit.models import ImageClassifier, load_model
 
 

@@ -16,7 +16,7 @@ from advkit.defense import create_defense
 from advkit.errors import UserError
 from advkit.models import load_model
 from advkit.threat import ThreatModel
-from advkit.train import apply_augmentation, train
+from advkit.training.trainer import apply_augmentation, train
 from advkit_part.budget import budget_map, important, low_budget, zscore
 from advkit_part.cam import cam_maps
 from advkit_part.defense import PART, default_warmup
@@ -97,7 +97,7 @@ def test_budget_map_holds_eps_on_high_cam_pixels_and_eps_low_elsewhere():
     assert torch.allclose(zscore(cam[:2]).flatten(1).std(1, unbiased=False), torch.ones(2))
     # the maps of a trained model, in eval mode with frozen weights (its mode restored, no parameter gradient)
     model, x = pretrained().train(), load_dataset("fmnist-mini", "test", n=8).tensors()[0]
-    maps = cam_maps(model, x, torch.zeros(8, dtype=torch.long), model.backbone.features[8], "gradcam", "pred",
+    maps = cam_maps(model, x, torch.zeros(8, dtype=torch.long), "backbone.features.8", "gradcam", "pred",
                     batch_size=3)
     assert model.training and all(p.requires_grad for p in model.parameters())
     m = budget_map(important(maps), EPS, LOW)
@@ -154,7 +154,7 @@ def test_masks_stay_with_their_images_under_shuffling(data):
         assert torch.equal(s["x"], X[idx])  # no augmentation here: the batch is the dataset's images
         assert torch.equal(s["eps_map"], budget_map(bank[idx], EPS, LOW))  # each image gets the mask of its index
         # ... and that mask is the one computed for that image, with the weights of the epoch start
-        own = important(cam_maps(then, X[idx], Y[idx], then.get_submodule(part.layer_path), "gradcam", "pred"))
+        own = important(cam_maps(then, X[idx], Y[idx], part.layer_path, "gradcam", "pred"))
         agree_own.append((own == bank[idx]).float().mean())
         # the reference reads the masks by batch position, after computing them in another order
         start = (k % 4) * 16
@@ -213,7 +213,7 @@ def test_every_perturbation_respects_its_own_budget(data, objective):
 
 
 def test_warmup_is_plain_adversarial_training(data):
-    from advkit_training.pgd import pgd
+    from advkit.adversary import pgd
 
     part = Spy(warmup=1)
     fit(pretrained(), data, ["pgd-at:steps=2", part], epochs=2)
@@ -243,17 +243,25 @@ def test_mask_schedule():
     assert not PART(maps="batch", warmup=0).due(3)
 
 
-def test_pgd_settings_come_from_the_objective():
-    from advkit.defense import Defense, TrainContext
-    from advkit_part.defense import pgd_settings
+def test_pgd_settings_come_from_the_objective(data):
+    """The engine hands PART the objective's own adversary settings through ctx.adversary."""
+    from advkit.adversary import PGDSettings
 
-    def settings(objective):
-        return pgd_settings(TrainContext(threat=LINF, device=torch.device("cpu"), attack_loss=objective.attack_loss))
+    seen = {}
 
-    assert settings(create_defense("trades:steps=7")) == {"steps": 7, "step_size": None, "start": "normal", "start_std": 0.001}
-    assert settings(create_defense("pgd-at:steps=3,step_size=0.01"))["steps"] == 3
-    assert settings(create_defense("pgd-at:steps=3,step_size=0.01"))["step_size"] == 0.01
-    assert settings(Defense()) == {"steps": 10, "step_size": None, "start": "uniform", "start_std": 0.001}  # PART alone
+    class Probe(PART):
+        def setup(self, model, data, ctx):
+            seen[self.params.get("tag")] = ctx.adversary
+            raise RuntimeError("stop")
+
+    for objective, expected in (("trades:steps=7", PGDSettings(7, None, "normal", 0.001)),
+                                ("pgd-at:steps=3,step_size=0.01", PGDSettings(3, 0.01, "uniform", 0.001)),
+                                (None, PGDSettings())):  # PART alone: the default training PGD
+        probe = Probe()
+        probe.params["tag"] = objective
+        with pytest.raises(RuntimeError, match="stop"):
+            fit(tiny(), data, [objective, probe] if objective else [probe], epochs=1)
+        assert seen[objective] == expected, objective
 
 
 def test_maps_of_the_attacked_batch(data):
@@ -262,7 +270,7 @@ def test_maps_of_the_attacked_batch(data):
     assert part.bank.high is None and part.state_dict() == {}
     for s in part.steps_seen:
         then = s["model"]  # the weights of that step
-        own = important(cam_maps(then, s["x"], s["y"], then.get_submodule(part.layer_path), "gradcam", "pred"))
+        own = important(cam_maps(then, s["x"], s["y"], part.layer_path, "gradcam", "pred"))
         assert torch.equal(s["eps_map"], budget_map(own, EPS, LOW))
 
 
@@ -321,8 +329,9 @@ def test_warns_when_the_adversary_cannot_pass_eps_low(data):
 
     model = tiny()
     for objective, inert in (("trades:steps=3", True), ("trades:steps=5", False), ("pgd-at:steps=1", False)):
-        ctx = TrainContext(threat=LINF, device=torch.device("cpu"), epochs=5,
-                           attack_loss=create_defense(objective).attack_loss)
+        obj = create_defense(objective)
+        ctx = TrainContext(threat=LINF, device=torch.device("cpu"), epochs=5, attack_loss=obj.attack_loss,
+                           adversary=obj.default_adversary().settings)
         part = create_defense("part")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

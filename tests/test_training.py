@@ -19,9 +19,10 @@ from advkit.defense import Defense
 from advkit.errors import ThreatViolation, UserError
 from advkit.models import load_checkpoint, load_model
 from advkit.threat import ThreatModel
-from advkit.train import (
-    apply_augmentation, augmentation_for, derive_seed, draw_augmentation, epoch_batches, lr_at, train,
+from advkit.training.trainer import (
+    apply_augmentation, augmentation_for, draw_augmentation, epoch_batches, lr_at, train,
 )
+from advkit.runtime import derive_seed
 
 LINF = ThreatModel.parse("Linf", "0.1")
 
@@ -58,7 +59,7 @@ def run_cli(*args):
 
 
 def test_api_name():
-    import advkit.train as module
+    import advkit.training.trainer as module
 
     assert callable(advkit.train) and module.train is train
 

@@ -18,4 +18,5 @@ def advkit_register_attacks(register):
     from advkit_art.catalog import SPECS
 
     for spec in SPECS:
-        register(f"art.{spec.name}", factory_for(spec), summary=spec.summary)
+        register(f"art.{spec.name}", factory_for(spec), summary=spec.summary, minimum_norm=spec.minimum_norm,
+                 black_box=spec.black_box)

@@ -15,7 +15,7 @@ import importlib.util
 import inspect
 
 from advkit.errors import UserError
-from advkit.wrapping import BoundAttack, dist_version
+from advkit.attack import LibraryAttack, dist_version
 from advkit_art.catalog import ART_VERSION, Spec
 
 
@@ -117,7 +117,7 @@ def _device(model, x):
         return x.device
 
 
-def build(spec: Spec, model, threat, params: dict) -> BoundAttack:
+def build(spec: Spec, model, threat, params: dict) -> LibraryAttack:
     """The ``art.<name>`` attack: ``spec.cls`` with the threat model mapped onto its arguments."""
     kwargs = resolve(spec, threat, params)
     state: dict = {}
@@ -171,5 +171,5 @@ def build(spec: Spec, model, threat, params: dict) -> BoundAttack:
 
     version = dist_version("adversarial-robustness-toolbox")
     shown = {k: _shown(v) for k, v in kwargs.items()}
-    report = {"attack_class": f"art.attacks.evasion.{spec.cls}", "attack_params": shown, "minimum_norm": spec.minimum_norm}
-    return BoundAttack(run, threat, f"ART {version} {spec.cls}", black_box=spec.black_box, report=report, state=state)
+    report = {"attack_class": f"art.attacks.evasion.{spec.cls}", "attack_params": shown}
+    return LibraryAttack(run, f"ART {version} {spec.cls}", report=report, state=state)

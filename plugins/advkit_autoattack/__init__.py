@@ -18,7 +18,7 @@ from advkit import hookimpl
 def advkit_register_attacks(register):
     from advkit_autoattack.factory import aa, aa_plus, aa_rand, single
 
-    register("aa", aa, aliases=("autoattack", "aa-standard"))
+    register("aa", aa, aliases=("autoattack", "aa-standard"), adaptive="aa-rand")
     register("aa-rand", aa_rand, aliases=("autoattack-rand",))
     register("aa-plus", aa_plus, aliases=("autoattack-plus",))
     register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",))
@@ -26,4 +26,4 @@ def advkit_register_attacks(register):
     register("aa.apgd-t", single("apgd-t"), aliases=("apgd-t",))
     register("aa.fab", single("fab"))
     register("aa.fab-t", single("fab-t"), aliases=("fab-t",))
-    register("aa.square", single("square"), aliases=("square-aa",))
+    register("aa.square", single("square"), aliases=("square-aa",), black_box=True)

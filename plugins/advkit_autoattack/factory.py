@@ -13,11 +13,11 @@ import inspect
 
 from advkit.errors import UserError
 from advkit_autoattack import backends
-from advkit.wrapping import BoundAttack, dist_version
+from advkit.attack import LibraryAttack, dist_version
 
 
 def build(model, threat, *, version: str, attacks: str | list[str] = "", seed: int = 0, batch_size: int = 250,
-          **budget) -> BoundAttack:
+          **budget) -> LibraryAttack:
     """An AutoAttack run of ``version`` (or of the ``attacks`` subset, with that version's settings)."""
     budget = {k: int(v) for k, v in budget.items() if v is not None}
     chosen = backends.parse_attacks(attacks, version) if isinstance(attacks, str) else list(attacks)
@@ -71,7 +71,7 @@ def build(model, threat, *, version: str, attacks: str | list[str] = "", seed: i
         "autoattack_standard": impl != "torchattacks" and version == "standard" and not subset and not budget,
         "autoattack_warnings": notes,  # filled during runs (shared with the report)
     }
-    return BoundAttack(run, threat, label, black_box=run_list == ["square"], report=report, state=state)
+    return LibraryAttack(run, label, report=report, state=state)
 
 
 def aa(model, threat, attacks: str = "", n_iter: int | None = None, n_restarts: int | None = None,

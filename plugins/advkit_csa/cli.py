@@ -13,30 +13,43 @@ def add_command(cli: click.Group) -> None:
     @click.option("--data-dir", default=None)
     @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]))
     @click.option("--per-class", default=150, show_default=True, type=int, help="Images per class.")
-    @click.option("--permutations", default=64, show_default=True, type=int, help="Permutations per image (antithetic pairs count twice).")
-    @click.option("--target-se", default=None, type=float, help="Stop an image once its largest standard error is at most this.")
+    @click.option("--estimator", default="gradient", show_default=True, type=click.Choice(["gradient", "permutation"]),
+                  help="gradient: linearized values from input gradients (fast, for signs); permutation: sampled permutations.")
+    @click.option("--pairs", default=128, show_default=True, type=int, help="gradient: coalition pairs per image (the most, with --target-loss).")
+    @click.option("--target-loss", default=None, type=float,
+                  help="gradient: stop an image once its expected weighted sign loss is at most this.")
+    @click.option("--permutations", default=64, show_default=True, type=int, help="permutation: permutations per image (antithetic pairs count twice).")
+    @click.option("--target-se", default=None, type=float, help="permutation: stop an image once its largest standard error is at most this.")
     @click.option("--grid", default=None, help="Player grid, e.g. 14x14 (default: 2x2 frequency blocks).")
     @click.option("--value", default="prob", show_default=True, type=click.Choice(["prob", "logit"]))
-    @click.option("--batch-size", default=1024, show_default=True, type=int, help="Forward passes per model call.")
+    @click.option("--batch-size", default=None, type=int, help="Coalition images per model call [default: 128 on CPU, 4096 on GPU].")
+    @click.option("--chunk", default=32, show_default=True, type=int,
+                  help="Images per resumable chunk; under torchrun the ranks share the chunks.")
     @click.option("--out", default="runs/csa-bank", show_default=True, type=click.Path(file_okay=False),
                   help="Where the bank is written; re-running finds it, or resumes a partial one.")
-    @click.pass_context
-    def csa_bank(ctx, model, weights, dataset, data_dir, split, per_class, permutations, target_se, grid, value, batch_size, out):
-        """Compute the class-wise NFC bank used by the csa defense (cached, resumable)."""
-        from advkit.cli import resolve_device
+    @click.pass_obj
+    def csa_bank(opts, model, weights, dataset, data_dir, split, per_class, estimator, pairs, target_loss, permutations,
+                 target_se, grid, value, batch_size, chunk, out):
+        """Compute the class-wise NFC bank used by the csa defense (cached, resumable; under torchrun, sharded)."""
+        from advkit import distributed as D
         from advkit.data import load_dataset
         from advkit.models import load_model
         from advkit_csa.bank import build_bank
         from advkit_csa.grid import parse_grid
 
-        opts = ctx.obj or {}
-        device = resolve_device(opts.get("device", "auto"))
+        D.init_from_env(opts.device)
+        device = D.local_device(opts.device)  # the root CLI's --device, checked and resolved; this rank's GPU
         data = load_dataset(dataset, split, data_dir=data_dir)
         info = data.info
         m = load_model(model, num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean, std=info.std,
                        weights=weights, device=device)
-        bank, path = build_bank(m, data, out=out, per_class=per_class, permutations=permutations, target_se=target_se,
-                                grid=parse_grid(grid), value=value, batch_size=batch_size, seed=int(opts.get("seed", 0)),
-                                progress=not opts.get("quiet", False))
-        click.echo(f"csa-bank: {len(bank.labels)} NFC spectra ({per_class} per class) in {path}")
-        click.echo(f"use it with: advkit train --dataset {dataset} --defense pgd-at --defense csa:bank={path}")
+        bank, path = build_bank(m, data, out=out, per_class=per_class, estimator=estimator,
+                                pairs=pairs, target_loss=target_loss,
+                                permutations=permutations, target_se=target_se, grid=parse_grid(grid), value=value,
+                                batch_size=batch_size, chunk=chunk, seed=opts.seed, progress=not opts.quiet)
+        if D.is_main():
+            passes = bank.meta.get("forward_passes")
+            click.echo(f"csa-bank: {len(bank.labels)} NFC spectra ({per_class} per class) in {path}"
+                       + (f" ({passes:,} forward passes)" if passes else ""))
+            click.echo(f"use it with: advkit train --dataset {dataset} --defense pgd-at --defense csa:bank={path}")
+        D.shutdown()

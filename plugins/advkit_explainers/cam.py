@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from advkit.errors import UserError
-from advkit.explain import Explanation
+from advkit.explainer import Explanation
 
 from advkit_explainers.common import check_choice, target_classes
 from advkit_explainers.layers import cam_layer
@@ -93,7 +93,7 @@ def gradcam(variant: str = "gradcam", layer: str = "", target: str = "label", ba
     """
     variant = check_choice("gradcam.variant", variant, VARIANTS)
 
-    def explain(model, x, y):
+    def explain(model, x, y, ctx):
         name, module = cam_layer(model, x, layer)
         cls = target_classes(model, x, y, target)
         maps = compute_cam(model, x, cls, module, variant=variant, batch_size=batch_size)

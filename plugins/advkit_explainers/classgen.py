@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from advkit.errors import UserError
-from advkit.explain import Explanation
+from advkit.explainer import Explanation
 
 from advkit_explainers.common import parse_ints, reference_data, target_logits
 from advkit_explainers.mvn import ShrunkNormal
@@ -42,7 +42,7 @@ def seeds(cls: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, shrinka
     return out.clamp(0, 1)
 
 
-def generate(model, cls, images, labels, *, shrinkage, iterations, eps, step, batch_size):
+def generate(model, cls, images, labels, *, shrinkage, iterations, eps, step, batch_size, ctx=None):
     """Seeds and generated images for the classes ``cls``."""
     start = seeds(cls, images, labels, shrinkage)
 
@@ -50,7 +50,7 @@ def generate(model, cls, images, labels, *, shrinkage, iterations, eps, step, ba
         return model(xb).gather(1, cls[rows, None])[:, 0]
 
     gen = l2_pgd(start, objective, iterations=iterations, eps=eps, step=step, maximize=True,
-                 batch_size=batch_size, desc="class-gen")
+                 batch_size=batch_size, desc="class-gen", ctx=ctx)
     return start, gen
 
 
@@ -75,11 +75,11 @@ def class_gen(
     Scores: ``logit_start``, ``logit_end`` (target logit) and ``prob_end``.
     """
 
-    def explain(model, x, y):
-        images, labels, info = reference_data(dataset, data_split, like=x)
+    def explain(model, x, y, ctx):
+        images, labels, info = reference_data(dataset, data_split, like=x, ctx=ctx)
         cls = pick_classes(classes, y, info.num_classes, per_class)
         start, gen = generate(model, cls, images, labels, shrinkage=shrinkage, iterations=iterations, eps=eps,
-                              step=step, batch_size=batch_size)
+                              step=step, batch_size=batch_size, ctx=ctx)
         with torch.inference_mode():
             prob = torch.cat([model(gen[i : i + 256]).softmax(1) for i in range(0, gen.shape[0], 256)])
         names = [info.classes[c] if c < len(info.classes) else str(c) for c in cls.tolist()]

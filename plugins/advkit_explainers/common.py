@@ -32,23 +32,21 @@ def target_logits(model, x: torch.Tensor, cls: torch.Tensor, batch_size: int = 2
     return out.clone()
 
 
-def dataset_name(dataset: str) -> tuple[str, str | None]:
-    """The reference dataset and its data dir: ``dataset``, else the one ``advkit explain`` runs on, else fmnist-mini."""
-    from advkit.explain import session_dataset
-
-    current, data_dir = session_dataset()
+def dataset_name(dataset: str, ctx) -> tuple[str, str | None]:
+    """The reference dataset and its data dir: ``dataset``, else the one being explained (``ctx``), else fmnist-mini."""
+    current, data_dir = ctx.dataset, ctx.data_dir
     name = dataset.strip() or current or "fmnist-mini"
     return name, (data_dir if name == current else None)
 
 
-def reference_data(dataset: str, split: str, like: torch.Tensor, n: int = 0):
+def reference_data(dataset: str, split: str, like: torch.Tensor, ctx, n: int = 0):
     """Images, labels and info of ``dataset`` (see :func:`dataset_name`; its first ``n``, all when 0).
 
     The images must have the shape of the explained ones (``like``).
     """
     from advkit.data import load_dataset
 
-    name, data_dir = dataset_name(dataset)
+    name, data_dir = dataset_name(dataset, ctx)
     data = load_dataset(name, split, data_dir=data_dir, n=n if n > 0 else None)
     xs, ys = data.tensors()
     if tuple(xs.shape[1:]) != tuple(like.shape[1:]):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from advkit.errors import UserError
-from advkit.explain import Explanation
+from advkit.explainer import Explanation
 
 from advkit_explainers.common import check_choice, reference_data
 from advkit_explainers.layers import Representation
@@ -78,9 +78,9 @@ def feature_viz(
     groups_given = parse_features(features)
     top = max(0, int(top))
 
-    def explain(model, x, y):
+    def explain(model, x, y, ctx):
         rep = Representation(model, x, layer)
-        ref, _, info = reference_data(dataset, data_split, like=x, n=int(pool))
+        ref, _, info = reference_data(dataset, data_split, like=x, ctx=ctx, n=int(pool))
         acts = rep.batched(ref, batch_size)
         groups = groups_given or random_alive(acts, x.shape[0])
         w = group_weights(groups, acts.shape[1], x.device)
@@ -93,7 +93,7 @@ def feature_viz(
             return (pre(xb) * w[rows]).sum(1)
 
         viz = l2_pgd(x0, objective, iterations=iterations, eps=eps, step=step, maximize=True,
-                     batch_size=batch_size, desc="feature-viz")
+                     batch_size=batch_size, desc="feature-viz", ctx=ctx)
         ref_act = acts @ w.T  # (M, n)
         k = min(top, ref.shape[0])
         hi = ref_act.topk(k, dim=0).indices  # (k, n)

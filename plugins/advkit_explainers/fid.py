@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from advkit.errors import UserError
-from advkit.explain import Explanation
+from advkit.explainer import Explanation
 
 from advkit_explainers.classgen import generate
 from advkit_explainers.common import reference_data
@@ -57,7 +57,7 @@ def fid(
     """
     a, b = check_set("fid.a", a), check_set("fid.b", b)
 
-    def explain(model, x, y):
+    def explain(model, x, y, ctx):
         n = int(n_ref) if int(n_ref) > 0 else x.shape[0]
         cache: dict[str, torch.Tensor] = {}
 
@@ -69,12 +69,12 @@ def fid(
             elif name == "noise":
                 out = torch.rand_like(x)
             elif name == "class-gen":
-                ref, labels, _ = reference_data(dataset, "test", like=x)
+                ref, labels, _ = reference_data(dataset, "test", like=x, ctx=ctx)
                 _, out = generate(model, y.long(), ref, labels, shrinkage=shrinkage, iterations=iterations,
                                   eps=eps, step=step, batch_size=batch_size)
             else:
                 ds, _, split = name.rpartition("@") if "@" in name else (dataset, "", name)
-                out, _, _ = reference_data(ds, split, like=x, n=n)
+                out, _, _ = reference_data(ds, split, like=x, ctx=ctx, n=n)
             cache[name] = out.detach()
             return cache[name]
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from advkit.errors import UserError
-from advkit.explain import Explanation
+from advkit.explainer import Explanation
 
 from advkit_explainers.common import check_choice, target_classes, target_logits
 
@@ -98,7 +98,7 @@ def ig(
         raise UserError(f"ig.steps must be at least 2, got {steps!r}")
     steps, batch_size = int(steps), max(1, int(batch_size))
 
-    def explain(model, x, y):
+    def explain(model, x, y, ctx):
         cls = target_classes(model, x, y, target)
         base = make_baseline(x, baseline, sigma)
         attrs, gaps = integrated_gradients(model, x, cls, base, steps=steps, method=method, batch_size=batch_size)

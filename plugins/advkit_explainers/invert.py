@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from advkit.errors import UserError
-from advkit.explain import Explanation
+from advkit.explainer import Explanation
 
 from advkit_explainers.common import check_choice
 from advkit_explainers.layers import Representation
@@ -52,7 +52,7 @@ def invert(
     """
     source = check_choice("invert.source", source, SOURCES)
 
-    def explain(model, x, y):
+    def explain(model, x, y, ctx):
         if source == "next" and x.shape[0] < 2:
             raise UserError("invert: source=next needs at least 2 images (use --n 2 or more, or source=noise)")
         rep = Representation(model, x, layer)
@@ -63,7 +63,7 @@ def invert(
             return relative_distance(rep(xb), targ[rows])
 
         inv = l2_pgd(src, objective, iterations=iterations, eps=eps, step=step, maximize=False,
-                     batch_size=batch_size, desc="invert")
+                     batch_size=batch_size, desc="invert", ctx=ctx)
         return Explanation(
             method="invert", inputs=x.detach(), images=inv,
             scores={

@@ -11,12 +11,9 @@ from typing import Callable
 
 import torch
 
+from advkit.adversary import l2_normalize, l2_project
 from advkit.errors import UserError
-from advkit.explain import progress
-
-
-def _per_image(v: torch.Tensor) -> torch.Tensor:
-    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+from advkit.explainer import ExplainContext
 
 
 def l2_pgd(
@@ -29,6 +26,7 @@ def l2_pgd(
     maximize: bool = True,
     batch_size: int = 128,
     desc: str = "pgd",
+    ctx: ExplainContext | None = None,
 ) -> torch.Tensor:
     """Optimise ``objective(x, rows) -> (n,)`` over x in {x0 + δ : ‖δ‖₂ ≤ eps} ∩ [0, 1]; return the last x.
 
@@ -41,7 +39,7 @@ def l2_pgd(
     sign = 1.0 if maximize else -1.0
     out = []
     n_batches = (x0.shape[0] + batch_size - 1) // batch_size
-    with progress(total=iterations * n_batches, desc=desc) as bar:
+    with (ctx or ExplainContext(quiet=True)).progress(iterations * n_batches, desc) as bar:
         for i in range(0, x0.shape[0], batch_size):
             rows = slice(i, i + batch_size)
             src = x0[rows].detach()
@@ -51,8 +49,7 @@ def l2_pgd(
                 with torch.enable_grad():
                     (g,) = torch.autograd.grad(objective(x, rows).sum(), x)
                 with torch.no_grad():
-                    delta = x - src + sign * step * g / _per_image(g)
-                    delta = delta * (eps / _per_image(delta)).clamp(max=1.0)
+                    delta = l2_project(x - src + sign * step * l2_normalize(g), eps)
                     x = (src + delta).clamp(0, 1)
                 bar.update(1)
             out.append(x.detach())

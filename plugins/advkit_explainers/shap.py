@@ -10,17 +10,17 @@ from __future__ import annotations
 import torch
 
 from advkit.errors import UserError
-from advkit.explain import Explanation
+from advkit.explainer import Explanation
 
 from advkit_explainers.common import dataset_name, reference_data, target_classes, target_logits
 
 
-def draw_baselines(x: torch.Tensor, dataset: str, split: str, n_baselines: int) -> torch.Tensor:
+def draw_baselines(x: torch.Tensor, dataset: str, split: str, n_baselines: int, ctx) -> torch.Tensor:
     """``n_baselines`` random images of ``dataset`` (or of the batch itself with ``dataset=batch``)."""
     if dataset.strip().lower() == "batch":
         pool = x
     else:
-        pool, _, _ = reference_data(dataset, split, like=x)
+        pool, _, _ = reference_data(dataset, split, like=x, ctx=ctx)
     idx = torch.randperm(pool.shape[0], device=pool.device)[: max(1, n_baselines)]
     return pool[idx].detach()
 
@@ -47,11 +47,11 @@ def shap(
     if samples < 1 or n_baselines < 1:
         raise UserError(f"shap.samples and shap.n_baselines must be >= 1 (got {samples}, {n_baselines})")
 
-    def explain(model, x, y):
+    def explain(model, x, y, ctx):
         from captum.attr import GradientShap
 
         cls = target_classes(model, x, y, target)
-        base = draw_baselines(x, dataset, data_split, n_baselines)
+        base = draw_baselines(x, dataset, data_split, n_baselines, ctx)
         gs = GradientShap(model)
         per = max(1, batch_size // samples)  # images per pass: per * samples evaluations
         attrs = [
@@ -63,7 +63,7 @@ def shap(
             base_logits = torch.cat([model(base[i : i + batch_size]) for i in range(0, base.shape[0], batch_size)])
             expected = base_logits.mean(0)[cls]
         logit = target_logits(model, x, cls)
-        source = "batch" if dataset.strip().lower() == "batch" else dataset_name(dataset)[0]
+        source = "batch" if dataset.strip().lower() == "batch" else dataset_name(dataset, ctx)[0]
         return Explanation(
             method="shap", inputs=x.detach(), maps=attrs,
             scores={"gap": attrs.flatten(1).sum(1) - (logit - expected), "logit": logit},

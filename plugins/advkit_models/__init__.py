@@ -58,6 +58,15 @@ def timm_model(name: str = "resnet18", num_classes: int = 10, in_chans: int = 3,
         raise
 
 
+def timm_knows(name: str) -> bool:
+    """Whether timm has an architecture called ``name`` (bare names such as ``resnet18``)."""
+    try:
+        import timm
+    except ImportError:
+        return False
+    return bool(timm.is_model(name))
+
+
 def bundled(name: str):
     def factory():
         from advkit.errors import UserError
@@ -77,6 +86,7 @@ def advkit_register_backbones(register):
     register("smallcnn", smallcnn, aliases=("small-cnn",))
     register("resnet18-cifar", resnet18_cifar, aliases=("cifar-resnet18",))
     register("wrn-34-10", wide_resnet, aliases=("wideresnet", "wrn"))
-    register("timm", timm_model, summary="Any timm architecture: --model timm/NAME (or a bare timm name)")
+    register("timm", timm_model, summary="Any timm architecture: --model timm/NAME (or a bare timm name)",
+             prefix="timm/", claims=timm_knows)
     for name in BUNDLED:
         register(name, bundled(name), aliases=("default",) if name == "smallcnn-fmnist" else ())

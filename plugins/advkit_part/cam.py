@@ -1,11 +1,11 @@
 """Class activation maps for PART, computed in batches on a frozen model in eval mode.
 
-Grad-CAM is captum's ``LayerGradCam``; XGradCAM and LayerCAM (which captum
-lacks) are advkit's own, all three through :func:`advkit_explainers.cam.compute_cam`.
-The layer is the last convolutional stage found by the explainers' layer
-finder unless named (``part:layer=backbone.features.7``). The class explained
-is the model's prediction, as in the reference implementation, or the label
-(``target=label``).
+The maps come from the registered CAM explainer (``gradcam``, with its
+``gradcam``/``xgradcam``/``layercam`` variants), asked for through the
+registry like any other component. The layer is the last convolutional stage
+the explainer finds unless named (``part:layer=backbone.features.7``). The
+class explained is the model's prediction, as in the reference
+implementation, or the label (``target=label``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `ad
     import torch
 
 from advkit.errors import UserError, closest
+from advkit.explainer import ExplainContext, create_explainer
 
+CAM_EXPLAINER = "gradcam"
 VARIANTS = ("gradcam", "xgradcam", "layercam")
 TARGETS = ("pred", "label")
 
@@ -31,20 +33,10 @@ def check_choice(param: str, value: str, choices) -> str:
     return v
 
 
-def find_layer(model, probe: torch.Tensor, name: str = "") -> tuple[str, torch.nn.Module]:
-    """The layer whose maps PART reads: ``name``, or the last convolutional stage."""
-    from advkit_explainers.layers import cam_layer
-
-    try:
-        return cam_layer(model, probe, name)
-    except UserError as exc:
-        raise UserError(f"part.layer: {exc}") from None
-
-
 @contextlib.contextmanager
 def inspecting(model):
     """Eval mode and frozen weights (no parameter gradients), restored afterwards."""
-    from advkit.train import frozen
+    from advkit.adversary import frozen
 
     was_training = model.training
     model.eval()
@@ -55,19 +47,24 @@ def inspecting(model):
         model.train(was_training)
 
 
-def cam_maps(model, x: torch.Tensor, y: torch.Tensor, layer, variant: str = "gradcam", target: str = "pred",
-             batch_size: int = 256) -> torch.Tensor:
-    """Non-negative (N, 1, H, W) maps of ``variant`` at ``layer`` for the predicted (or true) classes."""
+def _explain(model, x, y, layer: str, variant: str, target: str, batch_size: int):
+    explainer = create_explainer(CAM_EXPLAINER, variant=variant, layer=layer, target=target, batch_size=batch_size)
+    with inspecting(model):
+        return explainer(model, x, y.to(x.device).long(), ExplainContext(device=str(x.device), quiet=True))
+
+
+def find_layer(model, probe: torch.Tensor, name: str = "") -> str:
+    """The dotted name of the layer whose maps PART reads: ``name``, or the last convolutional stage."""
     import torch
 
-    from advkit_explainers.cam import compute_cam
+    try:
+        e = _explain(model, probe, torch.zeros(probe.shape[0], dtype=torch.long), name, "gradcam", "pred", 1)
+    except UserError as exc:
+        raise UserError(f"part.layer: {exc}") from None
+    return e.meta["layer"]
 
-    with inspecting(model):
-        if target == "pred":
-            with torch.inference_mode():
-                cls = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
-            cls = cls.clone()
-        else:
-            cls = y.to(x.device).long()
-        maps = compute_cam(model, x, cls, layer, variant=variant, batch_size=batch_size)
-    return maps.detach()
+
+def cam_maps(model, x: torch.Tensor, y: torch.Tensor, layer: str, variant: str = "gradcam", target: str = "pred",
+             batch_size: int = 256) -> torch.Tensor:
+    """Non-negative (N, 1, H, W) maps of ``variant`` at ``layer`` for the predicted (or true) classes."""
+    return _explain(model, x, y, layer, variant, target, batch_size).maps.detach()

@@ -3,7 +3,7 @@
 Each training image gets a per-pixel Linf budget: ``eps`` on the pixels its
 class activation map marks as important (z-score above ``threshold``),
 ``eps_low`` (7/8 of eps by default) on the others (:mod:`advkit_part.budget`).
-The adversary is the engine's training PGD (:func:`advkit_training.pgd.pgd`)
+The adversary is the engine's training PGD (:func:`advkit.adversary.pgd`)
 projecting onto that map and maximising ``ctx.attack_loss``, so the objective
 decides the loss: ``--defense pgd-at --defense part`` is PART,
 ``--defense trades --defense part`` PART-T and ``--defense mart --defense part``
@@ -41,18 +41,6 @@ def default_warmup(epochs: int) -> int:
     """20% of the epochs, at least one when there are two or more (the CAMs of an untrained net are noise)."""
     epochs = int(epochs)
     return 0 if epochs < 2 else min(epochs - 1, max(1, round(0.2 * epochs)))
-
-
-def pgd_settings(ctx: TrainContext) -> dict:
-    """Steps, start and step size of the adversary the objective would use on its own."""
-    from advkit_training.pgd import PGDAdversary
-
-    objective = getattr(ctx.attack_loss, "__self__", None)  # attack_loss is the objective's bound method
-    make = getattr(objective, "default_adversary", None)
-    adv = make() if callable(make) else None
-    if not isinstance(adv, PGDAdversary):
-        adv = PGDAdversary()
-    return {"steps": adv.steps, "step_size": adv.step_size, "start": adv.start, "start_std": adv.start_std}
 
 
 class PART(Defense):
@@ -117,7 +105,7 @@ class PART(Defense):
                           f"or a larger step_size)", stacklevel=2)
         x0, y0 = data[0]
         probe = torch.as_tensor(x0).unsqueeze(0).to(ctx.device, torch.float32)
-        self.layer_path, self.layer = find_layer(model, probe, self.layer_name)
+        self.layer = self.layer_path = find_layer(model, probe, self.layer_name)
         cam_maps(model, probe, torch.as_tensor([int(y0)], device=ctx.device), self.layer, self.variant, self.target)
 
     def active(self, epoch: int) -> bool:
@@ -148,7 +136,7 @@ class PART(Defense):
         return budget_map(high.to(x.device), self.eps, self.eps_low, x.dtype)
 
     def perturb(self, model, x, y, ctx: TrainContext) -> torch.Tensor:
-        from advkit_training.pgd import pgd
+        from advkit.adversary import pgd
 
         threat = ctx.threat
         eps = threat.eps
@@ -163,10 +151,12 @@ class PART(Defense):
         """Steps, step size (eps/4 on every pixel unless set), start and start std of the adversary."""
         if self._pgd is not None:
             return self._pgd
-        cfg = pgd_settings(ctx)
-        steps = cfg["steps"] if self.params["steps"] is None else int(self.params["steps"])
-        step_size = float(self.params["step_size"] or cfg["step_size"] or float(ctx.threat.eps) / 4)
-        return steps, step_size, cfg["start"], cfg["start_std"]
+        from advkit.adversary import PGDSettings
+
+        cfg = ctx.adversary or PGDSettings()  # the objective's own adversary settings
+        steps = cfg.steps if self.params["steps"] is None else int(self.params["steps"])
+        step_size = float(self.params["step_size"] or cfg.step_size or float(ctx.threat.eps) / 4)
+        return steps, step_size, cfg.start, cfg.start_std
 
     # ------------------------------------------------------------------ resumption
 

@@ -22,16 +22,14 @@ def trained_with(model) -> dict:
     return {}
 
 
-def default_eps(model) -> float:
+def default_eps(model, ctx) -> float:
     """The eps the model was trained at, else the usual eps of the dataset being explained, else 8/255."""
     from advkit.threat import parse_eps
 
     threat = (getattr(model, "info", None) or {}).get("threat") or {}
     if threat.get("eps") is not None:
         return float(threat["eps"])
-    from advkit.explain import session_dataset
-
-    name, data_dir = session_dataset()
+    name, data_dir = ctx.dataset, ctx.data_dir
     if name:
         from advkit.data import load_dataset
 
@@ -61,18 +59,18 @@ def part_map(cam: str = "", layer: str = "", threshold: float | None = None, eps
         check_threshold(threshold)
     check_low(eps_low, ratio)
 
-    def explain(model, x, y):
-        from advkit.explain import Explanation
+    def explain(model, x, y, ctx):
+        from advkit.explainer import Explanation
 
         rec = trained_with(model)
         variant = check_choice("cam", cam or rec.get("cam") or "gradcam", VARIANTS)
         tgt = check_choice("target", target or rec.get("target") or "pred", TARGETS)
         thr = check_threshold(threshold if threshold is not None else rec.get("threshold", 1.0))
-        e = float(eps) if eps is not None else default_eps(model)
+        e = float(eps) if eps is not None else default_eps(model, ctx)
         low = low_budget(e, eps_low, ratio) if (eps_low, ratio) != (None, None) else \
             low_budget(e, rec.get("eps_low"), rec.get("ratio"))
-        name, module = find_layer(model, x[:1], layer or rec.get("layer") or "")
-        maps = cam_maps(model, x, y, module, variant, tgt, batch_size)
+        name = find_layer(model, x[:1], layer or rec.get("layer") or "")
+        maps = cam_maps(model, x, y, name, variant, tgt, batch_size)
         high = important(maps, thr)
         frac = high.float().flatten(1).mean(1)
         peak = maps.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)

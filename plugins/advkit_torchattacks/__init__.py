@@ -18,7 +18,8 @@ def advkit_register_attacks(register):
     from advkit_torchattacks.catalog import SPECS
     from advkit_torchattacks.curated import CURATED
 
-    for name, factory, aliases in CURATED:
-        register(name, factory, aliases=aliases)
+    for name, factory, aliases, capabilities, ranges in CURATED:
+        register(name, factory, aliases=aliases, ranges=ranges, **capabilities)
     for spec in SPECS:
-        register(f"ta.{spec.cls.lower()}", factory_for(spec), summary=spec.summary)
+        register(f"ta.{spec.cls.lower()}", factory_for(spec), summary=spec.summary,
+                 minimum_norm=spec.minimum_norm, black_box=spec.black_box)

@@ -14,7 +14,7 @@ import inspect
 import io
 
 from advkit.errors import UserError
-from advkit.wrapping import BoundAttack, dist_version
+from advkit.attack import LibraryAttack, dist_version
 from advkit_torchattacks.catalog import TORCHATTACKS_VERSION, Spec
 
 _REDUCED_AA = "(reduced: 10-step APGD; not the standard AutoAttack)"
@@ -70,7 +70,7 @@ def resolve(spec: Spec, threat, params: dict) -> dict:
     return kw
 
 
-def build(spec: Spec, model, threat, params: dict) -> BoundAttack:
+def build(spec: Spec, model, threat, params: dict) -> LibraryAttack:
     """The ``ta.<class>`` attack: ``spec.cls`` with the threat model mapped onto its arguments."""
     return bind(
         spec.cls,
@@ -78,14 +78,11 @@ def build(spec: Spec, model, threat, params: dict) -> BoundAttack:
         threat,
         resolve(spec, threat, params),
         infer_classes=spec.infer_classes,
-        black_box=spec.black_box,
-        minimum_norm=spec.minimum_norm,
         rgb_only=spec.rgb_only,
     )
 
 
-def bind(cls_name: str, model, threat, kwargs: dict, *, infer_classes=False, black_box=False,
-         minimum_norm=False, rgb_only=False) -> BoundAttack:
+def bind(cls_name: str, model, threat, kwargs: dict, *, infer_classes=False, rgb_only=False) -> LibraryAttack:
     """Wrap ``torchattacks.<cls_name>(model, **kwargs)`` as an advkit attack."""
     import torchattacks
 
@@ -117,7 +114,7 @@ def bind(cls_name: str, model, threat, kwargs: dict, *, infer_classes=False, bla
 
     label = f"torchattacks {version} {cls_name}" + (f" {_REDUCED_AA}" if cls_name == "AutoAttack" else "")
     shown = {k: v for k, v in kwargs.items() if isinstance(v, (bool, int, float, str, tuple, type(None)))}
-    report = {"attack_class": f"torchattacks.{cls_name}", "attack_params": shown, "minimum_norm": minimum_norm}
+    report = {"attack_class": f"torchattacks.{cls_name}", "attack_params": shown}
     if cls_name == "AutoAttack":
         report["standard_autoattack"] = False
-    return BoundAttack(run, threat, label, black_box=black_box, report=report, state=state)
+    return LibraryAttack(run, label, report=report, state=state)

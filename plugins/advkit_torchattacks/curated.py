@@ -8,6 +8,7 @@ adapted here.
 from __future__ import annotations
 
 from advkit.errors import UserError
+from advkit.registry import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from advkit_torchattacks.adapter import bind
 
 
@@ -43,7 +44,7 @@ def pgdl2(model, threat, steps: int = 10, alpha: float | None = None, random_sta
 
 def cw(model, threat, c: float = 1.0, kappa: float = 0.0, steps: int = 50, lr: float = 0.01):
     """Carlini-Wagner L2 (minimum-norm), c 1, kappa 0, 50 steps, lr 0.01; kept only where inside eps - torchattacks"""
-    return bind("CW", model, threat, {"c": c, "kappa": kappa, "steps": steps, "lr": lr}, minimum_norm=True)
+    return bind("CW", model, threat, {"c": c, "kappa": kappa, "steps": steps, "lr": lr})
 
 
 def mifgsm(model, threat, steps: int = 10, alpha: float | None = None, decay: float = 1.0):
@@ -55,7 +56,7 @@ def mifgsm(model, threat, steps: int = 10, alpha: float | None = None, decay: fl
 
 def deepfool(model, threat, steps: int = 50, overshoot: float = 0.02):
     """DeepFool (Moosavi-Dezfooli et al.), minimum-norm L2, 50 steps, overshoot 0.02; kept only where inside eps - torchattacks"""
-    return bind("DeepFool", model, threat, {"steps": steps, "overshoot": overshoot}, minimum_norm=True)
+    return bind("DeepFool", model, threat, {"steps": steps, "overshoot": overshoot})
 
 
 def square(model, threat, n_queries: int = 5000, n_restarts: int = 1, p_init: float = 0.8, seed: int = 0):
@@ -63,7 +64,7 @@ def square(model, threat, n_queries: int = 5000, n_restarts: int = 1, p_init: fl
     _require(threat, "square", "Linf", "L2")
     kw = {"norm": threat.norm, "eps": float(threat.eps), "n_queries": n_queries, "n_restarts": n_restarts,
           "p_init": p_init, "seed": seed, "verbose": False}
-    return bind("Square", model, threat, kw, black_box=True)
+    return bind("Square", model, threat, kw)
 
 
 def apgd(model, threat, steps: int = 100, n_restarts: int = 1, loss: str = "ce", eot_iter: int = 1, seed: int = 0):
@@ -87,7 +88,7 @@ def fab(model, threat, steps: int = 100, n_restarts: int = 1, multi_targeted: bo
     _require(threat, "fab", "Linf", "L2")
     kw = {"norm": threat.norm, "eps": float(threat.eps), "steps": steps, "n_restarts": n_restarts,
           "multi_targeted": multi_targeted, "seed": seed, "verbose": False}
-    return bind("FAB", model, threat, kw, infer_classes=True, minimum_norm=True)
+    return bind("FAB", model, threat, kw, infer_classes=True)
 
 
 def eotpgd(model, threat, steps: int = 10, alpha: float | None = None, eot_iter: int = 20, random_start: bool = True):
@@ -114,19 +115,24 @@ def jitter(model, threat, steps: int = 10, alpha: float | None = None, scale: fl
     return bind("Jitter", model, threat, kw)
 
 
-# (name, factory, aliases)
+_STEPS = {"steps": AT_LEAST_ONE}
+_PGD = {"steps": AT_LEAST_ONE, "alpha": POSITIVE}
+_RESTARTS = {"steps": AT_LEAST_ONE, "n_restarts": AT_LEAST_ONE}
+
+# (name, factory, aliases, capabilities declared at registration, parameter ranges)
 CURATED = [
-    ("fgsm", fgsm, ()),
-    ("pgd", pgd, ("pgd-linf",)),
-    ("pgdl2", pgdl2, ("pgd-l2",)),
-    ("cw", cw, ("cw-l2",)),
-    ("mifgsm", mifgsm, ()),
-    ("deepfool", deepfool, ()),
-    ("square", square, ()),
-    ("apgd", apgd, ()),
-    ("apgdt", apgdt, ()),
-    ("fab", fab, ()),
-    ("eotpgd", eotpgd, ()),
-    ("tpgd", tpgd, ()),
-    ("jitter", jitter, ()),
+    ("fgsm", fgsm, (), {}, {}),
+    ("pgd", pgd, ("pgd-linf",), {"reference": "white-box"}, _PGD),
+    ("pgdl2", pgdl2, ("pgd-l2",), {}, _PGD),
+    ("cw", cw, ("cw-l2",), {"minimum_norm": True}, {"c": POSITIVE, "kappa": NON_NEGATIVE, **_STEPS, "lr": POSITIVE}),
+    ("mifgsm", mifgsm, (), {}, {**_PGD, "decay": NON_NEGATIVE}),
+    ("deepfool", deepfool, (), {"minimum_norm": True}, {**_STEPS, "overshoot": NON_NEGATIVE}),
+    ("square", square, (), {"black_box": True, "reference": "black-box"},
+     {"n_queries": AT_LEAST_ONE, "n_restarts": AT_LEAST_ONE, "p_init": Range(0, 1, lo_open=True)}),
+    ("apgd", apgd, (), {}, {**_RESTARTS, "eot_iter": AT_LEAST_ONE}),
+    ("apgdt", apgdt, (), {}, _RESTARTS),
+    ("fab", fab, (), {}, _RESTARTS),
+    ("eotpgd", eotpgd, (), {}, {**_PGD, "eot_iter": AT_LEAST_ONE}),
+    ("tpgd", tpgd, (), {}, _PGD),
+    ("jitter", jitter, (), {}, {**_PGD, "scale": POSITIVE, "std": NON_NEGATIVE}),
 ]

@@ -2,7 +2,7 @@
 
 Objectives (``pgd-at``, ``trades``, ``mart``, ``label-smoothing``) own the
 *objective* point; the first three get their examples from the engine's
-training PGD (:mod:`advkit_training.pgd`) unless an adversary defense such
+training PGD (:mod:`advkit.adversary`) unless an adversary defense such
 as ``mixed`` (or PART) owns the *adversary* point.
 """
 

@@ -24,7 +24,7 @@ class MART(Defense):
         self.step_size = _checks.step_size("mart.step_size", step_size)
 
     def default_adversary(self) -> Defense:
-        from advkit_training.pgd import PGDAdversary
+        from advkit.adversary import PGDAdversary
 
         return PGDAdversary(self.steps, self.step_size, start="normal", start_std=0.001)
 

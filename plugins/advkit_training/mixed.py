@@ -13,10 +13,11 @@ any attack name the registry knows (``fgsm``, ``pgd``, ``cw``, ``art.pgd``,
 
 Weights are normalised to sum to one. Attack options are given as
 ``NAME.PARAM=VALUE`` (``pgd.steps=20``). Registered attacks maximise their own
-losses, not the objective's ``attack_loss``. Their outputs are projected
-onto the training threat model as a safeguard (advkit's attack plugins already
-stay inside it; minimum-norm attacks such as CW return the clean point where
-their result does not fit the budget). Each step leaves
+losses, not the objective's ``attack_loss``. Their outputs go through advkit's
+attack path like in an evaluation: an attack that leaves the training threat
+model stops training, and a minimum-norm attack (CW, DeepFool) keeps only the
+examples inside the budget; the others stay clean, and every epoch's log says
+how many of each attack's examples were kept. Each step leaves
 ``ctx.state["mixed"] = {"names": [...], "source": LongTensor}`` saying which
 source made each example.
 """
@@ -50,7 +51,7 @@ def _registered_name(name: str) -> str:
     if name in BUILTIN or "_" not in name:
         return name
     try:
-        from advkit.plugins import registry
+        from advkit import get_registry as registry
 
         reg = registry("attack")
     except Exception:  # listing attacks must not break building the defense
@@ -93,10 +94,9 @@ class Mixed(Defense):
         self.weights = [weights[n] / total for n in self.names]
         self.options = options
         self._attacks: dict = {}
-        self.last_sources: torch.Tensor | None = None
 
     def _resolve(self, name: str) -> str:
-        from advkit.plugins import registry
+        from advkit import get_registry as registry
 
         registry("attack").get(name)  # an unknown name raises the UserError listing close ones
         return name
@@ -106,10 +106,19 @@ class Mixed(Defense):
             if name not in BUILTIN:
                 self._resolve(name)
 
+    def on_epoch_end(self, model, data, ctx):
+        """Report this epoch's minimum-norm attacks: how many of their examples fitted the budget."""
+        for (name, _, _), atk in self._attacks.items():
+            if atk.minimum_norm and atk.stats["points"]:
+                kept = atk.stats["points"] - atk.stats["dropped"]
+                ctx.report(f"mixed: {name} kept {kept}/{atk.stats['points']} examples inside {ctx.threat} "
+                           f"(the others trained as clean)")
+            atk.stats.update(points=0, dropped=0)
+
     def _attack(self, name, model, threat):
         key = (name, id(model), threat)
         if key not in self._attacks:
-            from advkit.attacks import create_attack
+            from advkit.attack import create_attack
 
             self._attacks[key] = create_attack(self._resolve(name), model, threat, **self.options.get(name, {}))
         return self._attacks[key]
@@ -131,7 +140,7 @@ class Mixed(Defense):
         return source
 
     def perturb(self, model, x, y, ctx):
-        from advkit_training.pgd import project, random_start
+        from advkit.adversary import project, random_start
 
         threat = ctx.threat
         source = self.assign(x.shape[0], ctx.generator, x.device).to(x.device)
@@ -141,11 +150,10 @@ class Mixed(Defense):
             if idx.numel() == 0 or name == "clean":
                 continue
             xs = x[idx].detach()
-            if name == "noise":
-                out = xs + random_start(xs, threat.norm, threat.eps, "uniform", generator=ctx.generator)
+            if name == "noise":  # uniform in the ball, then into the bounds: our own draw, projected by construction
+                noisy = xs + random_start(xs, threat.norm, threat.eps, "uniform", generator=ctx.generator)
+                x_adv[idx] = project(xs, noisy, threat.norm, threat.eps, threat.bounds)
             else:
-                out = self._attack(name, model, threat)(xs, y[idx]).detach().to(x.dtype)
-            x_adv[idx] = project(xs, out, threat.norm, threat.eps, threat.bounds)
-        self.last_sources = source
+                x_adv[idx] = self._attack(name, model, threat)(xs, y[idx])
         ctx.state["mixed"] = {"names": list(self.names), "source": source}
         return x_adv

@@ -29,7 +29,7 @@ class PGDAT(Defense):
         self.smoothing = _checks.fraction("pgd-at.smoothing", smoothing, upper_open=True)
 
     def default_adversary(self) -> Defense:
-        from advkit_training.pgd import PGDAdversary
+        from advkit.adversary import PGDAdversary
 
         return PGDAdversary(self.steps, self.step_size, self.random_start)
 

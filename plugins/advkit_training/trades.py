@@ -25,7 +25,7 @@ class TRADES(Defense):
         self.smoothing = _checks.fraction("trades.smoothing", smoothing, upper_open=True)
 
     def default_adversary(self) -> Defense:
-        from advkit_training.pgd import PGDAdversary
+        from advkit.adversary import PGDAdversary
 
         return PGDAdversary(self.steps, self.step_size, start="normal", start_std=0.001)
 

@@ -23,10 +23,9 @@ def noise_attack(model, threat, draws: int = 8):
             with torch.no_grad():
                 wrong = model(cand).argmax(1) != y
             best[wrong] = cand[wrong]
-        return threat.restrict(x, best)
+        return best
 
     attack.implementation = "advkit-plugin-example 0.1.0 noise"
-    attack.black_box = True
     return attack
 
 
@@ -34,9 +33,9 @@ def saliency(target: str = "label"):
     """Absolute input gradient of the target logit (TARGET: label or pred)."""
     import torch
 
-    from advkit.explain import Explanation
+    from advkit import Explanation
 
-    def explain(model, x, y):
+    def explain(model, x, y, ctx):
         x = x.clone().requires_grad_(True)
         logits = model(x)
         cls = y if target == "label" else logits.argmax(1)
@@ -48,7 +47,8 @@ def saliency(target: str = "label"):
 
 @advkit.hookimpl
 def advkit_register_attacks(register):
-    register("noise", noise_attack, aliases=("random-noise",))
+    register("noise", noise_attack, aliases=("random-noise",), black_box=True,
+             ranges={"draws": advkit.Range(1)})
 
 
 @advkit.hookimpl

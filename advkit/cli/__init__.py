@@ -1,7 +1,10 @@
 """The ``advkit`` command line: ``list``, ``eval``, ``train``, ``explain`` and plugin commands.
 
 A user error prints one line on stderr and exits with code 2; ``--debug``
-shows the traceback instead.
+shows the traceback instead. The root options are resolved once into a
+:class:`RunOptions` (``ctx.obj``): a plugin command takes it with
+``@click.pass_obj`` and reads ``opts.device`` (already checked, ``auto``
+resolved), ``opts.seed``, ``opts.quiet`` and ``opts.verbose``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,27 @@ from advkit import __version__
 from advkit.errors import ThreatViolation, UserError
 
 
+class RunOptions:
+    """The root options of one ``advkit`` invocation, as commands (plugin commands too) read them."""
+
+    def __init__(self, device: str = "auto", seed: int = 0, verbose: int = 0, quiet: bool = False, debug: bool = False):
+        self._device = device
+        self.seed, self.verbose, self.quiet, self.debug = seed, verbose, quiet, debug
+        self._resolved: str | None = None
+
+    @property
+    def device(self) -> str:
+        """``--device`` checked against this machine (``auto``: CUDA when available), resolved on first use."""
+        if self._resolved is None:
+            self._resolved = resolve_device(self._device)
+        return self._resolved
+
+    @property
+    def command(self) -> str:
+        """The command line as typed, for reports."""
+        return " ".join(["advkit", *sys.argv[1:]])
+
+
 class AdvkitGroup(click.Group):
     """Turns user errors into one line and exit code 2."""
 
@@ -24,7 +48,7 @@ class AdvkitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (UserError, ThreatViolation) as exc:
-            if (ctx.obj or {}).get("debug") or os.environ.get("ADVKIT_DEBUG"):
+            if getattr(ctx.obj, "debug", False) or os.environ.get("ADVKIT_DEBUG"):
                 raise
             kind = "error" if isinstance(exc, UserError) else "threat-model violation"
             click.echo(f"advkit: {kind}: {exc}", err=True)
@@ -53,13 +77,13 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
 @click.version_option(__version__, prog_name="advkit")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for every random choice.")
-@click.option("-v", "--verbose", count=True, help="More output.")
+@click.option("-v", "--verbose", count=True, help="More output: each attack's implementation and settings, per-epoch notes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.pass_context
 def cli(ctx, device, seed, verbose, quiet, debug):
     """Evaluate, train and explain adversarially robust image classifiers."""
-    ctx.obj = {"device": device, "seed": seed, "verbose": verbose, "quiet": quiet, "debug": debug}
+    ctx.obj = RunOptions(device, seed, verbose, quiet, debug)
     if not debug:
         warnings.showwarning = _warning_line
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -115,20 +139,12 @@ def _split_csv(text: str) -> list[str]:
 @click.option("--eps-sweep", default=None, help="Comma-separated budgets for a robustness curve, e.g. 1/255,2/255,4/255,8/255.")
 @click.option("--audit", is_flag=True, help="Run the sanity checks of Carlini et al. (2019) for gradient masking.")
 @click.option("--eot", default=20, show_default=True, type=int, help="EOT samples for gradient attacks on stochastic models.")
-@click.pass_context
-def eval_cmd(ctx, model, weights, dataset, data_dir, split, attacks, norm, eps, attack_opts, n, batch_size, independent, out, eps_sweep, audit, eot):
+@click.pass_obj
+def eval_cmd(opts, attacks, eps_sweep, **kw):
     """Evaluate a model under a suite of attacks (clean, per-attack and worst-case accuracy)."""
-    from advkit.evaluate import evaluate_cli
+    from advkit.cli.evaluate import run_eval
 
-    opts = ctx.obj
-    evaluate_cli(
-        model=model, weights=weights, dataset=dataset, data_dir=data_dir, split=split,
-        attacks=_split_csv(attacks), norm=norm, eps=eps, attack_opts=attack_opts, n=n,
-        batch_size=batch_size, independent=independent, out=out,
-        eps_sweep=_split_csv(eps_sweep) if eps_sweep else None, audit=audit, eot=eot,
-        device=resolve_device(opts["device"]), seed=opts["seed"], quiet=opts["quiet"],
-        command=" ".join(["advkit", *sys.argv[1:]]),
-    )
+    run_eval(opts, attacks=_split_csv(attacks), eps_sweep=_split_csv(eps_sweep) if eps_sweep else None, **kw)
 
 
 @cli.command("train")
@@ -152,14 +168,12 @@ def eval_cmd(ctx, model, weights, dataset, data_dir, split, attacks, norm, eps, 
 @click.option("--val-attack", default="pgd", show_default=True, help="Attack for the per-epoch robust accuracy ('none' to skip).")
 @click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.safetensors.")
-@click.pass_context
-def train_cmd(ctx, **kw):
+@click.pass_obj
+def train_cmd(opts, **kw):
     """Train a model, optionally with defenses (PGD-AT, TRADES, MART, CSA, PART, LWTA, ...)."""
-    from advkit.train import train_cli
+    from advkit.cli.train import run_train
 
-    opts = ctx.obj
-    train_cli(device=resolve_device(opts["device"]), seed=opts["seed"], quiet=opts["quiet"],
-              command=" ".join(["advkit", *sys.argv[1:]]), **kw)
+    run_train(opts, **kw)
 
 
 @cli.command("explain")
@@ -170,17 +184,14 @@ def train_cmd(ctx, **kw):
 @click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("-n", "--n", "n", default=16, show_default=True, type=int, help="Number of images (first n).")
-@click.option("--opt", "opts", multiple=True, metavar="PARAM=VALUE", help="Explainer parameter, repeatable.")
+@click.option("--opt", "opts_list", multiple=True, metavar="PARAM=VALUE", help="Explainer parameter, repeatable.")
 @click.option("--out", default="runs/explain", show_default=True, type=click.Path(file_okay=False))
-@click.pass_context
-def explain_cmd(ctx, **kw):
+@click.pass_obj
+def explain_cmd(opts, **kw):
     """Explain a model's predictions and write arrays, figures and a JSON summary."""
-    try:
-        from advkit.explain import explain_cli
-    except ImportError:
-        raise UserError("'advkit explain' is not available yet in this version: no explanation engine is installed") from None
-    opts = ctx.obj
-    explain_cli(device=resolve_device(opts["device"]), seed=opts["seed"], quiet=opts["quiet"], **kw)
+    from advkit.cli.explain import run_explain
+
+    run_explain(opts, **kw)
 
 
 _commands_loaded = False

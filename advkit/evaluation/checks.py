@@ -18,7 +18,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from advkit.attacks import create_attack
+from advkit.attack import create_attack
+from advkit.errors import UserError
+from advkit.plugins import registry
+
+
+def reference_attack(role: str) -> str:
+    """The attack registered as the audit's ``role`` reference (``"white-box"`` or ``"black-box"``)."""
+    found = registry("attack").with_capability("reference", role)
+    if not found:
+        raise UserError(f"--audit needs a {role} reference attack and no plugin registers one")
+    return found[0].name
 
 
 def _large_eps(threat, shape) -> float:
@@ -32,15 +42,15 @@ def run_audit(engine, model, eval_model, threat, correct, robust, results, attac
     if not pts:
         return [{"check": "audit", "passed": False, "detail": "no clean-correct point to audit", "suggests": "check the model and data"}]
     m = len(pts)
-    pgd_opts = dict(attack_opts.get("pgd", {}))
+    white, black = reference_attack("white-box"), reference_attack("black-box")
+    pgd_opts = dict(attack_opts.get(white, {}))
     base_steps = int(pgd_opts.pop("steps", 10))
     checks = []
 
     def pgd_acc(stage, t, steps, restarts=1):
         broken: set[int] = set()
         for r in range(restarts):
-            atk = create_attack("pgd", eval_model, t, steps=steps, **pgd_opts)
-            atk.name = "pgd"
+            atk = create_attack(white, eval_model, t, steps=steps, **pgd_opts)
             saved, engine.threat = engine.threat, t
             try:
                 res, _ = engine.attack(f"audit:{stage}:{t.eps:.8g}:{steps}:{r}", atk, pts)
@@ -79,16 +89,15 @@ def run_audit(engine, model, eval_model, threat, correct, robust, results, attac
     # 3. black-box vs white-box
     survivors = [i for i in pts if i not in broken_base]
     if survivors:
-        atk = create_attack("square", eval_model, threat, **attack_opts.get("square", {}))
-        atk.name = "square"
-        res, _ = engine.attack("audit:square", atk, survivors)
+        atk = create_attack(black, eval_model, threat, **attack_opts.get(black, {}))
+        res, _ = engine.attack(f"audit:{black}", atk, survivors)
         extra = sum(1 for v in res.values() if v["broken"])
     else:
         extra = 0
     ok = extra <= max(1, int(0.01 * m))
     checks.append({
         "check": "black-box", "passed": ok,
-        "detail": f"square broke {extra} of the {len(survivors)} points PGD-{base_steps} could not break",
+        "detail": f"{black} broke {extra} of the {len(survivors)} points PGD-{base_steps} could not break",
         "suggests": "" if ok else "a black-box attack beating gradient attacks is the classic sign of gradient masking",
     })
 

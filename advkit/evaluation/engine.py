@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -31,12 +30,11 @@ import torch
 from torch import nn
 
 from advkit import distributed as D
-from advkit.attacks import create_attack
+from advkit.attack import create_attack
 from advkit.errors import UserError
-from advkit.registry import parse_options
+from advkit.plugins import registry
+from advkit.runtime import derive_seed, model_fingerprint, progress, seed_everything, versions
 from advkit.threat import ThreatModel, parse_eps, parse_norm
-
-AA_NAMES = {"aa", "autoattack"}
 
 
 class EOTModel(nn.Module):
@@ -62,6 +60,7 @@ class AttackResult:
     seconds: float = 0.0
     accuracy: float | None = None  # cascade: accuracy after this and all earlier attacks
     independent_accuracy: float | None = None
+    dropped: int = 0  # minimum-norm attacks: points whose perturbation did not fit the budget (not broken)
     params: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -93,31 +92,11 @@ class Report:
         }
 
 
-def _batch_seed(seed: int, stage: str, batch: int) -> int:
-    h = hashlib.sha256(f"{seed}:{stage}:{batch}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def _seeded(seed: int):
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
 def is_stochastic(model: nn.Module, x: torch.Tensor) -> bool:
     """Do two forward passes on the same batch disagree?"""
     with torch.inference_mode():
         a, b = model(x), model(x)
     return not torch.allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A sha256 over the model's parameters and buffers (identity in reports)."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
 
 
 class _Progress:
@@ -165,12 +144,6 @@ class _Progress:
             os.fsync(f.fileno())
 
 
-def _tqdm(total, desc, quiet):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=quiet or not D.is_main(), leave=False, dynamic_ncols=True)
-
-
 class Engine:
     """Runs attacks over indexed points in seeded, resumable, shardable batches."""
 
@@ -186,7 +159,7 @@ class Engine:
         out = {}
 
         def run(b, chunk):
-            _seeded(_batch_seed(self.seed, stage, b))
+            seed_everything(derive_seed(self.seed, stage, b))
             xb = self.x[chunk].to(self.device)
             with torch.inference_mode():
                 pred = self.model(xb).argmax(1).cpu()
@@ -202,23 +175,22 @@ class Engine:
         seconds = 0.0
 
         def run(b, chunk):
-            _seeded(_batch_seed(self.seed, stage, b))
+            seed_everything(derive_seed(self.seed, stage, b))
             xb, yb = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
-            x_adv = attack(xb, yb)
-            self.threat.verify(xb, x_adv, who=f"attack {attack.name!r}", eps=eps)
+            result = attack.run(xb, yb, eps=eps)  # verified against the threat model, or stops the run
             with torch.inference_mode():
-                pred = self.model(x_adv).argmax(1)
-            norms = self.threat.norms(xb, x_adv).cpu()
+                pred = self.model(result.x_adv).argmax(1)
+            norms = self.threat.norms(xb, result.x_adv).cpu()
             return {
-                "stage": stage, "batch": b, "index": chunk,
-                "broken": (pred != yb).cpu().tolist(), "norm": [float(v) for v in norms],
+                "stage": stage, "batch": b, "index": chunk, "broken": (pred != yb).cpu().tolist(),
+                "norm": [float(v) for v in norms], "dropped": result.dropped.cpu().tolist(),
             }
 
-        bar = _tqdm(len(idx), stage, self.quiet)
+        bar = progress(len(idx), stage, quiet=self.quiet, unit="img")
         for rec in self._run(stage, idx, run, bar):
             seconds += rec.get("seconds", 0.0)
-            for i, br, nm in zip(rec["index"], rec["broken"], rec["norm"]):
-                out[i] = {"broken": bool(br), "norm": nm}
+            for i, br, nm, dr in zip(rec["index"], rec["broken"], rec["norm"], rec.get("dropped") or [False] * len(rec["index"])):
+                out[i] = {"broken": bool(br), "norm": nm, "dropped": bool(dr)}
         bar.close()
         return out, seconds
 
@@ -250,8 +222,25 @@ class Engine:
         return recs
 
 
-def _adaptive_name(name: str, stochastic: bool) -> str:
-    return "aa-rand" if stochastic and name.lower() in AA_NAMES else name
+def adaptive_name(name: str, stochastic: bool) -> str:
+    """The attack to run for ``name``: its declared adaptive counterpart on a stochastic model."""
+    counterpart = registry("attack").get(name).can("adaptive") if stochastic else None
+    return counterpart or name
+
+
+def option_names(attacks, audit: bool) -> set[str]:
+    """Attack names ``attack_opts`` may address: the attacks, their adaptive counterparts, the audit's references."""
+    reg = registry("attack")
+    names = set()
+    for a in attacks:
+        entry = reg.get(a)
+        names |= {a.lower(), entry.name, *entry.aliases}
+        if entry.can("adaptive"):
+            names.add(str(entry.can("adaptive")).lower())
+    if audit:
+        for role in ("white-box", "black-box"):
+            names |= {e.name for e in reg.with_capability("reference", role)}
+    return names
 
 
 def evaluate(
@@ -291,7 +280,7 @@ def evaluate(
     if not attacks:
         raise UserError("no attack given (e.g. --attacks pgd,cw,aa)")
     attack_opts = {k.lower(): v for k, v in (attack_opts or {}).items()}
-    allowed = {a.lower() for a in attacks} | {"aa-rand"} | ({"pgd", "square"} if audit else set())
+    allowed = option_names(attacks, audit)
     unused = [k for k in attack_opts if k not in allowed]
     if unused:
         raise UserError(f"--attack-opt names {unused[0]!r}, which is not among --attacks {','.join(attacks)}")
@@ -306,8 +295,9 @@ def evaluate(
     adaptive = []
     if stochastic:
         adaptive.append(f"stochastic model: predictions vary between forward passes; gradient attacks use EOT over {eot} samples (mean logits)")
-        if any(a.lower() in AA_NAMES for a in attacks):
-            adaptive.append("aa replaced by aa-rand (APGD-CE and APGD-DLR with EOT)")
+        for a in attacks:
+            if adaptive_name(a, True) != a:
+                adaptive.append(f"{a} replaced by its adaptive counterpart {adaptive_name(a, True)}")
 
     config = {
         "model": (meta or {}).get("model", type(model).__name__),
@@ -334,12 +324,13 @@ def evaluate(
     robust = list(correct)
     results: list[AttackResult] = []
     for k, name in enumerate(attacks):
-        run_name = _adaptive_name(name, stochastic)
-        params = dict(attack_opts.get(name.lower(), {}))
-        target = model if run_name == "aa-rand" else eval_model
+        run_name = adaptive_name(name, stochastic)
+        params = dict(attack_opts.get(run_name.lower(), attack_opts.get(name.lower(), {})))
+        target = model if run_name != name else eval_model  # an adaptive counterpart does its own EOT
         atk = create_attack(run_name, target, threat, **params)
         atk.name = run_name
-        res = AttackResult(name=run_name, implementation=atk.implementation, params=atk.describe()["params"], extra=atk.extra)
+        desc = atk.describe()
+        res = AttackResult(name=run_name, implementation=atk.implementation, params=desc.pop("params"), extra=desc)
         if independent:
             ind, secs = engine.attack(f"ind:{k}:{run_name}", atk, correct)
             still = sum(1 for i in correct if not ind[i]["broken"])
@@ -352,6 +343,8 @@ def evaluate(
             newly = {i: r for i, r in casc.items() if r["broken"]}
         res.attempted = len(robust)
         res.broken = len(newly)
+        ran = ind if independent else casc
+        res.dropped = sum(1 for r in ran.values() if r.get("dropped"))
         for i, r in newly.items():
             samples[i]["broken_by"] = run_name
             samples[i]["norm"] = r["norm"]
@@ -382,11 +375,11 @@ def evaluate(
     if eps_sweep:
         report.sweep = sweep(engine, model, eval_model, attacks, attack_opts, threat, eps_sweep, correct, stochastic, len(x))
     if audit:
-        from advkit.audit import run_audit
+        from advkit.evaluation.checks import run_audit
 
         report.audit = run_audit(engine, model, eval_model, threat, correct, robust, results, attack_opts, stochastic, len(x))
     if out and D.is_main():
-        from advkit.report import write_reports
+        from advkit.evaluation.report import write_reports
 
         write_reports(report, Path(out))
     return report
@@ -400,8 +393,8 @@ def sweep(engine, model, eval_model, attacks, attack_opts, threat, eps_list, cor
         broken_any: set[int] = set()
         row = {"eps": t.eps, "eps_label": str(e), "attacks": {}}
         for k, name in enumerate(attacks):
-            run_name = _adaptive_name(name, stochastic)
-            atk = create_attack(run_name, model if run_name == "aa-rand" else eval_model, t, **attack_opts.get(name.lower(), {}))
+            run_name = adaptive_name(name, stochastic)
+            atk = create_attack(run_name, model if run_name != name else eval_model, t, **attack_opts.get(name.lower(), {}))
             atk.name = run_name
             saved = engine.threat
             engine.threat = t
@@ -427,75 +420,3 @@ def _tensors(data, n):
     info = getattr(data, "info", None)
     meta = {"name": getattr(info, "name", ""), "split": getattr(info, "split", ""), "default_eps": getattr(info, "default_eps", "8/255"), "source": getattr(info, "source", ""), "classes": getattr(info, "classes", [])}
     return x, y.long(), meta
-
-
-def versions() -> dict:
-    """Versions of Python, torch and the attack libraries, for the report."""
-    import importlib.metadata as md
-    import platform
-
-    out = {"python": platform.python_version()}
-    for pkg in ("advkit", "torch", "torchvision", "timm", "torchattacks", "adversarial-robustness-toolbox", "autoattack", "pyautoattack", "captum", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def evaluate_cli(*, model, weights, dataset, data_dir, split, attacks, norm, eps, attack_opts, n, batch_size, independent, out, eps_sweep, audit, eot, device, seed, quiet, command):
-    """``advkit eval``: resolve names, evaluate, print the table, write reports."""
-    from advkit.data import load_dataset
-    from advkit.models import load_model
-    from advkit.report import markdown
-
-    D.init_from_env(device)
-    if D.world()[1] > 1 and str(device).startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    if n is not None and n <= 0:
-        raise UserError(f"--n must be positive, got {n}")
-    if batch_size <= 0:
-        raise UserError(f"--batch-size must be positive, got {batch_size}")
-    # Check every name and number before loading anything.
-    from advkit.plugins import registry
-
-    for a in attacks:
-        registry("attack").get(a)
-    opts = parse_options(attack_opts)
-    allowed = {a.lower() for a in attacks} | {"aa-rand"} | ({"pgd", "square"} if audit else set())
-    for k, params in opts.items():
-        if k not in allowed:
-            raise UserError(f"--attack-opt names {k!r}, which is not among --attacks {','.join(attacks)}")
-        from advkit.registry import bind_params
-
-        bind_params(registry("attack").get(k), params)
-    norm = parse_norm(norm)
-    for e in ([eps] if eps is not None else []) + list(eps_sweep or []):
-        parse_eps(e, norm)
-    data = load_dataset(dataset, split, data_dir=data_dir)
-    info = data.info
-    m = load_model(model, num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean, std=info.std, weights=weights, device=device)
-    if tuple(m.input_shape) != tuple(info.input_shape) or m.num_classes != info.num_classes:
-        raise UserError(
-            f"model {model!r} expects {m.num_classes} classes of shape {tuple(m.input_shape)}, "
-            f"but {dataset!r} has {info.num_classes} classes of shape {tuple(info.input_shape)}"
-        )
-    _seeded(seed)
-    meta = {
-        "command": command,
-        "model": model,
-        "model_info": {k: v for k, v in m.info.items() if k in ("checkpoint", "arch", "defenses", "stochastic", "epoch")} | {"arch": m.arch},
-    }
-    report = evaluate(
-        m, data.first(n), attacks, eps=eps, norm=norm, attack_opts=opts,
-        batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
-        eot=eot, seed=seed, device=device, quiet=quiet, meta=meta,
-    )
-    if D.is_main():
-        import click
-
-        click.echo(markdown(report))
-        if out:
-            click.echo(f"reports written to {out}/ (report.json, report.md, results.csv)")
-    D.shutdown()
-    return report

@@ -1,4 +1,4 @@
-"""The training adversary: projected gradient ascent on an arbitrary loss (our own code).
+"""Adversary helpers of the contract: projection onto the threat model and PGD on an arbitrary loss (our own code).
 
 Attack libraries maximise their own fixed loss (cross-entropy) under a
 scalar budget. Adversarial training needs more: the loss to maximise comes
@@ -6,13 +6,21 @@ from the objective (cross-entropy for PGD-AT and MART, the KL divergence for
 TRADES, through ``ctx.attack_loss``), and the budget may be a per-pixel map
 (PART's ``ctx.state["eps_map"]``). :func:`pgd` does both; :class:`PGDAdversary`
 puts it at the *adversary* point, and it is what the training engine uses when
-an objective needs adversarial examples and no defense owns that point.
+an objective needs adversarial examples and no defense owns that point. The
+settings of that adversary (:class:`PGDSettings`) reach every defense through
+``ctx.adversary`` (PART reuses them with its per-pixel budget).
+
+:func:`project` and :func:`l2_normalize` are the one implementation of the L2
+geometry advkit's own code uses (explainers' L2 PGD included).
 
 Input gradients come from ``torch.autograd.grad``, so no parameter ``.grad``
 is touched (safe under DistributedDataParallel).
 """
 
 from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,16 +36,31 @@ def _ce(logits_adv, logits_clean, y):
 _ce.uses_clean = False
 
 
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module):
+    """Parameters not requiring gradients for the block (attacks and maps need input gradients only)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def _bshape(x):
     return (-1,) + (1,) * (x.dim() - 1)
 
 
-def _l2_normalize(v: torch.Tensor) -> torch.Tensor:
+def l2_normalize(v: torch.Tensor) -> torch.Tensor:
+    """Each sample of ``v`` divided by its L2 norm (zero stays zero)."""
     n = v.reshape(v.shape[0], -1).norm(dim=1).clamp_min(1e-12)
     return v / n.view(_bshape(v))
 
 
-def _l2_project(delta: torch.Tensor, eps) -> torch.Tensor:
+def l2_project(delta: torch.Tensor, eps) -> torch.Tensor:
+    """Each sample of ``delta`` scaled onto the L2 ball of radius ``eps`` where it lies outside."""
     n = delta.reshape(delta.shape[0], -1).norm(dim=1).clamp_min(1e-12)
     factor = (float(eps) / n).clamp(max=1.0)
     return delta * factor.view(_bshape(delta))
@@ -56,7 +79,7 @@ def random_start(x: torch.Tensor, norm: str, eps, kind: str = "uniform", std: fl
         return (2 * u - 1) * eps
     # uniform in the L2 ball: Gaussian direction, radius eps * u^(1/d)
     d = x[0].numel()
-    direction = _l2_normalize(torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator))
+    direction = l2_normalize(torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator))
     r = torch.rand(x.shape[0], device=x.device, dtype=x.dtype, generator=generator).pow(1.0 / d) * float(eps)
     return direction * r.view(_bshape(x))
 
@@ -67,7 +90,7 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps, bounds=(0.0, 1
     if norm == "Linf":
         delta = torch.maximum(torch.minimum(delta, eps), -eps) if torch.is_tensor(eps) else delta.clamp(-eps, eps)
     elif norm == "L2":
-        delta = _l2_project(delta, eps)
+        delta = l2_project(delta, eps)
     else:
         raise UserError(f"the training adversary supports Linf and L2 threat models, not {norm}")
     return (x + delta).clamp(*bounds)
@@ -115,9 +138,27 @@ def pgd(
             loss = loss_fn(model(x_adv), logits_clean, y)
             (grad,) = torch.autograd.grad(loss, [x_adv])
         with torch.no_grad():
-            step = grad.sign() if norm == "Linf" else _l2_normalize(grad)
+            step = grad.sign() if norm == "Linf" else l2_normalize(grad)
             x_adv = project(x, x_adv.detach() + alpha * step, norm, eps, bounds)
     return x_adv.detach()
+
+
+@dataclass(frozen=True)
+class PGDSettings:
+    """Steps, step size (``None``: eps/4) and random start of a training PGD."""
+
+    steps: int = 10
+    step_size: float | None = None
+    start: str = "uniform"  # uniform | normal | none
+    start_std: float = 0.001
+
+    def __post_init__(self):
+        if int(self.steps) < 1:
+            raise UserError(f"the training PGD needs steps >= 1, got {self.steps}")
+        if self.step_size is not None and not float(self.step_size) > 0:
+            raise UserError(f"the training PGD needs step_size > 0, got {self.step_size}")
+        if self.start not in ("uniform", "normal", "none"):
+            raise UserError(f"start must be uniform, normal or none, got {self.start!r}")
 
 
 class PGDAdversary(Defense):
@@ -127,17 +168,15 @@ class PGDAdversary(Defense):
                  start: str | None = None, start_std: float = 0.001):
         super().__init__(steps=steps, step_size=step_size, random_start=random_start)
         self.name = "pgd-adversary"
-        self.steps = int(steps)
-        self.step_size = step_size
-        self.start = start or ("uniform" if random_start else "none")
-        self.start_std = float(start_std)
+        self.settings = PGDSettings(int(steps), step_size, start or ("uniform" if random_start else "none"),
+                                    float(start_std))
 
     def perturb(self, model, x, y, ctx):
-        threat = ctx.threat
+        threat, s = ctx.threat, self.settings
         eps = ctx.state.get("eps_map")
         eps = threat.eps if eps is None else eps
         return pgd(
-            model, x, y, norm=threat.norm, eps=eps, steps=self.steps, step_size=self.step_size,
-            loss_fn=ctx.attack_loss, start=self.start, start_std=self.start_std,
+            model, x, y, norm=threat.norm, eps=eps, steps=s.steps, step_size=s.step_size,
+            loss_fn=ctx.attack_loss, start=s.start, start_std=s.start_std,
             bounds=threat.bounds, generator=ctx.generator,
         )

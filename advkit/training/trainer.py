@@ -13,7 +13,7 @@ is built. With no objective the loss is cross-entropy on ``x_adv`` when an
 adversary runs and on ``x`` otherwise (plain training when there is no
 defense at all). An objective that sets ``needs_adversary`` gets its
 adversary from its ``default_adversary()`` or, failing that, the training PGD
-of :mod:`advkit_training.pgd` (10 steps of eps/4 from a random start), in
+of :mod:`advkit.adversary` (10 steps of eps/4 from a random start), in
 both cases maximising ``ctx.attack_loss`` (the objective's ``attack_loss``).
 
 Adversarial examples are made with the model in eval mode (batch-norm
@@ -58,14 +58,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import os
-import random
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +69,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advkit.adversary import PGDAdversary, PGDSettings, frozen
+from advkit.attack import verified
+from advkit.distributed import barrier, shutdown
 from advkit.defense import Defense, TrainContext, compose, create_defense
-from advkit.errors import ThreatViolation, UserError
+from advkit.errors import UserError
+from advkit.runtime import derive_seed, progress, generator as _generator, seed_everything as _seed_globals
 
 STATE_FORMAT = "advkit-train-state/1"
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -94,32 +94,6 @@ class TrainResult:
     out: Path | None = None
 
 
-# ----------------------------------------------------------------------------- seeding
-
-
-def derive_seed(seed: int, *keys) -> int:
-    """A 63-bit seed that is a pure function of ``seed`` and ``keys``."""
-    digest = hashlib.sha256(repr((int(seed),) + tuple(keys)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
-
-
-def _seed_globals(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % (2**32))
-    except ImportError:
-        pass
-
-
 # ----------------------------------------------------------------------------- distributed
 
 
@@ -134,27 +108,17 @@ class _Dist:
         return self.rank == 0
 
     def all_sum(self, values: list[float], device) -> list[float]:
-        if self.world == 1:
-            return values
-        import torch.distributed as dist
+        from advkit.distributed import all_sum
 
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t)
-        return t.tolist()
+        return all_sum(values, device)
 
 
 def _init_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
     """Join torchrun's process group (gloo on CPU, nccl on GPU) when ``WORLD_SIZE`` > 1."""
-    import torch.distributed as tdist
-
     from advkit import distributed as D
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return _Dist(), device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    owns = not (tdist.is_available() and tdist.is_initialized())
-    D.init_from_env(str(device))
+    owns = D.init_from_env(str(device))
+    device = torch.device(D.local_device(str(device)))
     rank, world = D.world()
     return _Dist(rank, world, owns and world > 1), device
 
@@ -305,19 +269,6 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, wei
     raise UserError(f"optimizer must be sgd or adam, got {name!r}")
 
 
-@contextlib.contextmanager
-def frozen(model: nn.Module):
-    """Parameters not requiring gradients (attacks need input gradients only)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 class _Accuracy:
     """Counts correct predictions on the batch fed to the objective, read from a forward hook."""
 
@@ -433,7 +384,7 @@ def validate(model, x, y, threat, attack, batch_size: int, dist: _Dist, device) 
             clean += int((model(xb).argmax(1) == yb).sum())
         if attack is not None:
             with frozen(model):
-                x_adv = threat.restrict(xb, attack(xb, yb))
+                x_adv = attack.run(xb, yb).x_adv
             with torch.no_grad():
                 robust += int((model(x_adv).argmax(1) == yb).sum())
     total, clean, robust = dist.all_sum([float(xs.shape[0]), float(clean), float(robust)], device)
@@ -445,18 +396,9 @@ def validate(model, x, y, threat, attack, batch_size: int, dist: _Dist, device) 
 # ----------------------------------------------------------------------------- the engine
 
 
-def _default_adversary(objective: Defense) -> Defense:
-    make = getattr(objective, "default_adversary", None)
-    if callable(make):
-        return make()
-    try:
-        from advkit_training.pgd import PGDAdversary
-    except ImportError:
-        raise UserError(
-            f"defense {objective.name!r} needs adversarial examples but no adversary is available "
-            "(install advkit's training plugin or add an adversary defense)"
-        ) from None
-    return PGDAdversary()
+def _objective_adversary(objective: Defense) -> Defense:
+    """The adversary the objective uses on its own: its ``default_adversary()``, else the default training PGD."""
+    return objective.default_adversary() or PGDAdversary()
 
 
 def _resolve_inputs(model, train_data, defenses, threat, val_data, device):
@@ -560,9 +502,10 @@ def train(
             model.info["dataset"] = data_info.name
 
         objective = owner.get("objective") or Defense()
+        own_adversary = _objective_adversary(objective)
         adversary = owner.get("adversary")
-        if adversary is None and getattr(objective, "needs_adversary", False):
-            adversary = _default_adversary(objective)
+        if adversary is None and objective.needs_adversary:
+            adversary = own_adversary
         data_defenses = owner["data"]
 
         opt = build_optimizer(model, optimizer, lr, momentum, weight_decay)
@@ -580,7 +523,7 @@ def train(
         parsed = _parse_attack(val_attack)
         attack = None
         if parsed is not None and val_x is not None:
-            from advkit.attacks import create_attack
+            from advkit.attack import create_attack
 
             attack = create_attack(parsed[0], model, threat, **parsed[1])
 
@@ -588,7 +531,8 @@ def train(
         pad, flip = augmentation_for(shape) if augment and len(shape) == 3 else (0, False)
         ctx = TrainContext(threat=threat, device=device, epochs=int(epochs), quiet=quiet,
                            cache_dir=str(Path(out) / "cache") if out is not None else None,
-                           attack_loss=objective.attack_loss)
+                           attack_loss=objective.attack_loss,
+                           adversary=getattr(own_adversary, "settings", None) or PGDSettings())
         for d in defenses:
             d.setup(model, train_data, ctx)
 
@@ -625,7 +569,7 @@ def train(
                 index_batches = epoch_batches(len(batches), int(batch_size), seed, epoch, dist.rank, dist.world)
                 loss_sum = seen = 0.0
                 tracker.correct = tracker.seen = 0
-                bar = _progress(len(index_batches), f"epoch {epoch + 1}/{epochs}", quiet or not dist.main)
+                bar = progress(len(index_batches), f"epoch {epoch + 1}/{epochs}", quiet=quiet, unit="batch")
                 for step, (idx, x, y) in enumerate(batches.iterate(index_batches)):
                     g = _generator(device, derive_seed(seed, "step", epoch, step))
                     augmentation = None
@@ -647,11 +591,12 @@ def train(
                     x_adv = None
                     if adversary is not None:
                         model.eval()
+                        clean = x.detach().clone()  # the engine's own copy: the check cannot be moved
                         with frozen(model):
-                            x_adv = adversary.perturb(model, x, y, ctx).detach()
-                        v = threat.check(x, x_adv, eps=ctx.state.get("eps_map"))
-                        if v is not None:
-                            raise ThreatViolation(f"training adversary {adversary.name!r} violated the threat model {threat}: {v}")
+                            out = adversary.perturb(model, x, y, ctx)
+                        x_adv = verified(f"training adversary {adversary.name!r}", threat, clean, out,
+                                         eps=ctx.state.get("eps_map")).x_adv
+                        x = clean
                         model.train()
                     tracker.target = (x if x_adv is None else x_adv, y)
                     loss = objective.loss(net, x, x_adv, y, ctx)
@@ -663,12 +608,13 @@ def train(
                     opt.step()
                     loss_sum += float(loss.detach()) * y.shape[0]
                     seen += y.shape[0]
-                    if bar is not None:
-                        bar.update(1)
-                        if step % 10 == 0:
-                            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}")
-                if bar is not None:
-                    bar.close()
+                    bar.update(1)
+                    if step % 10 == 0:
+                        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}")
+                bar.close()
+                for d in defenses:
+                    d.on_epoch_end(model, train_data, ctx)
+                notes, ctx.notes = list(ctx.notes), []
                 loss_sum, seen, correct, counted = dist.all_sum([loss_sum, seen, float(tracker.correct), float(tracker.seen)], device)
                 clean, robust = (validate(model, val_x, val_y, threat, attack, int(batch_size), dist, device)
                                  if val_x is not None else (None, None))
@@ -676,6 +622,7 @@ def train(
                     "epoch": epoch + 1, "lr": lr_now, "train_loss": loss_sum / max(seen, 1),
                     "train_acc": correct / counted if counted else None, "val_clean": clean, "val_robust": robust,
                     "val_attack": parsed[0] if parsed and attack is not None else None, "time": round(time.time() - t0, 3),
+                    "notes": notes,
                 }
                 history.append(record)
                 score = robust if robust is not None else (clean if clean is not None else -record["train_loss"])
@@ -684,6 +631,8 @@ def train(
                     best = {"epoch": epoch + 1, "metric": score}
                 if dist.main and not quiet:
                     print(_epoch_line(record, epochs), flush=True)
+                    for note in notes:
+                        print(f"  {note}", flush=True)
                 if out_dir is not None and dist.main:
                     info = dict(common, epoch=epoch + 1, metrics=record)
                     save_checkpoint(model, out_dir / "last.safetensors", **info)
@@ -695,10 +644,7 @@ def train(
                         "world_size": dist.world, "schedule": schedule, "lr": lr, "arch": model.arch,
                         "defenses": recipes, "history": history, "best": best,
                     })
-                if dist.world > 1:
-                    import torch.distributed as tdist
-
-                    tdist.barrier()
+                barrier()
         finally:
             handle.remove()
         model.eval()
@@ -706,17 +652,7 @@ def train(
         return TrainResult(model=model, history=history, best_epoch=best.get("epoch"), best=best_record, out=out_dir)
     finally:
         if dist.owns_group:
-            import torch.distributed as tdist
-
-            tdist.destroy_process_group()
-
-
-def _progress(total: int, desc: str, disable: bool):
-    if disable:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+            shutdown()
 
 
 def _pct(v) -> str:
@@ -731,55 +667,3 @@ def _epoch_line(r: dict, epochs: int) -> str:
         parts.append(f"val {r['val_attack']} {_pct(r['val_robust'])}")
     parts.append(f"{r['time']:.1f}s")
     return "  ".join(parts)
-
-
-def train_cli(
-    *, device, seed, quiet, command, model, weights, dataset, data_dir, defenses, epochs, batch_size, lr,
-    optimizer, momentum, weight_decay, schedule, norm, eps, augment, n_train, n_val, val_attack, out, resume,
-) -> TrainResult:
-    """``advkit train``: resolve names, train, print a short summary."""
-    from advkit.data import load_dataset
-    from advkit.models import load_model
-    from advkit.threat import ThreatModel
-
-    _check_args(epochs, batch_size, lr, schedule, optimizer, momentum, weight_decay)
-    if n_val is not None and n_val < 0:
-        raise UserError(f"--n-val must be >= 0, got {n_val}")
-    train_data = load_dataset(dataset, "train", data_dir=data_dir, n=n_train)
-    val_data = load_dataset(dataset, "test", data_dir=data_dir, n=n_val) if n_val else None
-    info = train_data.info
-    threat = ThreatModel.parse(norm, eps if eps is not None else info.default_eps)
-    torch.manual_seed(seed)
-    net = load_model(model, num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean,
-                     std=info.std, weights=weights, device=device)
-    defs = [create_defense(spec) for spec in defenses]
-    result = train(
-        net, train_data, defenses=defs, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        momentum=momentum, weight_decay=weight_decay, schedule=schedule, threat=threat, augment=augment,
-        val_data=val_data, val_attack=val_attack, out=out, resume=resume, seed=seed, device=device,
-        quiet=quiet, command=command,
-    )
-    if int(os.environ.get("RANK", "0")) == 0:
-        names = ", ".join(d.name for d in defs) or "none (standard training)"
-        print(f"trained {net.arch} on {info.name} ({len(train_data)} images, {threat}); defenses: {names}")
-        b = result.best
-        if b is not None and b.get("val_clean") is None:
-            print(f"best epoch {b['epoch']}: train loss {b['train_loss']:.4f} (no validation)")
-        elif b is not None:
-            line = f"best epoch {b['epoch']}: val clean {_pct(b['val_clean'])}"
-            if b.get("val_robust") is not None:
-                line += f", val {b['val_attack']} {_pct(b['val_robust'])}"
-            print(line)
-        if result.out is not None:
-            print(f"checkpoints: {result.out / 'best.safetensors'} (best), {result.out / 'last.safetensors'} (last)")
-    return result
-
-
-class _CallableModule(types.ModuleType):
-    """Importing ``advkit.train`` binds the module to ``advkit.train``; calling it still trains."""
-
-    def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

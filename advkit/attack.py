@@ -1,0 +1,204 @@
+"""The attack contract: one call path that every attack goes through, and what wrapping plugins return.
+
+An attack plugin's factory ``factory(model, threat, **params)`` returns any
+callable ``run(x, y) -> x_adv`` (usually a :class:`LibraryAttack` around a
+torchattacks, ART or AutoAttack object). :func:`create_attack` binds it into
+an :class:`Attack`, and :meth:`Attack.run` is the only way the engines call it
+(the template method of torchattacks' ``Attack.__call__``):
+
+1. the inputs are checked (float, contiguous, on the model's device and
+   dtype) and the engine keeps its own copy of the clean batch, so an attack
+   that writes into its input cannot move the reference point;
+2. the model is put in eval mode for the call (restored afterwards) and
+   gradients are enabled, also under ``torch.no_grad()``;
+3. the output is checked: a tensor of the input's shape, finite, inside the
+   input bounds;
+4. against the threat model (:func:`verified`): an attack **declared
+   minimum-norm** at registration keeps only its points inside the budget, the
+   others count as not broken and are reported (``dropped``); **any other
+   attack** that leaves the ball stops the run with a
+   :class:`~advkit.errors.ThreatViolation` naming it. Nothing is clipped.
+
+The training engine verifies its adversary's output with the same
+:func:`verified`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from advkit.errors import ThreatViolation
+from advkit.registry import Entry, bind_params
+
+if TYPE_CHECKING:  # torch is imported when an attack runs, so that registering attacks stays light
+    import torch
+
+    from advkit.threat import ThreatModel
+
+
+def dist_version(name: str) -> str:
+    """Installed version of a distribution, or ``"?"``."""
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "?"
+
+
+@dataclass
+class LibraryAttack:
+    """What a wrapping plugin returns: ``run(x, y) -> x_adv`` plus what the report should say about it.
+
+    ``implementation``: the library, its version and the class
+    (``"torchattacks 3.5.1 PGD"``); ``report``: JSON-able details (the
+    library's own parameters...), shared with the report, so a run may add
+    notes to it; ``state``: the library's attack object once built.
+    """
+
+    run: Callable
+    implementation: str
+    report: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+    def __call__(self, x, y):
+        return self.run(x, y)
+
+
+@dataclass
+class AttackOutput:
+    """One verified batch: the adversarial examples and which points were dropped (minimum-norm only)."""
+
+    x_adv: torch.Tensor
+    dropped: torch.Tensor  # bool per point: outside the budget, replaced by its clean input
+
+
+def verified(who: str, threat: ThreatModel, clean: torch.Tensor, out, *, eps=None,
+             minimum_norm: bool = False) -> AttackOutput:
+    """Check ``out`` against ``threat`` around ``clean``; see the module docstring (step 4).
+
+    ``eps`` overrides the budget (a per-pixel Linf map for PART's adversary).
+    Raises :class:`ThreatViolation` naming ``who``.
+    """
+    import torch
+
+    if not torch.is_tensor(out):
+        raise ThreatViolation(f"{who} returned {type(out).__name__}, not a tensor")
+    if out.shape != clean.shape:
+        raise ThreatViolation(f"{who} returned shape {tuple(out.shape)} for inputs of shape {tuple(clean.shape)}")
+    out = out.detach().to(device=clean.device, dtype=clean.dtype)
+    if minimum_norm:
+        v = threat.check(clean, out, eps=float("inf"))  # finite, same shape, inside the bounds
+        if v is not None:
+            raise ThreatViolation(f"{who} violated the threat model {threat}: {v}")
+        dropped = ~threat.inside(clean, out, eps=eps)
+        if dropped.any():
+            out = torch.where(dropped.view((-1,) + (1,) * (clean.dim() - 1)), clean, out)
+        return AttackOutput(out, dropped)
+    threat.verify(clean, out, who=who, eps=eps)
+    return AttackOutput(out, torch.zeros(clean.shape[0], dtype=torch.bool, device=clean.device))
+
+
+def _model_device_dtype(model) -> tuple[torch.device | None, torch.dtype | None]:
+    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return (p.device, p.dtype) if p is not None else (None, None)
+
+
+@dataclass
+class Attack:
+    """A registered attack bound to a model and a threat model.
+
+    ``attack(x, y)`` returns verified adversarial examples; :meth:`run` also
+    says which points a minimum-norm attack had dropped. ``stats`` counts, over
+    all calls, the points attacked and dropped.
+    """
+
+    name: str
+    entry: Entry
+    model: Any
+    threat: ThreatModel
+    params: dict[str, Any]
+    fn: Any
+    implementation: str = ""
+    extra: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=lambda: {"points": 0, "dropped": 0})
+
+    @property
+    def minimum_norm(self) -> bool:
+        return bool(self.entry.can("minimum_norm"))
+
+    @property
+    def black_box(self) -> bool:
+        return bool(self.entry.can("black_box"))
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, eps=None) -> AttackOutput:
+        """Attack a batch: the only path from an engine to a plugin's attack (see the module docstring)."""
+        import torch
+
+        device, dtype = _model_device_dtype(self.model)
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError(f"attack {self.name!r}: inputs must be a float tensor")
+        clean = x.detach().to(device=device or x.device, dtype=dtype or x.dtype).contiguous().clone()
+        labels = torch.as_tensor(y).detach().to(clean.device).long()
+        was_training = bool(getattr(self.model, "training", False))
+        if was_training:
+            self.model.eval()
+        try:
+            with torch.enable_grad():
+                out = self.fn(clean.clone(), labels.clone())
+        finally:
+            if was_training:
+                self.model.train()
+        result = verified(f"attack {self.name!r} ({self.implementation})", self.threat, clean, out, eps=eps,
+                          minimum_norm=self.minimum_norm)
+        self.stats["points"] += int(clean.shape[0])
+        self.stats["dropped"] += int(result.dropped.sum())
+        return result
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.run(x, y).x_adv
+
+    def describe(self) -> dict:
+        """What the report says about this attack: provider, implementation, capabilities, parameters."""
+        simple = (int, float, str, bool, type(None))
+        return {
+            "name": self.name,
+            **self.entry.provenance(),
+            "implementation": self.implementation,
+            "minimum_norm": self.minimum_norm,
+            "black_box": self.black_box,
+            "params": {k: (v if isinstance(v, simple) else repr(v)) for k, v in self.params.items()},
+            **self.extra,
+        }
+
+
+def create_attack(
+    name: str,
+    model: torch.nn.Module,
+    threat: ThreatModel | None = None,
+    *,
+    eps=None,
+    norm: str | None = None,
+    **params,
+) -> Attack:
+    """Build the attack ``name`` (any registered name, alias or ``provider.name``) for ``model``.
+
+    ``threat`` defaults to Linf 8/255; ``eps`` and ``norm`` override its parts.
+    Remaining keyword arguments are the attack's own parameters (strings are
+    converted to the type of the default, as on the command line, and checked
+    against the ranges the plugin declared).
+    """
+    from advkit.plugins import registry
+    from advkit.threat import ThreatModel
+
+    threat = threat or ThreatModel()
+    if eps is not None or norm is not None:
+        threat = ThreatModel.parse(norm or threat.norm, eps if eps is not None else threat.eps, bounds=threat.bounds)
+    entry = registry("attack").get(name)
+    kwargs = bind_params(entry, params)
+    fn = entry.factory(model, threat, **kwargs)
+    impl = getattr(fn, "implementation", "") or f"{entry.package} {entry.version}".strip() or entry.qualified
+    return Attack(
+        name=name.lower(), entry=entry, model=model, threat=threat, params=kwargs, fn=fn,
+        implementation=impl, extra=getattr(fn, "report", None) or {},
+    )
