@@ -13,7 +13,7 @@ import pytest
 
 from advkit import plugins
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "advkit-plugin-example"
 
 

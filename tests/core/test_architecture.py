@@ -10,7 +10,7 @@ import pytest
 
 import advkit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if p.is_dir() and p.name.startswith("advkit_"))
 # Names of registrations that belong to plugins: the core must not know them (the CLI's default suite
 # "pgd,cw,aa" is a user-facing default, and distribution names in version reports are not registrations).
