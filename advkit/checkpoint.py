@@ -23,8 +23,15 @@ def sidecar(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename, with the mode the umask gives
+    a new file (``mkstemp`` alone would make it readable by its owner only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -33,6 +40,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -69,17 +77,33 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def save_checkpoint(model, path: str | os.PathLike, **info) -> Path:
     """Save an :class:`advkit.models.ImageClassifier` (weights + sidecar) atomically.
 
-    ``info`` adds to the sidecar (defenses, epoch, metrics, ...).
+    ``info`` adds to the sidecar (defenses, epoch, metrics, ...). The sidecar
+    also records which plugin distribution provided the backbone and each
+    defense (``"plugins"``), so that loading it without them names the package.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     meta = dict(model.config()) if hasattr(model, "config") else {}
     meta.update(info)
+    meta["plugins"] = provenance(meta)
     state = {k: v for k, v in model.state_dict().items()}
     save_tensors(path, state, {"format": "advkit"})
     atomic_write_json(sidecar(path), meta)
     return path
+
+
+def provenance(meta: dict) -> dict:
+    """Provider, distribution and version of the backbone ``meta["arch"]`` and of each defense in ``meta``."""
+    from advkit.plugins import registry
+
+    def origin(kind, name):
+        entry = registry(kind).find(name) if name else None
+        return {"name": name, **entry.provenance()} if entry is not None else None
+
+    out = {"backbone": origin("backbone", meta.get("arch", ""))}
+    defenses = [origin("defense", r.get("name", "")) for r in meta.get("defenses") or []]
+    return {**out, "defenses": [d for d in defenses if d is not None]}
 
 
 def read_sidecar(path: str | os.PathLike) -> dict:
@@ -112,6 +136,8 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: 
 
 def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Weights from ``.safetensors`` or a ``.pth``/``.pt`` state dict (``weights_only=True``)."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
@@ -119,10 +145,63 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_tensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} holds pickled code besides tensors, and advkit will not run it: save the state "
+                        f"dict alone (torch.save(model.state_dict(), ...)) or as .safetensors") from None
     except Exception as exc:
-        raise UserError(f"cannot read weights from {path} ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"cannot read weights from {path} ({type(exc).__name__}: {first})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise UserError(f"{path} does not hold a state dict")
     return obj
+
+
+def load_backbone_weights(model, path: str | os.PathLike) -> None:
+    """Load a weights file into ``model.backbone``; an advkit checkpoint (keys ``backbone.*``) is accepted
+    when it fits the backbone and its normalization is the model's, else refused with what to do instead."""
+    state = load_weights_file(path)
+    prefix = "backbone."
+    if not state or not all(k.startswith(prefix) for k in state):
+        return load_state(model.backbone, state, str(path))
+    side = sidecar(path)
+    meta = read_sidecar(path) if side.is_file() else {}
+    same_norm = not meta or (_close(meta.get("mean"), model.mean.flatten().tolist())
+                             and _close(meta.get("std"), model.std.flatten().tolist()))
+    stripped = {k[len(prefix):]: v for k, v in state.items()}
+    why = "its normalization differs from this model's"
+    if same_norm:
+        try:
+            return load_state(model.backbone, stripped, str(path))
+        except UserError as exc:
+            why = f"its layers differ from this backbone's: {str(exc).partition('(')[2].rstrip(')')}"
+    raise UserError(f"{path} is an advkit checkpoint ({why}): pass it as --model {path} "
+                    f"(load_model({str(path)!r}))")
+
+
+def _close(a, b) -> bool:
+    return a is not None and len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-7 for x, y in zip(a, b))
+
+
+def require_plugins(path: Path, meta: dict) -> None:
+    """Refuse a checkpoint whose backbone or defenses no loaded plugin registers, naming the package to install."""
+    from advkit.plugins import registry
+
+    provided = meta.get("plugins") or {}
+    needs = [("backbone", meta["arch"], provided.get("backbone") or {})]
+    by_name = {d.get("name"): d for d in provided.get("defenses") or []}
+    needs += [("defense", r.get("name", ""), by_name.get(r.get("name")) or {}) for r in meta.get("defenses") or []]
+    for kind, name, origin in needs:
+        if name in registry(kind):
+            continue
+        if kind == "backbone" and ":" in name:
+            raise UserError(f"checkpoint {path} holds the user model {name!r}: load it with "
+                            f"--model {name} --weights {path} (load_model({name!r}, weights=...))")
+        package = origin.get("package")
+        if package:
+            version = origin.get("version")
+            raise UserError(f"checkpoint {path} needs {kind} {name!r} from the plugin package {package!r}"
+                            f"{f' {version}' if version else ''} (pip install {package}), which is not loaded here")
+        raise UserError(f"checkpoint {path} needs {kind} {name!r}, which no loaded plugin registers "
+                        f"(see 'advkit list {kind}s')")

@@ -58,6 +58,10 @@ class TrainContext:
       the engine verifies the batch against; cleared every step),
       ``"augmentation"`` (set by the engine: a function applying this batch's
       crop and flip to any tensor shaped like it, or None).
+    - ``label_smoothing``: set by a modifier defense (``label-smoothing``) in
+      its ``setup``; an objective applies it by computing each cross-entropy
+      term with :meth:`cross_entropy`. The engine stops the run when label
+      smoothing is set and the objective's loss never called it.
     """
 
     threat: Any
@@ -73,6 +77,15 @@ class TrainContext:
     quiet: bool = False
     state: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    label_smoothing: float = 0.0
+    smoothing_used: bool = False
+
+    def cross_entropy(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of ``logits`` against ``y`` with the run's ``label_smoothing``."""
+        import torch.nn.functional as F
+
+        self.smoothing_used = True
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
     def report(self, message: str) -> None:
         """A line for the training log of this epoch (e.g. how many examples an adversary kept)."""
@@ -103,6 +116,12 @@ class Defense:
       uses (e.g. TRADES: small Gaussian start); its settings become
       ``ctx.adversary``;
     - ``attack_loss`` (objectives): see :class:`TrainContext`.
+
+    A defense may override no point at all and only adjust the context in
+    ``setup`` (a *modifier*: ``label-smoothing`` sets ``ctx.label_smoothing``),
+    so that it composes with any objective. An objective computes its
+    cross-entropy terms with ``ctx.cross_entropy`` so that such a modifier
+    reaches them.
     """
 
     name: str = ""
@@ -136,9 +155,8 @@ class Defense:
         return x
 
     def loss(self, model, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        return F.cross_entropy(model(x if x_adv is None else x_adv), y)
+        """Cross-entropy (``ctx.cross_entropy``) on ``x_adv`` when an adversary ran, else on ``x``."""
+        return ctx.cross_entropy(model(x if x_adv is None else x_adv), y)
 
     def attack_loss(self, logits_adv: torch.Tensor, logits_clean: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
         """The loss the adversary maximises. An override that reads ``logits_clean`` keeps ``uses_clean``

@@ -71,10 +71,10 @@ class ExplainContext:
     seed: int = 0
 
     def progress(self, total: int, desc: str):
-        """A tqdm bar for long-running explainers; silent off a terminal and when ``quiet``."""
-        from tqdm.auto import tqdm
+        """A progress bar for long-running explainers (:func:`advkit.runtime.progress`; silent when ``quiet``)."""
+        from advkit.runtime import progress
 
-        return tqdm(total=total, desc=desc, leave=False, disable=True if self.quiet else None)
+        return progress(total, desc, quiet=self.quiet)
 
 
 def create_explainer(spec: str, **params):

@@ -16,14 +16,20 @@ A plugin is a module (or package) named in the ``advkit`` entry-point group::
         register("noise", make_noise_attack, summary="uniform noise in the eps-ball")
 
 Each ``advkit_register_*`` hook receives a ``register`` callable and is called
-once, the first time its registry is used. ``register`` takes::
+once, the first time a registry is used (all registries are filled together,
+so a plugin that raises in any hook is skipped in all of them). ``register``
+takes::
 
-    register(name, factory, *, aliases=(), summary=None)
+    register(name, factory, *, aliases=(), summary=None, ranges=None, library=None, **capabilities)
 
-``name`` is case-insensitive; ``factory`` is a callable whose keyword
-parameters (with their defaults) are shown by ``advkit list`` and can be set
-from the command line (``--attack-opt pgd.steps=20``). ``summary`` defaults to
-the first line of the factory's docstring.
+``name`` is case-insensitive (also reachable as ``provider.name``); ``factory``
+is a callable whose keyword parameters (with their defaults) are shown by
+``advkit list`` and can be set from the command line (``--attack-opt
+pgd.steps=20``). ``summary`` defaults to the first line of the factory's
+docstring; ``ranges`` maps parameters to :class:`advkit.registry.Range`;
+``library`` names the distribution the component wraps (its version is listed);
+the capabilities a kind accepts are :data:`advkit.registry.CAPABILITIES`.
+docs/plugins.md describes the whole contract with an example for each hook.
 """
 
 from __future__ import annotations
@@ -41,10 +47,13 @@ def advkit_register_attacks(register):
     ``model`` is an ``nn.Module`` in eval mode taking images in [0, 1] and
     returning logits, and ``threat`` an :class:`advkit.threat.ThreatModel`.
     It returns a callable ``attack(x, y) -> x_adv`` (the torchattacks
-    convention). The evaluation engine verifies every ``x_adv`` against the
-    threat model, so an attack must never step outside it. An attack may set
-    the attributes ``implementation`` (e.g. ``"torchattacks 3.5.1 PGD"``) and
-    ``black_box`` (bool) for the report.
+    convention), which may carry ``implementation`` (e.g. ``"torchattacks
+    3.5.1 PGD"``) and ``report`` (a dict) for the report, or an
+    :class:`advkit.attack.LibraryAttack`. Every call goes through
+    :meth:`advkit.attack.Attack.run`: a private copy of the batch, eval mode,
+    and verification of ``x_adv`` against the threat model (an attack not
+    registered ``minimum_norm=True`` that leaves the ball stops the run).
+    Capabilities: ``minimum_norm``, ``black_box``, ``adaptive``, ``reference``.
 
     Example::
 
@@ -53,7 +62,7 @@ def advkit_register_attacks(register):
             def factory(model, threat, steps: int = 10):
                 ...
                 return attack
-            register("my-pgd", factory, aliases=("mpgd",))
+            register("my-pgd", factory, aliases=("mpgd",), ranges={"steps": Range(1)})
     """
 
 
@@ -81,8 +90,10 @@ def advkit_register_explainers(register):
     """Register explainers.
 
     The factory is called as ``factory(**params)`` and returns a callable
-    ``explain(model, x, y) -> advkit.explain.Explanation``; the engine writes
-    its arrays (``.npz``), figures (``.png``) and a JSON summary.
+    ``explain(model, x, y, ctx) -> advkit.explainer.Explanation`` with ``ctx``
+    an :class:`advkit.explainer.ExplainContext` (dataset, data_dir, device,
+    quiet, seed); the engine writes its arrays (``.npz``), figures (``.png``)
+    and a JSON summary.
 
     Example::
 
@@ -96,12 +107,16 @@ def advkit_register_explainers(register):
 def advkit_register_backbones(register):
     """Register model architectures (and named pretrained checkpoints).
 
-    The factory is called as ``factory(num_classes=..., in_chans=...,
-    **params)`` and returns an ``nn.Module`` producing logits from
-    *normalized* inputs; advkit wraps it with the normalization of the data,
-    so the model the user sees takes images in [0, 1]. A factory may instead
-    return an :class:`advkit.models.ImageClassifier` that already carries its
-    normalization (a pretrained checkpoint does).
+    The factory is called with the user's parameters plus those of
+    ``num_classes``, ``in_chans``, ``input_shape`` (C, H, W) and the context
+    (``dataset``, ``norm``) that it accepts as keyword parameters, and returns
+    an ``nn.Module`` producing logits from *normalized* inputs; advkit wraps it
+    with the normalization of the data, so the model the user sees takes
+    images in [0, 1]. A factory may instead return an
+    :class:`advkit.models.ImageClassifier` that already carries its
+    normalization (a pretrained checkpoint does). Capabilities: ``prefix``
+    (a model-name prefix it resolves; the rest arrives as ``name``) and
+    ``claims``.
 
     Example::
 
@@ -129,13 +144,16 @@ def advkit_register_commands(cli):
     """Add click commands to the ``advkit`` command group.
 
     Called once when the command line starts, with the root
-    ``click.Group``.
+    ``click.Group``. A command reads the root options (``opts.device``,
+    ``opts.seed``, ``opts.quiet``, ``opts.verbose``, ``opts.command``) from
+    the ``RunOptions`` object with ``@click.pass_obj``.
 
     Example::
 
         @hookimpl
         def advkit_register_commands(cli):
             @cli.command()
-            def hello():
-                click.echo("hello from my plugin")
+            @click.pass_obj
+            def hello(opts):
+                click.echo(f"hello from my plugin on {opts.device}")
     """

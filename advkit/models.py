@@ -13,7 +13,16 @@
 
 A backbone factory is called with the keyword arguments it accepts among
 ``num_classes``, ``in_chans``, ``input_shape`` (C, H, W) and the context the
-caller gives (``load_model(..., context={"dataset": "cifar10", "norm": "Linf"})``).
+caller gives (``load_model(..., context={"dataset": "cifar10", "norm": "Linf"})``;
+the dataset's name is in it when ``dataset=`` is given).
+
+Normalization: a backbone that is a plain ``nn.Module`` gets, in this order,
+what the spec says (``mymod:factory:normalize=none``,
+``mymod:factory:mean=0.49,0.48,0.45,std=0.25,0.24,0.26``, ``smallcnn:mean=0.5,std=0.25``),
+the ``mean``/``std`` arguments, the dataset's, or none. A checkpoint or a
+factory returning an :class:`ImageClassifier` keeps its own. What was applied
+is in ``model.info["normalization"]``: ``{"mean", "std", "source"}`` with
+source ``"user"``, ``"dataset"``, ``"model"`` or ``"none"``.
 """
 
 from __future__ import annotations
@@ -108,7 +117,7 @@ def build_backbone(arch: str, num_classes: int, input_shape: Sequence[int], para
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> ImageClassifier:
     """Rebuild a model from ``.safetensors`` + JSON sidecar."""
-    from advkit.checkpoint import load_state, load_tensors, read_sidecar
+    from advkit.checkpoint import load_state, load_tensors, read_sidecar, require_plugins
 
     path = Path(path)
     if path.is_dir():
@@ -125,10 +134,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         mean, std = meta["mean"], meta["std"]
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"sidecar of {path} lacks {exc} (need arch, num_classes, input_shape, mean, std)") from None
+    require_plugins(path, meta)
     backbone = build_backbone(arch, num_classes, shape, meta.get("arch_params"))
     model = ImageClassifier(backbone, mean, std, num_classes=num_classes, input_shape=shape, arch=arch, arch_params=meta.get("arch_params"))
     model.info.update(meta)
     model.info["checkpoint"] = str(path)
+    model.info["normalization"] = _norm_record(mean, std, "model")
     for recipe in meta.get("defenses") or []:
         _apply_model_defense(model, recipe)
     load_state(model, state, str(path))
@@ -169,11 +180,15 @@ def _is_checkpoint_path(spec: str) -> bool:
     return spec.endswith((".safetensors", ".json")) or Path(spec).exists()
 
 
+_NORM_KEYS = ("normalize", "mean", "std")
+
+
 def load_model(
     spec: str | nn.Module,
     *,
-    num_classes: int = 10,
-    input_shape: Sequence[int] = (3, 32, 32),
+    dataset=None,
+    num_classes: int | None = None,
+    input_shape: Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     weights: str | None = None,
@@ -183,66 +198,167 @@ def load_model(
 ) -> ImageClassifier:
     """Build or load a model that takes images in [0, 1]; see the module docstring for ``spec``.
 
-    ``num_classes``, ``input_shape``, ``mean`` and ``std`` (usually the
-    dataset's) apply to new backbones; checkpoints carry their own.
+    ``dataset`` (an :class:`~advkit.data.ImageData`, its ``DataInfo`` or a
+    dataset name) gives the number of classes, the input shape and the
+    normalization of a new backbone; ``num_classes``, ``input_shape``, ``mean``
+    and ``std`` override it (without either: 10 classes of 3x32x32, no
+    normalization). Checkpoints carry their own. ``model.info["normalization"]``
+    says what is applied and where it came from.
     """
-    from advkit.plugins import registry
     from advkit.registry import parse_spec
 
-    in_chans = int(input_shape[0])
-    mean = list(mean) if mean is not None else [0.0] * in_chans
-    std = list(std) if std is not None else [1.0] * in_chans
-    offered = dict(context or {}, num_classes=num_classes, in_chans=in_chans, input_shape=tuple(input_shape))
-
-    def wrap(built, arch, arch_params=None):
-        if isinstance(built, ImageClassifier):
-            return built
-        if not isinstance(built, nn.Module):
-            raise UserError(f"{arch} did not give an nn.Module (got {type(built).__name__})")
-        return ImageClassifier(built, mean, std, num_classes=num_classes, input_shape=input_shape, arch=arch,
-                               arch_params=arch_params)
-
+    info = _data_info(dataset)
+    num_classes = int(num_classes if num_classes is not None else info.num_classes if info else 10)
+    shape_from = "given" if input_shape is not None else f"of dataset {info.name!r}" if info else "the default"
+    input_shape = tuple(int(s) for s in (input_shape or (info.input_shape if info else (3, 32, 32))))
+    context = {**({"dataset": info.name} if info else {}), **(context or {})}
+    offered = dict(context, num_classes=num_classes, in_chans=input_shape[0], input_shape=input_shape)
     if isinstance(spec, nn.Module):
-        model = wrap(spec, type(spec).__name__)
+        name, params = type(spec).__name__, {}
     elif _is_checkpoint_path(spec) and "=" not in spec:
+        name, params = None, {}
+    else:
+        name, params = _split_spec(spec, parse_spec)
+    norm = _normalization(params, mean, std, info, input_shape[0], spec)
+    if name is None:
         model = load_checkpoint(spec)
     else:
-        from advkit.registry import bind_params
-
-        name, params = _split_spec(spec, parse_spec)
-        reg = registry("backbone")
-        prefixed = _prefixed(name)
-        if name in reg:
-            entry = reg.get(name)
-            model = wrap(_call_factory(entry.factory, bind_params(entry, params), **offered), entry.name, params)
-        elif prefixed is not None or (":" not in name and _claimed(name) is not None):
-            entry = prefixed or _claimed(name)
-            rest = name[len(entry.can("prefix")):] if prefixed is not None else name
-            params = {**bind_params(entry, params), "name": rest}
-            model = wrap(_call_factory(entry.factory, params, **offered), entry.name, params)
-        elif ":" in name:
-            from advkit.plugins import import_object
-
-            obj = import_object(name)
-            model = wrap(obj if isinstance(obj, nn.Module) else _call_factory(obj, params, **offered), name)
-        else:
-            raise _unknown_backbone(name)
+        built, name = (spec, name) if isinstance(spec, nn.Module) else _build(name, params, offered)
+        model = _wrap(built, name, params, norm, num_classes, input_shape, spec)
     if weights:
-        from advkit.checkpoint import load_state, load_weights_file
+        from advkit.checkpoint import load_backbone_weights
 
-        load_state(model.backbone, load_weights_file(weights), weights)
+        load_backbone_weights(model, weights)
     model = model.to(device).eval()
     if check:
-        check_output(model)
+        check_output(model, shape_from=shape_from)
     return model
 
 
+def _data_info(dataset):
+    """The ``DataInfo`` of ``dataset`` (ImageData, DataInfo, a name or None)."""
+    if dataset is None:
+        return None
+    if isinstance(dataset, str):
+        from advkit.data import load_dataset
+
+        return load_dataset(dataset, "test").info
+    info = getattr(dataset, "info", dataset)
+    if not all(hasattr(info, k) for k in ("num_classes", "input_shape", "mean", "std", "name")):
+        raise UserError(f"dataset= takes an ImageData, its DataInfo or a dataset name, got {type(dataset).__name__}")
+    return info
+
+
+def _build(name: str, params: dict, offered: dict):
+    """Call the factory ``name`` names (a registered backbone, a prefixed name or ``package.module:factory``);
+    return what it built and the architecture name a checkpoint records."""
+    from advkit.plugins import registry
+    from advkit.registry import bind_params
+
+    reg = registry("backbone")
+    prefixed = _prefixed(name)
+    if name in reg:
+        entry = reg.get(name)
+        return _call_factory(entry.factory, bind_params(entry, params), **offered), entry.name
+    if prefixed is not None or (":" not in name and _claimed(name) is not None):
+        entry = prefixed or _claimed(name)
+        rest = name[len(entry.can("prefix")):] if prefixed is not None else name
+        params.update(bind_params(entry, params), name=rest)
+        return _call_factory(entry.factory, params, **offered), entry.name
+    if ":" in name:
+        from advkit.plugins import import_object
+
+        from advkit.registry import Entry, introspect
+
+        obj = import_object(name)
+        if isinstance(obj, nn.Module):
+            return obj, name
+        params.update(bind_params(Entry("backbone", name, obj, "user", params=introspect(obj)), params))
+        return _call_factory(obj, params, **offered), name
+    raise _unknown_backbone(name)
+
+
+def _wrap(built, name: str, params: dict, norm: dict | None, num_classes: int, input_shape, spec) -> ImageClassifier:
+    """Put ``built`` behind the normalization ``norm`` (unless it already is an ImageClassifier)."""
+    if isinstance(built, ImageClassifier):
+        if norm is not None and norm["source"] in ("user", "none"):
+            raise UserError(f"{spec!r} is a complete model with its own normalization (mean {built.mean.flatten().tolist()}, "
+                            f"std {built.std.flatten().tolist()}): drop normalize=/mean=/std=")
+        built.info.setdefault("normalization", _norm_record(built.mean.flatten().tolist(), built.std.flatten().tolist(), "model"))
+        return built
+    if not isinstance(built, nn.Module):
+        raise UserError(f"{name} did not give an nn.Module (got {type(built).__name__})")
+    norm = norm or _norm_record([0.0] * input_shape[0], [1.0] * input_shape[0], "none")
+    model = ImageClassifier(built, norm["mean"], norm["std"], num_classes=num_classes, input_shape=input_shape,
+                            arch=name, arch_params=params)
+    model.info["normalization"] = norm
+    return model
+
+
+def _norm_record(mean, std, source: str) -> dict:
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std], "source": source}
+
+
+def _normalization(params: dict, mean, std, info, channels: int, spec) -> dict | None:
+    """The normalization a new backbone gets, taking ``normalize=``/``mean=``/``std=`` out of ``params``.
+
+    Precedence: the spec's own (``normalize=none`` or ``mean=..,std=..``), then
+    ``mean``/``std`` arguments ("user"), then the dataset's; None when nothing says.
+    """
+    from advkit.registry import parse_number
+
+    given = {k: params.pop(k) for k in _NORM_KEYS if k in params}
+    if "normalize" in given:
+        if str(given["normalize"]).lower() != "none" or len(given) > 1:
+            raise UserError(f"{spec!r}: normalize= takes only 'none' (or give mean=...,std=... instead)")
+        return _norm_record([0.0] * channels, [1.0] * channels, "none")
+    if given or mean is not None or std is not None:
+        if given:
+            if set(given) != {"mean", "std"}:
+                raise UserError(f"{spec!r}: give both mean= and std= (one value, or one per channel joined by commas)")
+            try:
+                mean, std = ([parse_number(v) for v in str(given[k]).split(",")] for k in ("mean", "std"))
+            except ValueError as exc:
+                raise UserError(f"{spec!r}: mean= and std= take numbers ({exc})") from None
+        mean = list(mean) if mean is not None else [0.0]
+        std = list(std) if std is not None else [1.0]
+        mean, std = (v * channels if len(v) == 1 else v for v in (mean, std))
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise UserError(f"normalization of {spec!r}: need {channels} mean and {channels} positive std values, "
+                            f"got mean {mean}, std {std}")
+        return _norm_record(mean, std, "user")
+    if info is not None:
+        return _norm_record(info.mean, info.std, "dataset")
+    return None
+
+
 def _split_spec(spec: str, parse_spec):
-    # "mod.sub:factory" is an import path; "name:key=value,..." carries parameters.
+    """Split a model spec into a name and its ``key=value`` parameters.
+
+    ``name:key=value,...`` (a registered or prefixed name) and
+    ``package.module:factory:key=value,...`` (an import path); a value of
+    ``mean``/``std`` may hold several comma-separated numbers.
+    """
     head, sep, tail = spec.partition(":")
-    if sep and "=" not in tail and "/" not in head:
+    if not sep or "=" not in tail:
         return spec, {}
-    return parse_spec(spec)
+    factory, colon, rest = tail.partition(":")
+    if colon and "=" not in factory:
+        name, text = f"{head}:{factory}", rest
+    else:
+        name, text = head, tail
+    params: dict[str, str] = {}
+    last = None
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        k, eq, v = part.partition("=")
+        if eq:
+            last = k.strip()
+            params[last] = v.strip()
+        elif last in ("mean", "std"):
+            params[last] += f",{part}"
+        else:
+            raise UserError(f"{spec!r}: parameters must look like key=value")
+    return name.strip(), params
 
 
 def _unknown_backbone(name: str) -> UserError:
@@ -259,16 +375,22 @@ def _unknown_backbone(name: str) -> UserError:
                      f"or package.module:factory)")
 
 
-def check_output(model: ImageClassifier, batch: int = 2) -> None:
-    """Refuse a model whose output on a batch is not ``(N, num_classes)`` finite logits."""
+def check_output(model: ImageClassifier, batch: int = 2, shape_from: str = "given") -> None:
+    """Refuse a model whose output on a batch is not ``(N, num_classes)`` logits.
+
+    ``shape_from`` says where the input shape came from, for the message.
+    """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.rand(batch, *model.input_shape, device=device)
     try:
         with torch.inference_mode():
             out = model(x)
     except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UserError(
-            f"model {model.arch!r} fails on input of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}"
+            f"model {model.arch!r} fails on input of shape {tuple(x.shape)} (input shape {shape_from}): "
+            f"{type(exc).__name__}: {first}; if it takes other inputs, pass input_shape=(C, H, W) or dataset= "
+            f"to load_model (--dataset on the command line)"
         ) from None
     if not torch.is_tensor(out) or out.shape != (batch, model.num_classes):
         shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__

@@ -8,8 +8,9 @@ name, so that a name two plugins register resolves the same way everywhere
 entry-point or module names) restricts which load; set but empty, none load.
 ``ADVKIT_PREFER`` (comma-separated ``provider.name``) hands a bare name to a
 provider other than its first registrant. A plugin that raises on import or
-inside a hook is reported by name on stderr and skipped: nothing it registered
-in that hook is kept, and ``advkit list plugins`` marks it FAILED.
+inside any hook is reported by name on stderr and skipped: nothing it
+registered (in any hook: the registries are filled together, and its commands
+are removed) stays usable, and ``advkit list plugins`` marks it FAILED.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _plugins: dict[str, PluginInfo] = {}
 _module_info: dict[str, PluginInfo] = {}
 _loaded = False
 _registries: dict[str, Registry] = {}
+_commands: dict[str, list] = {}  # plugin name -> (group, command name) it added
 _debug = os.environ.get("ADVKIT_DEBUG", "") not in ("", "0")
 
 
@@ -122,7 +124,8 @@ def plugins() -> list[PluginInfo]:
     return list(_plugins.values())
 
 
-def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None, ranges=None, **capabilities) -> Entry:
+def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None, ranges=None, library=None,
+           **capabilities) -> Entry:
     unknown_caps = sorted(set(capabilities) - set(CAPABILITIES[kind]))
     if unknown_caps:
         allowed = ", ".join(CAPABILITIES[kind]) or "none"
@@ -132,36 +135,59 @@ def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None,
     for key, r in ranges.items():
         if not isinstance(r, Range) or key not in {p.name for p in params}:
             raise TypeError(f"register({name!r}): ranges[{key!r}] must be a Range for one of the factory's parameters")
+    libraries = () if library is None else (library,) if isinstance(library, str) else library
+    if not isinstance(libraries, (tuple, list)) or not all(isinstance(d, str) and d for d in libraries):
+        raise TypeError(f"register({name!r}): library must be a distribution name or a tuple of them")
     return Entry(
         kind=kind, name=str(name).lower(), factory=factory, provider=info.name, package=info.package,
         version=info.version, aliases=tuple(a.lower() for a in aliases), summary=summary or summary_of(factory),
         params=params, capabilities={k: v for k, v in capabilities.items() if v not in (None, False)}, ranges=ranges,
+        library=tuple(libraries),
     )
 
 
-def _collect(kind: str) -> Registry:
-    load_plugins()
+def _collect(kind: str) -> Registry | None:
+    """The registry of ``kind``, or None when a plugin failed in this hook (it is then marked and skipped)."""
     reg = Registry(kind, prefer=_prefer(), warn=_warn_once)
     hook = getattr(pm.hook, f"advkit_register_{kind}s")
     for impl in reversed(hook.get_hookimpls()):  # registration order
-        info = _module_info.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name, "", "")
+        info = _module_info.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, impl.plugin_name, "", ""))
         if info.error:
             continue
         pending: list[Entry] = []
 
-        def register(name, factory, *, aliases=(), summary=None, ranges=None, _info=info, **capabilities):
-            pending.append(_entry(kind, _info, name, factory, aliases, summary, ranges, **capabilities))
+        def register(name, factory, *, aliases=(), summary=None, ranges=None, library=None, _info=info,
+                     **capabilities):
+            pending.append(_entry(kind, _info, name, factory, aliases, summary, ranges, library, **capabilities))
 
         try:
             impl.function(register=register)
         except Exception as exc:  # the whole plugin is skipped, not only this hook
-            info.error = f"{type(exc).__name__} in advkit_register_{kind}s: {exc}"
-            _warn(f"plugin {info.name!r} failed in advkit_register_{kind}s and is skipped: {type(exc).__name__}: {exc}")
-            _registries.clear()
-            return _collect(kind)
+            _fail(info, f"advkit_register_{kind}s", exc)
+            return None
         for entry in pending:
             reg.add(entry)
     return reg
+
+
+def _fail(info: PluginInfo, hook: str, exc: Exception) -> None:
+    """Mark ``info`` FAILED, drop every registry (they are rebuilt without it) and the commands it added."""
+    info.error = f"{type(exc).__name__} in {hook}: {exc}"
+    _warn(f"plugin {info.name!r} failed in {hook} and is skipped: {type(exc).__name__}: {exc}")
+    _registries.clear()
+    for cli, name in _commands.pop(info.name, []):
+        cli.commands.pop(name, None)
+
+
+def _build_all() -> None:
+    """Fill every registry at once, so that a plugin failing in any hook is skipped in all of them."""
+    load_plugins()
+    while len(_registries) < len(KINDS):
+        for kind in KINDS:
+            reg = _collect(kind)
+            if reg is None:  # a plugin failed: start again without it
+                break
+            _registries[kind] = reg
 
 
 _warned: set[str] = set()
@@ -179,7 +205,7 @@ def get_registry(kind: str) -> Registry:
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
     if kind not in _registries:
-        _registries[kind] = _collect(kind)
+        _build_all()
     return _registries[kind]
 
 
@@ -187,18 +213,44 @@ registry = get_registry  # the name the core uses
 
 
 def register_commands(cli) -> None:
-    """Let plugins add click commands."""
+    """Let plugins add click commands (a plugin that raises keeps none of its commands)."""
     load_plugins()
     for impl in pm.hook.advkit_register_commands.get_hookimpls():
-        info = _module_info.get(impl.plugin_name)
-        if info is not None and info.error:
+        info = _module_info.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, impl.plugin_name, "", ""))
+        if info.error:
             continue
+        before = dict(cli.commands)
         try:
             impl.function(cli=cli)
         except Exception as exc:
-            if info is not None:
-                info.error = f"{type(exc).__name__} in advkit_register_commands: {exc}"
-            _warn(f"plugin {impl.plugin_name!r} failed in advkit_register_commands: {type(exc).__name__}: {exc}")
+            cli.commands.clear()
+            cli.commands.update(before)
+            _fail(info, "advkit_register_commands", exc)
+            continue
+        added = [n for n in cli.commands if n not in before]
+        for n in added:
+            _guard(cli.commands[n], info)
+        _commands[info.name] = [(cli, n) for n in added]
+
+
+def _guard(command, info: PluginInfo) -> None:
+    """Make ``command`` refuse to run when its plugin failed in a registry hook (found when they are filled)."""
+    import functools
+
+    from advkit.errors import UserError
+
+    inner = command.callback
+    if inner is None:
+        return
+
+    @functools.wraps(inner)
+    def callback(*args, **kwargs):
+        _build_all()
+        if info.error:
+            raise UserError(f"command {command.name!r} comes from plugin {info.name!r}, which failed: {info.error}")
+        return inner(*args, **kwargs)
+
+    command.callback = callback
 
 
 def reset() -> None:
@@ -209,6 +261,7 @@ def reset() -> None:
     _plugins.clear()
     _module_info.clear()
     _registries.clear()
+    _commands.clear()
     _warned.clear()
     _loaded = False
 

@@ -9,7 +9,10 @@ entry stays reachable as ``provider.name``; ``ADVKIT_PREFER=provider.name``
 too. Unknown names raise a :class:`UserError` listing the closest valid ones.
 
 What a component *is* is declared when it registers (see :data:`CAPABILITIES`)
-so that the engines ask the registry instead of knowing names.
+so that the engines ask the registry instead of knowing names. Any
+registration may also name the library it wraps (``library="torchattacks"``,
+or a tuple of alternative distributions, the first installed one counts): the
+listing then shows that library's name and version.
 """
 
 from __future__ import annotations
@@ -105,10 +108,25 @@ class Entry:
     params: list[Param] = field(default_factory=list)
     capabilities: dict[str, Any] = field(default_factory=dict)
     ranges: dict[str, "Range"] = field(default_factory=dict)
+    library: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
         return f"{self.provider}.{self.name}"
+
+    def wrapped(self) -> dict | None:
+        """The library this entry wraps (``register(..., library=...)``): the first of the declared
+        distributions that is installed, with its version; ``None`` when nothing was declared."""
+        if not self.library:
+            return None
+        import importlib.metadata as md
+
+        for dist in self.library:
+            try:
+                return {"name": dist, "version": md.version(dist)}
+            except md.PackageNotFoundError:
+                continue
+        return {"name": self.library[0], "version": "not installed"}
 
     def can(self, capability: str):
         """The declared value of ``capability`` (``None`` when not declared)."""
@@ -125,6 +143,7 @@ class Entry:
             "summary": self.summary,
             "params": [p.as_dict() for p in self.params],
             "capabilities": {k: v for k, v in self.capabilities.items() if _jsonable(v)},
+            "library": self.wrapped(),
         }
 
     def provenance(self) -> dict:

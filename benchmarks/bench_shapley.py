@@ -1,15 +1,22 @@
-"""Benchmark of the frequency Shapley estimator behind CSA (run by hand; prints ratios measured in one run).
+"""Benchmark of the frequency Shapley estimators behind CSA (run by hand; prints ratios measured in one run).
 
-    python benchmarks/bench_shapley.py                 # all three parts
-    python benchmarks/bench_shapley.py --part variance --images 6
+    python benchmarks/bench_shapley.py                 # all four parts
+    python benchmarks/bench_shapley.py --part quality  # or throughput, variance, bank
 
-(i)   throughput: forward passes per second of the estimator against the
-      model's raw forward at the same batch size, measured alternately;
+(i)   throughput: forward passes per second of the permutation estimator
+      against the model's raw forward at the same batch size, measured
+      alternately;
 (ii)  variance: standard error against forward passes, antithetic pairs +
       control variate against plain permutation sampling, on the bundled
       SmallCNN (fmnist-mini, 14x14 players);
-(iii) bank: the time to build a 150-per-class NFC bank, extrapolated from the
-      measured estimator throughput (and a measured subset for the SmallCNN).
+(iii) quality: bank quality (weighted NFC disagreement with the stored
+      reference games, :mod:`advkit_csa.quality`) against forward passes for
+      every estimator, and the passes each needs to reach the chosen bank
+      quality (benchmarks/csa_quality.py);
+(iv)  bank: the default ``smallcnn-fmnist`` bank on ``fmnist-mini`` (150 images
+      per class, gradient estimator) built and timed, its quality on the
+      reference games (which are among its images), and the forward passes
+      and measured CPU rate of a CIFAR ResNet-18 bank.
 """
 
 from __future__ import annotations
@@ -94,23 +101,55 @@ def variance(images: int, budgets: list[int], plain_budget: int) -> dict:
             "gap": max(float(r.efficiency_gap().abs().max()) for _, _, r in rows)}
 
 
-def bank_subset(per_class: int, permutations: int) -> dict:
+def bank_default(per_class: int, batch_size: int | None) -> dict:
+    """Build the default smallcnn-fmnist bank in a temporary directory; time it and score it on the reference games."""
     import tempfile
 
+    from csa_quality import REFERENCE
+
     from advkit_csa.bank import build_bank
+    from advkit_csa.quality import ReferenceGames
 
     m = advkit.load_model("smallcnn-fmnist")
     data = advkit.load_dataset("fmnist-mini", "train")
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        bank, _ = build_bank(m, data, out=tmp, per_class=per_class, permutations=permutations, progress=False)
+        bank, _ = build_bank(m, data, out=tmp, per_class=per_class, batch_size=batch_size, progress=True)
         seconds = time.perf_counter() - t
-    return {"images": len(bank.labels), "permutations": permutations, "seconds": seconds}
+    ref = ReferenceGames.load(REFERENCE)
+    rows = {int(i): k for k, i in enumerate(bank.indices.tolist())}
+    have = [k for k, i in enumerate(ref.indices.tolist()) if int(i) in rows]
+    out = {"images": len(bank.labels), "seconds": seconds, "passes": int(bank.passes.sum()), "scored": len(have)}
+    if have:
+        from advkit_csa.players import FrequencyPlayers
+
+        sub = ref.subset(have)
+        values = bank.values[[rows[int(i)] for i in sub.indices.tolist()]]
+        q = sub.score(values, FrequencyPlayers((28, 28)))
+        out.update(disagreement=float(q["disagreement"].mean()), p_relerr=float(q["p_relerr"].mean()))
+    return out
+
+
+def resnet_rate(pairs: int = 8) -> dict:
+    """Measured CPU rate of the gradient estimator on a CIFAR-sized ResNet-18 (random weights), in forward-pass equivalents."""
+    from advkit_csa.linearized import gradient_shapley
+
+    m = advkit.load_model("resnet18-cifar", input_shape=(3, 32, 32))
+    x, y = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.zeros(1, dtype=torch.long)
+    gradient_shapley(m, x, y, pairs=2, progress=False)  # warm-up
+    t = time.perf_counter()
+    r = gradient_shapley(m, x, y, pairs=pairs, progress=False)
+    seconds = time.perf_counter() - t
+    exact = (int(r.passes[0]) - 2) // (2 * pairs) - 3
+    return {"players": r.players.num_players, "rate": int(r.passes[0]) / seconds, "gradients_per_s": r.timing["gradients"] / seconds,
+            "exact": exact}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["all", "throughput", "variance", "bank"], default="all")
+    ap.add_argument("--part", choices=["all", "throughput", "variance", "quality", "bank"], default="all")
+    ap.add_argument("--per-class", type=int, default=150, help="bank part: images per class")
+    ap.add_argument("--batch-size", type=int, default=None, help="bank part: coalition images per model call")
     ap.add_argument("--reps", type=int, default=3, help="alternating raw/estimator measurements per model")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
@@ -120,7 +159,7 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu count {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     tp = {}
-    if args.part in ("all", "throughput", "bank"):
+    if args.part in ("all", "throughput"):
         print("\n(i) forward passes per second, estimator vs raw model at the same batch size")
         for name in ["smallcnn-fmnist"] + ([] if args.skip_resnet else ["resnet18-cifar"]):
             small = name == "smallcnn-fmnist"
@@ -145,19 +184,29 @@ def main(argv=None) -> None:
         print(f"  v(all) {fmt(v['v_full'])}; v(DC cell only) {fmt(v['v_empty'])}")
         print(f"  calibration: std of (ours - plain) / sqrt(se_ours^2 + se_plain^2) over all players = {v['z_std']:.2f} (1 if "
               f"the standard errors are right); largest efficiency gap {v['gap']:.1e}")
+    if args.part in ("all", "quality"):
+        from csa_quality import TARGET, summary, sweep
+
+        print(f"\n(iii) bank quality vs forward passes on the reference games (target: mean weighted NFC disagreement {TARGET})")
+        summary(sweep(["plain", "permutation", "regression", "kernelshap", "gradient", "gradient+stop"],
+                      log=lambda m: print(m, flush=True)))
     if args.part in ("all", "bank"):
-        print("\n(iii) NFC bank, 150 images per class, 10 classes")
-        sub = bank_subset(1, 16)
-        per_pass = sub["seconds"] / (sub["images"] * (2 + 16 * 194))
-        print(f"  measured: smallcnn-fmnist bank of {sub['images']} images x 16 permutations in {sub['seconds']:.0f} s")
-        for name, t in tp.items():
-            p = t["players"]
-            for perms in (16, 64, 2000):
-                passes = 1500 * (2 + perms * (p - 1))
-                rate = t["estimator"] if name != "smallcnn-fmnist" else 1 / per_pass
-                hours = passes / rate / 3600
-                print(f"  {name:16s} {perms:5d} permutations/image: {passes / 1e6:7.1f} M passes, {hours:8.1f} h at {rate:.0f} passes/s"
-                      f"{' (rate of the measured bank subset)' if name == 'smallcnn-fmnist' else ' (extrapolated)'}")
+        print(f"\n(iv) default NFC bank: smallcnn-fmnist on fmnist-mini, {args.per_class} images per class, gradient estimator")
+        b = bank_default(args.per_class, args.batch_size)
+        print(f"  measured: {b['images']} images in {b['seconds']:.0f} s ({b['seconds'] / 60:.1f} min), "
+              f"{b['passes'] / 1e6:.2f} M forward passes ({b['passes'] / b['images']:.0f} per image)")
+        if b["scored"]:
+            print(f"  its values on the {b['scored']} reference games among its images: mean disagreement {b['disagreement']:.4f}, "
+                  f"p_X error {b['p_relerr']:.3f}")
+        if not args.skip_resnet:
+            r = resnet_rate()
+            p = r["players"]
+            per_image = 2 + 2 * 128 * (3 + r["exact"])
+            old = 2 + 64 * (p - 1)
+            print(f"  resnet18-cifar ({p} players): {1500 * per_image / 1e6:.2f} M forward passes for 1,500 images at 128 pairs "
+                  f"({per_image} per image, {r['exact']} exact player(s) on the test image) vs {1500 * old / 1e6:.1f} M with "
+                  f"64 permutations; measured CPU rate {r['rate']:.0f} passes/s ({r['gradients_per_s']:.0f} gradients/s): "
+                  f"{1500 * per_image / r['rate'] / 3600:.1f} h on this CPU")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ class Counting(torch.nn.Module):
 def build(net, data, out, **kw):
     from advkit_csa.bank import build_bank
 
-    kw = {"per_class": 2, "permutations": 16, "grid": GRID, "chunk": 4, "progress": False, **kw}
+    kw = {"per_class": 2, "estimator": "permutation", "permutations": 16, "grid": GRID, "chunk": 4, "progress": False, **kw}
     with one_thread():
         return build_bank(net, data, out=out, **kw)
 
@@ -227,14 +227,14 @@ def test_bank_is_cached_and_resumes(tiny, tmp_path):
     broken = Counting(net, limit=first.calls // 2)
     with pytest.raises(RuntimeError, match="interrupted"):
         build(broken, data, tmp_path / "b")
-    assert list((tmp_path / "b").glob("*.partial.safetensors"))
+    assert list((tmp_path / "b").glob("*.partial-*.safetensors"))  # one file per finished chunk
     rest = Counting(net)
     resumed, _ = build(rest, data, tmp_path / "b")
     assert 0 < rest.calls < first.calls
     assert broken.calls + rest.calls <= first.calls + 4 * (2 + 16 * 7)  # at most one chunk redone
     assert torch.allclose(resumed.values, bank.values, atol=1e-5)
     assert torch.allclose(resumed.real, bank.real, atol=1e-5)
-    assert not list((tmp_path / "b").glob("*.partial.*"))
+    assert not list((tmp_path / "b").glob("*.partial*"))
 
     other, path3 = build(Counting(net), data, tmp_path / "a", permutations=18)  # other settings, other key
     assert path3 != path
@@ -278,7 +278,9 @@ def test_csa_needs_a_pretrained_model_or_a_bank(tiny):
 
 
 def test_csa_with_pgd_at_trains(tmp_path):
-    train = pytest.importorskip("advkit.train").train
+    import json
+
+    from advkit import train
     from advkit.data import load_dataset
     from advkit.plugins import registry
 
@@ -286,10 +288,11 @@ def test_csa_with_pgd_at_trains(tmp_path):
         pytest.skip("the pgd-at defense is not installed")
     data = load_dataset("fmnist-mini", "train", n=100)
     with one_thread():
-        result = train("smallcnn:width=16", data, defenses=["pgd-at:steps=1", "csa:alpha=0.5,grid=2,per_class=2,permutations=2"],
+        result = train("smallcnn:width=16", data, defenses=["pgd-at:steps=1", "csa:alpha=0.5,grid=2,per_class=2,pairs=4"],
                        epochs=1, batch_size=50, val_attack="none", out=tmp_path, quiet=True)
     assert len(result.history) == 1 and result.history[0]["train_loss"] == result.history[0]["train_loss"]
-    assert list((tmp_path / "cache").glob("nfc-bank-*.safetensors"))
+    banks = list((tmp_path / "cache").glob("nfc-bank-*.json"))
+    assert len(banks) == 1 and json.loads(banks[0].read_text())["settings"]["estimator"] == "gradient"  # the fast bank
     assert [r["name"] for r in result.model.info["defenses"]] == ["pgd-at", "csa"]
 
 
@@ -297,7 +300,7 @@ def test_csa_with_pgd_at_trains(tmp_path):
 
 
 def test_freq_shapley_explainer(tiny, tmp_path):
-    from advkit.explain import explain, figure
+    from advkit.explanation import explain, figure
 
     net, x, y, _ = tiny
     with one_thread():

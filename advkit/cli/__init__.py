@@ -101,17 +101,36 @@ def resolve_device(name: str) -> str:
     return name
 
 
-KINDS_ARG = click.Choice(["attacks", "defenses", "explainers", "backbones", "datasets", "plugins"])
+LIST_KINDS = ("attacks", "defenses", "explainers", "backbones", "datasets", "plugins")
 
 
 @cli.command("list")
-@click.argument("kind", required=False, type=KINDS_ARG)
+@click.argument("kind", required=False, metavar="[KIND]")
+@click.argument("pattern", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_cmd(kind, as_json):
-    """Show registered attacks, defenses, explainers, backbones, datasets and plugins."""
+def list_cmd(kind, pattern, as_json):
+    """Show registered attacks, defenses, explainers, backbones, datasets and plugins.
+
+    KIND is one of attacks, defenses, explainers, backbones, datasets, plugins;
+    PATTERN keeps the names matching it with shell wildcards ('*resnet*', 'ta.*';
+    quote it). A lone PATTERN searches every kind.
+    """
+    from advkit.errors import closest
     from advkit.listing import format_listing, list_components
 
-    listing = list_components(kind)
+    if kind is not None and kind.lower().rstrip("s") + "s" in LIST_KINDS:
+        kind = kind.lower().rstrip("s") + "s"
+    elif kind is not None and pattern is None and (set(kind) & set("*?[") or not closest(kind, list(LIST_KINDS))):
+        kind, pattern = None, kind
+    elif kind is not None:
+        hits = closest(kind, list(LIST_KINDS))
+        hint = f"; did you mean {hits[0]!r}?" if hits else ""
+        raise UserError(f"unknown kind {kind!r}{hint} (one of {', '.join(LIST_KINDS)}; a pattern needs a wildcard)")
+    listing = list_components(kind, pattern)
+    if pattern is not None and kind is None:
+        listing = {k: v for k, v in listing.items() if v}
+        if not listing:
+            raise UserError(f"nothing registered matches {pattern!r} (see 'advkit list')")
     if as_json:
         click.echo(json.dumps(listing, indent=2, default=str))
     else:
@@ -128,10 +147,11 @@ def _split_csv(text: str) -> list[str]:
 @click.option("--dataset", "-d", default="fmnist-mini", show_default=True, help="Dataset name or image folder.")
 @click.option("--data-dir", default=None, help="Where torchvision datasets live.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
-@click.option("--attacks", "-a", default="pgd,cw,aa", show_default=True, help="Comma-separated attack names.")
+@click.option("--attacks", "-a", default="pgd,cw,aa", show_default=True, metavar="NAME[:key=value,...],...",
+              help="Comma-separated attacks, each with optional parameters: pgd:steps=20,alpha=0.01,aa")
 @click.option("--norm", default="Linf", show_default=True, help="Threat norm: Linf, L2 or L1.")
 @click.option("--eps", default=None, help="Budget, e.g. 8/255 or 0.031 (default: the dataset's usual one).")
-@click.option("--attack-opt", "attack_opts", multiple=True, metavar="NAME.PARAM=VALUE", help="Per-attack option, repeatable.")
+@click.option("--attack-opt", "attack_opts", multiple=True, metavar="NAME.PARAM=VALUE", help="Per-attack option, repeatable (same as NAME:PARAM=VALUE in --attacks).")
 @click.option("-n", "--n", "n", default=500, show_default=True, type=int, help="Number of test points (first n); under torchrun write -n.")
 @click.option("--batch-size", default=250, show_default=True, type=int)
 @click.option("--independent", is_flag=True, help="Run every attack on every clean-correct point (also reports the cascade).")
@@ -144,10 +164,14 @@ def eval_cmd(opts, attacks, eps_sweep, **kw):
     """Evaluate a model under a suite of attacks (clean, per-attack and worst-case accuracy)."""
     from advkit.cli.evaluate import run_eval
 
-    run_eval(opts, attacks=_split_csv(attacks), eps_sweep=_split_csv(eps_sweep) if eps_sweep else None, **kw)
+    run_eval(opts, attacks=attacks, eps_sweep=_split_csv(eps_sweep) if eps_sweep else None, **kw)
+
+
+from advkit.cli.train import config_option as _train_config  # noqa: E402  (light: click only)
 
 
 @cli.command("train")
+@_train_config
 @click.option("--model", "-m", default="smallcnn", show_default=True, help="Backbone name, timm/NAME, checkpoint or module:factory.")
 @click.option("--weights", default=None, help="Start from these local weights (.safetensors or .pth).")
 @click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
@@ -156,18 +180,20 @@ def eval_cmd(opts, attacks, eps_sweep, **kw):
 @click.option("--epochs", default=10, show_default=True, type=int)
 @click.option("--batch-size", default=128, show_default=True, type=int)
 @click.option("--lr", default=0.1, show_default=True, type=float)
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adam"]))
+@click.option("--optimizer", default="sgd", show_default=True, help="sgd or adam.")
 @click.option("--momentum", default=0.9, show_default=True, type=float)
 @click.option("--weight-decay", default=5e-4, show_default=True, type=float)
-@click.option("--schedule", default="multistep", show_default=True, type=click.Choice(["multistep", "cosine", "constant"]))
+@click.option("--schedule", default="multistep", show_default=True, help="multistep, cosine or constant.")
 @click.option("--norm", default="Linf", show_default=True)
 @click.option("--eps", default=None, help="Training and validation budget (default: the dataset's usual one).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="The dataset's usual augmentation (crop + flip for CIFAR-like data).")
 @click.option("--n-train", default=None, type=int, help="Use the first N training images.")
 @click.option("--n-val", default=500, show_default=True, type=int, help="Held-out test images evaluated each epoch.")
 @click.option("--val-attack", default="pgd", show_default=True, help="Attack for the per-epoch robust accuracy ('none' to skip).")
+@click.option("--val-eot", default=20, show_default=True, type=int, help="EOT samples of the validation attack on a stochastic model.")
 @click.option("--out", default="runs/train", show_default=True, type=click.Path(file_okay=False))
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.safetensors.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT (same settings) from its last finished epoch.")
+@click.option("--overwrite", is_flag=True, help="Replace a run that OUT already holds.")
 @click.pass_obj
 def train_cmd(opts, **kw):
     """Train a model, optionally with defenses (PGD-AT, TRADES, MART, CSA, PART, LWTA, ...)."""
@@ -193,6 +219,10 @@ def explain_cmd(opts, **kw):
 
     run_explain(opts, **kw)
 
+
+from advkit.cli.report import report_cmd  # noqa: E402  (a command in its own module; imports only click)
+
+cli.add_command(report_cmd)
 
 _commands_loaded = False
 

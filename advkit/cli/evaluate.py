@@ -8,6 +8,47 @@ from advkit import distributed as D
 from advkit.errors import UserError
 
 
+def parse_attack_list(text: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """``"pgd:steps=20,alpha=0.01,aa"`` -> ``(["pgd", "aa"], {"pgd": {"steps": "20", "alpha": "0.01"}})``.
+
+    ``NAME:key=value,...`` inside the comma list: a token with ``=`` and no ``:``
+    is one more parameter of the attack before it.
+    """
+    names: list[str] = []
+    opts: dict[str, dict[str, str]] = {}
+    for token in (t.strip() for t in (text or "").split(",")):
+        if not token:
+            continue
+        name, colon, first = token.partition(":")
+        if not colon and "=" in token:
+            if not names:
+                raise UserError(f"--attacks {text!r}: {token!r} belongs to no attack (write NAME:{token})")
+            name, first = names[-1], token
+        elif name.strip():
+            names.append(name.strip())
+        else:
+            raise UserError(f"--attacks {text!r}: {token!r} names no attack")
+        if first:
+            key, eq, value = first.partition("=")
+            if not eq or not key.strip():
+                raise UserError(f"--attacks {text!r}: parameters must look like key=value, got {first!r}")
+            opts.setdefault(name.strip().lower(), {})[key.strip()] = value.strip()
+    return names, opts
+
+
+def merged_options(spec_opts: dict, attack_opts) -> dict[str, dict[str, str]]:
+    """The parameters from ``--attacks NAME:key=value`` and from ``--attack-opt NAME.key=value`` (an alias)."""
+    from advkit.registry import parse_options
+
+    out = {k: dict(v) for k, v in spec_opts.items()}
+    for name, params in parse_options(attack_opts).items():
+        for key, value in params.items():
+            if key in out.get(name, {}) and out[name][key] != value:
+                raise UserError(f"{name}.{key} is given twice with different values ({out[name][key]} and {value})")
+            out.setdefault(name, {})[key] = value
+    return out
+
+
 def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, eps, attack_opts, n, batch_size,
              independent, out, eps_sweep, audit, eot):
     """Resolve names, evaluate (the engine checks every argument), print the table, say where the reports are."""
@@ -15,16 +56,15 @@ def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, e
     from advkit.evaluation.engine import evaluate
     from advkit.evaluation.report import markdown
     from advkit.models import load_model
-    from advkit.registry import parse_options
     from advkit.runtime import seed_everything
 
+    names, spec_opts = parse_attack_list(attacks)
+    params = merged_options(spec_opts, attack_opts)
     D.init_from_env(opts.device)
     device = D.local_device(opts.device)
-    if n is not None and n <= 0:
-        raise UserError(f"-n must be positive, got {n}")
     data = load_dataset(dataset, split, data_dir=data_dir)
     info = data.info
-    m = load_model(model, num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean, std=info.std,
+    m = load_model(model, dataset=info,
                    weights=weights, device=device, context={"dataset": info.name, "norm": norm})
     if tuple(m.input_shape) != tuple(info.input_shape) or m.num_classes != info.num_classes:
         raise UserError(
@@ -39,7 +79,7 @@ def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, e
         | {"arch": m.arch},
     }
     report = evaluate(
-        m, data.first(n), attacks, eps=eps, norm=norm, attack_opts=parse_options(attack_opts),
+        m, data, names, eps=eps, norm=norm, attack_opts=params, n=n,
         batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
         eot=eot, seed=opts.seed, device=device, quiet=opts.quiet, meta=meta,
     )

@@ -38,7 +38,7 @@ def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, 
     ctx = ExplainContext(dataset=dataset, data_dir=data_dir, device=opts.device, quiet=opts.quiet, seed=opts.seed)
     results = []
     for spec in [model] + ([compare] if compare else []):
-        m = load_model(spec, num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean, std=info.std,
+        m = load_model(spec, dataset=info,
                        weights=weights if spec == model else None, device=opts.device, context={"dataset": info.name})
         torch.manual_seed(opts.seed)
         results.append((spec, explain(m, x, y, name, ctx=ctx, **params)))

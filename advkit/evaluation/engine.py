@@ -1,28 +1,31 @@
 """The evaluation engine behind ``advkit eval`` and ``advkit.evaluate``.
 
-- The model is evaluated in eval mode (a model found in training mode is switched, with a warning).
-- Clean accuracy, then each attack in order. By default an attack runs only on the
-  points every earlier attack failed on (AutoAttack's cascade); ``independent=True``
-  runs each attack on every clean-correct point as well. The worst case per sample
-  is over all attacks.
-- Every adversarial batch is verified against the threat model; a violation stops
-  the run (:class:`advkit.errors.ThreatViolation`) naming the attack.
-- A stochastic model (two forward passes disagree) is evaluated adaptively:
-  ``aa`` becomes ``aa-rand`` and the other attacks see the expectation of the logits
-  over ``eot`` samples (EOT).
-- Batches are seeded from (seed, attack, batch), and results are appended to
-  ``OUT/progress.jsonl`` as the run goes, so an interrupted run resumes to the same
-  result; under torchrun the batches are shared among ranks and the result equals a
-  single process.
+Three steps: the arguments are checked once (:mod:`advkit.evaluation.inputs`),
+the attacks run in a cascade (:func:`cascade`), and the report is assembled
+(:func:`assemble`).
+
+- The model is evaluated in eval mode, in float32 (a model found otherwise is
+  switched, and the run says so).
+- Clean accuracy, then each attack in order. By default an attack runs only on
+  the points every earlier attack failed on (AutoAttack's cascade);
+  ``independent=True`` runs each attack on every clean-correct point. The worst
+  case per sample is over all attacks.
+- Every adversarial batch goes through :meth:`advkit.attack.Attack.run`: a
+  violation of the threat model stops the run naming the attack.
+- A stochastic model (two forward passes disagree) is evaluated adaptively: an
+  attack with a declared adaptive counterpart is replaced by it, the others see
+  the expectation of the logits over ``eot`` samples (EOT).
+- Input gradients are checked on the first batch of every run: all-zero or NaN
+  gradients make gradient attacks fail silently, so the run warns.
+- Batches are seeded and logged (:mod:`advkit.evaluation.runner`), so an
+  interrupted run resumes to the same result; under torchrun the batches are
+  shared among ranks and the result equals a single process.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
-import warnings
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,11 +33,11 @@ import torch
 from torch import nn
 
 from advkit import distributed as D
-from advkit.attack import create_attack
-from advkit.errors import UserError
-from advkit.plugins import registry
-from advkit.runtime import derive_seed, model_fingerprint, progress, seed_everything, versions
-from advkit.threat import ThreatModel, parse_eps, parse_norm
+from advkit.attack import Attack, create_attack
+from advkit.evaluation.inputs import Inputs, adaptive_name, validate
+from advkit.evaluation.runner import Checked, Progress, Runner
+from advkit.runtime import model_fingerprint, versions
+from advkit.threat import ThreatModel, parse_eps
 
 
 class EOTModel(nn.Module):
@@ -51,10 +54,16 @@ class EOTModel(nn.Module):
 
 @dataclass
 class AttackResult:
-    """Outcome of one attack in a run."""
+    """Outcome of one attack in a run, with the registration that provided it."""
 
     name: str
     implementation: str = ""
+    provider: str = ""  # the plugin that registered the attack
+    package: str = ""  # the distribution that ships that plugin
+    version: str = ""
+    qualified: str = ""  # provider.name, always reachable
+    minimum_norm: bool = False
+    black_box: bool = False
     attempted: int = 0
     broken: int = 0
     seconds: float = 0.0
@@ -67,7 +76,7 @@ class AttackResult:
 
 @dataclass
 class Report:
-    """Everything an evaluation found; written by :mod:`advkit.report`."""
+    """Everything an evaluation found; written by :mod:`advkit.evaluation.report`."""
 
     n: int
     clean_accuracy: float
@@ -92,155 +101,125 @@ class Report:
         }
 
 
+@dataclass
+class Session:
+    """What the cascade, the sweep and the audit share in one run."""
+
+    runner: Runner
+    model: nn.Module  # the model, deterministic forward as given
+    eval_model: nn.Module  # what gradient attacks see: the model, or its EOT average when stochastic
+    inputs: Inputs
+    stochastic: bool
+    correct: list[int] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.inputs.x)
+
+    def build(self, name: str, threat: ThreatModel | None = None, **override) -> Attack:
+        """The attack to run for ``name`` (its adaptive counterpart on a stochastic model)."""
+        run_name = adaptive_name(name, self.stochastic)
+        opts = self.inputs.attack_opts
+        params = {**opts.get(name.lower(), {}), **opts.get(run_name.lower(), {}), **override}
+        target = self.model if run_name != name else self.eval_model  # a counterpart does its own EOT
+        atk = create_attack(run_name, target, threat or self.inputs.threat, **params)
+        atk.name = run_name
+        return atk
+
+
 def is_stochastic(model: nn.Module, x: torch.Tensor) -> bool:
-    """Do two forward passes on the same batch disagree?"""
+    """Do two forward passes on the same batch disagree? (NaN logits are the same, not random.)"""
     with torch.inference_mode():
         a, b = model(x), model(x)
-    return not torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    return not torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-class _Progress:
-    """Per-sample results appended to ``progress.jsonl`` and read back on resume."""
-
-    def __init__(self, out: Path | None, config: dict):
-        self.out = out
-        self.done: dict[tuple[str, int], dict] = {}
-        if out is None:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_path = out / "run.json"
-        if cfg_path.exists():
-            old = json.loads(cfg_path.read_text())
-            if old != json.loads(json.dumps(config, default=str)):
-                diff = [k for k in config if old.get(k) != json.loads(json.dumps(config[k], default=str))]
-                raise UserError(
-                    f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or delete it"
-                )
-        elif D.is_main():
-            from advkit.checkpoint import atomic_write_json
-
-            atomic_write_json(cfg_path, config)
-        path = out / "progress.jsonl"
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by an interruption
-                self.done[(rec["stage"], rec["batch"])] = rec
-
-    def get(self, stage: str, batch: int):
-        return self.done.get((stage, batch))
-
-    def put(self, recs: list[dict]) -> None:
-        for rec in recs:
-            self.done[(rec["stage"], rec["batch"])] = rec
-        if self.out is None or not D.is_main() or not recs:
-            return
-        with open(self.out / "progress.jsonl", "a") as f:
-            for rec in recs:
-                f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+def result_of(atk: Attack) -> AttackResult:
+    desc = atk.describe()
+    top = {k: desc.pop(k) for k in ("provider", "package", "version", "qualified", "minimum_norm", "black_box")}
+    desc.pop("name")
+    return AttackResult(name=atk.name, implementation=desc.pop("implementation"), params=desc.pop("params"),
+                        extra=desc, **top)
 
 
-class Engine:
-    """Runs attacks over indexed points in seeded, resumable, shardable batches."""
-
-    def __init__(self, model, x, y, threat, *, batch_size, seed, progress: _Progress, quiet, device):
-        self.model, self.x, self.y, self.threat = model, x, y, threat
-        self.batch_size, self.seed, self.progress, self.quiet, self.device = batch_size, seed, progress, quiet, device
-
-    def _batches(self, idx: list[int]):
-        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-
-    def predict(self, stage: str, idx: list[int]) -> dict[int, int]:
-        """Predictions on clean points (seeded per batch, so random models are reproducible)."""
-        out = {}
-
-        def run(b, chunk):
-            seed_everything(derive_seed(self.seed, stage, b))
-            xb = self.x[chunk].to(self.device)
-            with torch.inference_mode():
-                pred = self.model(xb).argmax(1).cpu()
-            return {"stage": stage, "batch": b, "index": chunk, "pred": pred.tolist()}
-
-        for rec in self._run(stage, idx, run, None):
-            out.update(zip(rec["index"], rec["pred"]))
-        return out
-
-    def attack(self, stage: str, attack, idx: list[int], eps=None) -> tuple[dict[int, dict], float]:
-        """Run ``attack`` on ``idx``; per point: broken (bool) and perturbation norm. Verifies every batch."""
-        out: dict[int, dict] = {}
-        seconds = 0.0
-
-        def run(b, chunk):
-            seed_everything(derive_seed(self.seed, stage, b))
-            xb, yb = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
-            result = attack.run(xb, yb, eps=eps)  # verified against the threat model, or stops the run
-            with torch.inference_mode():
-                pred = self.model(result.x_adv).argmax(1)
-            norms = self.threat.norms(xb, result.x_adv).cpu()
-            return {
-                "stage": stage, "batch": b, "index": chunk, "broken": (pred != yb).cpu().tolist(),
-                "norm": [float(v) for v in norms], "dropped": result.dropped.cpu().tolist(),
-            }
-
-        bar = progress(len(idx), stage, quiet=self.quiet, unit="img")
-        for rec in self._run(stage, idx, run, bar):
-            seconds += rec.get("seconds", 0.0)
-            for i, br, nm, dr in zip(rec["index"], rec["broken"], rec["norm"], rec.get("dropped") or [False] * len(rec["index"])):
-                out[i] = {"broken": bool(br), "norm": nm, "dropped": bool(dr)}
-        bar.close()
-        return out, seconds
-
-    def _run(self, stage, idx, fn, bar):
-        """Do the batches not yet in the progress log, shared round-robin among ranks."""
-        rank, size = D.world()
-        recs, pending = [], []
-        for b, chunk in enumerate(self._batches(idx)):
-            rec = self.progress.get(stage, b)
-            if rec is not None and rec["index"] == chunk:
-                recs.append(rec)
-                if bar is not None:
-                    bar.update(len(chunk))
-            else:
-                pending.append((b, chunk))
-        # Rounds of one batch per rank; all ranks gather each round, so every rank sees every result.
-        for start in range(0, len(pending), size):
-            group = pending[start : start + size]
-            t0 = time.perf_counter()
-            local = [fn(b, c) for (b, c) in group[rank : rank + 1]]
-            gathered = [rec for part in D.all_gather(local) for rec in part]
-            share = (time.perf_counter() - t0) / max(len(gathered), 1)
-            for rec in gathered:  # wall-clock share of the round, so a resumed run reports the original time
-                rec["seconds"] = share
-            self.progress.put(gathered)
-            recs.extend(gathered)
-            if bar is not None:
-                bar.update(sum(len(rec["index"]) for rec in gathered))
-        return recs
+def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[AttackResult], list[int], list[dict]]:
+    """Run the attacks in order; return their results, the robust points and the per-sample records."""
+    x, y = s.inputs.x, s.inputs.y
+    preds = s.runner.predict("clean", list(range(s.n)))
+    s.correct = [i for i in range(s.n) if preds[i] == int(y[i])]
+    samples = [{"index": i, "label": int(y[i]), "clean_pred": preds[i], "clean_correct": preds[i] == int(y[i]),
+                "broken_by": "", "norm": None} for i in range(len(x))]
+    robust, results = list(s.correct), []
+    for k, atk in enumerate(attacks):
+        res = result_of(atk)
+        points = s.correct if independent else robust
+        ran, res.seconds = s.runner.attack(f"{'ind' if independent else 'cascade'}:{k}:{atk.name}", atk, points,
+                                           key=f"{k}:{atk.name}")
+        alive = set(robust)
+        newly = {i: r for i, r in ran.items() if r["broken"] and i in alive}
+        if independent:
+            res.independent_accuracy = sum(1 for i in s.correct if not ran[i]["broken"]) / s.n
+        res.attempted, res.broken = len(robust), len(newly)
+        res.dropped = sum(1 for r in ran.values() if r["dropped"])
+        for i, r in newly.items():
+            samples[i]["broken_by"], samples[i]["norm"] = atk.name, r["norm"]
+        robust = [i for i in robust if i not in newly]
+        res.accuracy = len(robust) / s.n
+        results.append(res)
+    return results, robust, samples
 
 
-def adaptive_name(name: str, stochastic: bool) -> str:
-    """The attack to run for ``name``: its declared adaptive counterpart on a stochastic model."""
-    counterpart = registry("attack").get(name).can("adaptive") if stochastic else None
-    return counterpart or name
+def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> list[dict]:
+    """Independent accuracy of every attack, and the worst case, at each budget."""
+    rows = []
+    for eps, label in budgets:
+        t = s.inputs.threat.with_eps(eps)
+        broken_any: set[int] = set()
+        row = {"eps": t.eps, "eps_label": label, "attacks": {}}
+        for k, name in enumerate(attacks):
+            atk = s.build(name, t)
+            with swapped_threat(s.runner, t):
+                res, _ = s.runner.attack(f"sweep:{t.eps:.8g}:{k}:{atk.name}", atk, s.correct, key=f"{k}:{atk.name}")
+            broken = {i for i, r in res.items() if r["broken"]}
+            broken_any |= broken
+            row["attacks"][atk.name] = (len(s.correct) - len(broken)) / s.n
+        row["worst_case"] = (len(s.correct) - len(broken_any)) / s.n
+        rows.append(row)
+    return rows
 
 
-def option_names(attacks, audit: bool) -> set[str]:
-    """Attack names ``attack_opts`` may address: the attacks, their adaptive counterparts, the audit's references."""
-    reg = registry("attack")
-    names = set()
-    for a in attacks:
-        entry = reg.get(a)
-        names |= {a.lower(), entry.name, *entry.aliases}
-        if entry.can("adaptive"):
-            names.add(str(entry.can("adaptive")).lower())
-    if audit:
-        for role in ("white-box", "black-box"):
-            names |= {e.name for e in reg.with_capability("reference", role)}
-    return names
+class swapped_threat:
+    """Measure perturbations under another budget for a while (the sweep, the audit)."""
+
+    def __init__(self, runner: Runner, threat: ThreatModel):
+        self.runner, self.threat = runner, threat
+
+    def __enter__(self):
+        self.saved, self.runner.threat = self.runner.threat, self.threat
+
+    def __exit__(self, *exc):
+        self.runner.threat = self.saved
+
+
+def assemble(s: Session, results, robust, samples, *, seed, independent, meta, config) -> Report:
+    """The report of a finished run."""
+    adaptive = []
+    if s.stochastic:
+        adaptive.append(f"stochastic model: predictions vary between forward passes; gradient attacks use EOT "
+                        f"over {config['eot']} samples (mean logits)")
+        adaptive += [f"{a} replaced by its adaptive counterpart {adaptive_name(a, True)}"
+                     for a in s.inputs.attacks if adaptive_name(a, True) != a]
+    return Report(
+        n=s.n, clean_accuracy=len(s.correct) / s.n, robust_accuracy=len(robust) / s.n, attacks=results,
+        threat=s.inputs.threat, samples=samples,
+        meta={
+            **(meta or {}), "seed": seed, "dataset": s.inputs.data_meta, "model_fingerprint": config["fingerprint"],
+            "mode": "independent" if independent else "cascade", "stochastic": s.stochastic,
+            "adaptive": adaptive, "notes": s.inputs.notes,
+            "resumed_batches": s.runner.progress.resumed, "device": str(s.runner.device),
+            "world_size": D.world()[1], "versions": config["versions"],
+        },
+    )
 
 
 def evaluate(
@@ -269,154 +248,37 @@ def evaluate(
     attack name to its parameters (``{"pgd": {"steps": 20}}``). Returns a
     :class:`Report`; with ``out`` the reports are written there too.
     """
-    from advkit.data import check_images
+    from advkit.evaluation.checks import gradient_warning, run_audit
 
-    x, y, data_meta = _tensors(data, n)
-    check_images(x, where="evaluation data")
-    norm = parse_norm(norm)
-    eps = eps if eps is not None else data_meta.get("default_eps", "8/255")
-    threat = ThreatModel(norm, parse_eps(eps, norm))
-    attacks = [a for a in attacks if a]
-    if not attacks:
-        raise UserError("no attack given (e.g. --attacks pgd,cw,aa)")
-    attack_opts = {k.lower(): v for k, v in (attack_opts or {}).items()}
-    allowed = option_names(attacks, audit)
-    unused = [k for k in attack_opts if k not in allowed]
-    if unused:
-        raise UserError(f"--attack-opt names {unused[0]!r}, which is not among --attacks {','.join(attacks)}")
-
-    if model.training:
-        warnings.warn("the model was in training mode; switched to eval mode for evaluation")
-    model = model.to(device).eval()
-    rank, size = D.world()
-
-    stochastic = bool(getattr(model, "stochastic", False)) or is_stochastic(model, x[: min(len(x), 64)].to(device))
-    eval_model = EOTModel(model, eot).eval() if stochastic and eot > 1 else model
-    adaptive = []
-    if stochastic:
-        adaptive.append(f"stochastic model: predictions vary between forward passes; gradient attacks use EOT over {eot} samples (mean logits)")
-        for a in attacks:
-            if adaptive_name(a, True) != a:
-                adaptive.append(f"{a} replaced by its adaptive counterpart {adaptive_name(a, True)}")
-
+    model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
+                             batch_size=batch_size, eot=eot, audit=audit, device=device)
+    budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in (eps_sweep or ())]
+    checked = Checked(model).eval()
+    probe = inputs.x[: min(len(inputs.x), 64)].to(device)
+    stochastic = bool(getattr(model, "stochastic", False)) or is_stochastic(checked, probe)
+    eval_model = EOTModel(checked, eot).eval() if stochastic and eot > 1 else checked
     config = {
-        "model": (meta or {}).get("model", type(model).__name__),
-        "fingerprint": model_fingerprint(model),
-        "data": data_meta.get("name", ""),
-        "n": len(x),
-        "attacks": attacks,
-        "attack_opts": attack_opts,
-        "threat": threat.as_dict(),
-        "seed": seed,
-        "independent": independent,
-        "eot": eot if stochastic else None,
+        "model": (meta or {}).get("model", type(model).__name__), "fingerprint": model_fingerprint(model),
+        "data": inputs.data_meta.get("name", ""), "n": len(inputs.x), "attacks": inputs.attacks,
+        "attack_opts": inputs.attack_opts, "threat": inputs.threat.as_dict(), "seed": seed,
+        "independent": independent, "eot": eot if stochastic else None, "versions": versions(),
     }
-    progress = _Progress(Path(out) if out else None, config)
-    engine = Engine(model, x, y, threat, batch_size=batch_size, seed=seed, progress=progress, quiet=quiet, device=device)
-
-    all_idx = list(range(len(x)))
-    preds = engine.predict("clean", all_idx)
-    correct = [i for i in all_idx if preds[i] == int(y[i])]
-    samples = [
-        {"index": i, "label": int(y[i]), "clean_pred": preds[i], "clean_correct": preds[i] == int(y[i]), "broken_by": "", "norm": None}
-        for i in all_idx
-    ]
-    robust = list(correct)
-    results: list[AttackResult] = []
-    for k, name in enumerate(attacks):
-        run_name = adaptive_name(name, stochastic)
-        params = dict(attack_opts.get(run_name.lower(), attack_opts.get(name.lower(), {})))
-        target = model if run_name != name else eval_model  # an adaptive counterpart does its own EOT
-        atk = create_attack(run_name, target, threat, **params)
-        atk.name = run_name
-        desc = atk.describe()
-        res = AttackResult(name=run_name, implementation=atk.implementation, params=desc.pop("params"), extra=desc)
-        if independent:
-            ind, secs = engine.attack(f"ind:{k}:{run_name}", atk, correct)
-            still = sum(1 for i in correct if not ind[i]["broken"])
-            res.independent_accuracy = still / len(x)
-            res.seconds += secs
-            newly = {i: r for i, r in ind.items() if r["broken"] and i in set(robust)}
-        else:
-            casc, secs = engine.attack(f"cascade:{k}:{run_name}", atk, robust)
-            res.seconds += secs
-            newly = {i: r for i, r in casc.items() if r["broken"]}
-        res.attempted = len(robust)
-        res.broken = len(newly)
-        ran = ind if independent else casc
-        res.dropped = sum(1 for r in ran.values() if r.get("dropped"))
-        for i, r in newly.items():
-            samples[i]["broken_by"] = run_name
-            samples[i]["norm"] = r["norm"]
-        robust = [i for i in robust if i not in newly]
-        res.accuracy = len(robust) / len(x)
-        results.append(res)
-
-    report = Report(
-        n=len(x),
-        clean_accuracy=len(correct) / len(x),
-        robust_accuracy=len(robust) / len(x),
-        attacks=results,
-        threat=threat,
-        samples=samples,
-        meta={
-            **(meta or {}),
-            "seed": seed,
-            "dataset": data_meta,
-            "model_fingerprint": config["fingerprint"],
-            "mode": "independent" if independent else "cascade",
-            "stochastic": stochastic,
-            "adaptive": adaptive,
-            "device": str(device),
-            "world_size": size,
-            "versions": versions(),
-        },
-    )
-    if eps_sweep:
-        report.sweep = sweep(engine, model, eval_model, attacks, attack_opts, threat, eps_sweep, correct, stochastic, len(x))
+    progress = Progress(Path(out) if out else None, config)
+    runner = Runner(checked, inputs.x, inputs.y, inputs.threat, batch_size=batch_size, seed=seed,
+                    progress=progress, quiet=quiet, device=device)
+    s = Session(runner, checked, eval_model, inputs, stochastic)
+    built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
+    gradient_warning(eval_model, inputs.x[:batch_size][:64].to(device), inputs.y[:batch_size][:64].to(device))
+    results, robust, samples = cascade(s, built, independent)
+    report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
+    if budgets:
+        report.sweep = sweep(s, inputs.attacks, budgets)
     if audit:
-        from advkit.evaluation.checks import run_audit
-
-        report.audit = run_audit(engine, model, eval_model, threat, correct, robust, results, attack_opts, stochastic, len(x))
+        report.audit = run_audit(s, robust)
+    if progress.resumed and D.is_main():
+        print(f"advkit: resumed {progress.resumed} of {progress.batches} batches from {out}", file=sys.stderr)
     if out and D.is_main():
         from advkit.evaluation.report import write_reports
 
         write_reports(report, Path(out))
     return report
-
-
-def sweep(engine, model, eval_model, attacks, attack_opts, threat, eps_list, correct, stochastic, n) -> list[dict]:
-    """Independent accuracy of every attack, and the worst case, at each budget."""
-    rows = []
-    for e in eps_list:
-        t = threat.with_eps(parse_eps(e, threat.norm))
-        broken_any: set[int] = set()
-        row = {"eps": t.eps, "eps_label": str(e), "attacks": {}}
-        for k, name in enumerate(attacks):
-            run_name = adaptive_name(name, stochastic)
-            atk = create_attack(run_name, model if run_name != name else eval_model, t, **attack_opts.get(name.lower(), {}))
-            atk.name = run_name
-            saved = engine.threat
-            engine.threat = t
-            try:
-                res, _ = engine.attack(f"sweep:{t.eps:.8g}:{k}:{run_name}", atk, correct)
-            finally:
-                engine.threat = saved
-            broken = {i for i, r in res.items() if r["broken"]}
-            broken_any |= broken
-            row["attacks"][run_name] = (len(correct) - len(broken)) / n
-        row["worst_case"] = (len(correct) - len(broken_any)) / n
-        rows.append(row)
-    return rows
-
-
-def _tensors(data, n):
-    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
-        x, y = data
-        x, y = (x[:n], y[:n]) if n else (x, y)
-        return x, torch.as_tensor(y).long(), {"name": "tensors", "default_eps": "8/255"}
-    sub = data.first(n) if hasattr(data, "first") else data
-    x, y = sub.tensors()
-    info = getattr(data, "info", None)
-    meta = {"name": getattr(info, "name", ""), "split": getattr(info, "split", ""), "default_eps": getattr(info, "default_eps", "8/255"), "source": getattr(info, "source", ""), "classes": getattr(info, "classes", [])}
-    return x, y.long(), meta

@@ -19,4 +19,4 @@ def advkit_register_attacks(register):
 
     for spec in SPECS:
         register(f"art.{spec.name}", factory_for(spec), summary=spec.summary, minimum_norm=spec.minimum_norm,
-                 black_box=spec.black_box)
+                 black_box=spec.black_box, library="adversarial-robustness-toolbox")

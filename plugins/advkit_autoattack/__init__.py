@@ -18,12 +18,14 @@ from advkit import hookimpl
 def advkit_register_attacks(register):
     from advkit_autoattack.factory import aa, aa_plus, aa_rand, single
 
-    register("aa", aa, aliases=("autoattack", "aa-standard"), adaptive="aa-rand")
-    register("aa-rand", aa_rand, aliases=("autoattack-rand",))
-    register("aa-plus", aa_plus, aliases=("autoattack-plus",))
-    register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",))
-    register("aa.apgd-dlr", single("apgd-dlr"), aliases=("apgd-dlr",))
-    register("aa.apgd-t", single("apgd-t"), aliases=("apgd-t",))
-    register("aa.fab", single("fab"))
-    register("aa.fab-t", single("fab-t"), aliases=("fab-t",))
-    register("aa.square", single("square"), aliases=("square-aa",), black_box=True)
+    AA = ("autoattack", "pyautoattack", "torchattacks")  # the implementations, in the order they are chosen
+
+    register("aa", aa, aliases=("autoattack", "aa-standard"), adaptive="aa-rand", library=AA)
+    register("aa-rand", aa_rand, aliases=("autoattack-rand",), library=AA)
+    register("aa-plus", aa_plus, aliases=("autoattack-plus",), library=AA)
+    register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",), library=AA)
+    register("aa.apgd-dlr", single("apgd-dlr"), aliases=("apgd-dlr",), library=AA)
+    register("aa.apgd-t", single("apgd-t"), aliases=("apgd-t",), library=AA)
+    register("aa.fab", single("fab"), library=AA)
+    register("aa.fab-t", single("fab-t"), aliases=("fab-t",), library=AA)
+    register("aa.square", single("square"), aliases=("square-aa",), black_box=True, library=AA)

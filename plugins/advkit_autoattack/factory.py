@@ -13,6 +13,7 @@ import inspect
 
 from advkit.errors import UserError
 from advkit_autoattack import backends
+from advkit_autoattack.progress import Tracker, passes
 from advkit.attack import LibraryAttack, dist_version
 
 
@@ -46,6 +47,7 @@ def build(model, threat, *, version: str, attacks: str | list[str] = "", seed: i
         if adv is None:
             adv = backends.fra31(impl, model, threat, version=version, attacks=subset, seed=seed, device=x.device)
             backends.set_budget(adv, **budget)
+            Tracker(adv, list(run_list))
             state["attack"] = adv
         backends.clamp_targets(adv, n_classes, notes)
         try:
@@ -70,6 +72,8 @@ def build(model, threat, *, version: str, attacks: str | list[str] = "", seed: i
         "autoattack_budget": dict(budget),
         "autoattack_standard": impl != "torchattacks" and version == "standard" and not subset and not budget,
         "autoattack_warnings": notes,  # filled during runs (shared with the report)
+        # worst-case passes per attacked point, for cost estimates (torchattacks' APGD runs 10 steps)
+        "passes": passes(version, list(run_list), budget if impl != "torchattacks" else {"n_iter": 10, **budget}),
     }
     return LibraryAttack(run, label, report=report, state=state)
 

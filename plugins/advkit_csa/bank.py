@@ -6,15 +6,20 @@ layout of ``torch.fft.fft2``) on the frequencies whose player has a negative
 Shapley value under a pretrained model. The DC cell is never a player, so it
 is never in ``p_X`` (the reference removes the centre too).
 
+The values come from the gradient estimator of :mod:`advkit_csa.linearized`
+(default: the bank needs signs, which it gets at a fraction of the cost) or the
+permutation estimator of :mod:`advkit_csa.shapley`.
+
 Files (through :mod:`advkit.checkpoint`): ``nfc-bank-<key>.safetensors`` with
 ``real``, ``imag`` (M, C, H, W), ``labels``, ``indices`` (dataset indices),
-``values``/``stderr`` (M, P); and ``nfc-bank-<key>.json`` with the settings.
-``key`` hashes the model fingerprint (sha256 of its state-dict tensors), the
-dataset name, split and chosen indices, and the estimator settings: the same
-request finds the same file and computes nothing. While building,
-``nfc-bank-<key>.partial.*`` holds the images done so far (written after every
-chunk); re-running continues from there, and as every image's permutations
-come from its own seed, a resumed bank equals an uninterrupted one.
+``values``/``stderr`` (M, P), ``passes`` (M,); and ``nfc-bank-<key>.json`` with
+the settings. ``key`` hashes the model fingerprint (sha256 of its state-dict
+tensors), the dataset name, split and chosen indices, and the estimator
+settings: the same request finds the same file and computes nothing. While
+building, every finished chunk of images is written to its own partial file
+(:mod:`advkit_csa.shards`); re-running continues from there, under ``torchrun``
+the ranks share the chunks, and as every image's random draws come from its own
+seed, a resumed or sharded bank equals an uninterrupted single-process one.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class NFCBank:
     values: torch.Tensor
     stderr: torch.Tensor
     meta: dict
+    passes: torch.Tensor | None = None
 
     @property
     def spectra(self) -> torch.Tensor:
@@ -98,9 +104,11 @@ class NFCBank:
         """Write ``path`` (.safetensors) and its .json sidecar."""
         from advkit.checkpoint import atomic_write_json, save_tensors
 
-        save_tensors(path, {
-            "real": self.real, "imag": self.imag, "labels": self.labels, "indices": self.indices,
-            "values": self.values, "stderr": self.stderr}, {"format": FORMAT})
+        tensors = {"real": self.real, "imag": self.imag, "labels": self.labels, "indices": self.indices,
+                   "values": self.values, "stderr": self.stderr}
+        if self.passes is not None:
+            tensors["passes"] = self.passes
+        save_tensors(path, tensors, {"format": FORMAT})
         atomic_write_json(path.with_suffix(".json"), self.meta)
 
     @classmethod
@@ -122,7 +130,8 @@ class NFCBank:
         if meta.get("format") != FORMAT:
             raise UserError(f"{path} is not an NFC bank ({FORMAT})")
         t = load_tensors(path.with_suffix(".safetensors"))
-        return cls(t["real"], t["imag"], t["labels"].long(), t["indices"].long(), t["values"], t["stderr"], meta)
+        return cls(t["real"], t["imag"], t["labels"].long(), t["indices"].long(), t["values"], t["stderr"], meta,
+                   t.get("passes"))
 
 
 def nfc_spectra(x: torch.Tensor, values: torch.Tensor, players) -> torch.Tensor:
@@ -141,90 +150,111 @@ def bank_key(fingerprint: str, dataset: str, split: str, indices: torch.Tensor, 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+ESTIMATORS = ("gradient", "permutation")
+DEFAULT_PAIRS = 128  # coalition pairs per image (gradient estimator): 99.7 % weighted NFC agreement on the reference games
+DEFAULT_TARGET_LOSS = None  # the sequential stopping rule measured no better than a fixed budget (docs/csa.md)
+
+
+def estimator_settings(estimator: str, *, players, pairs, target_loss, permutations, target_se, value, per_class,
+                       seed) -> dict:
+    """The settings that define a bank's values (part of its key)."""
+    if estimator not in ESTIMATORS:
+        raise UserError(f"csa bank: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    common = {"grid": list(players.grid), "value": value, "per_class": int(per_class), "seed": int(seed)}
+    if estimator == "gradient":
+        from advkit_csa.linearized import EXACT_SHARE, ROUND_PAIRS
+
+        return {"estimator": "gradient", **common, "pairs": int(pairs),
+                "target_loss": None if target_loss is None else float(target_loss), "round_pairs": ROUND_PAIRS,
+                "exact_share": EXACT_SHARE}
+    # the permutation estimator's settings are spelled as before, so that its cached banks keep their keys
+    return {**common, "permutations": int(permutations), "target_se": target_se, "antithetic": True,
+            "control_variate": True}
+
+
+def default_batch_size(device) -> int:
+    """Coalition images per model call: small on a CPU (cache-friendly), large on a GPU (to keep it busy)."""
+    return 1024 if torch.device(device).type == "cuda" else 128
+
+
+def _estimate(model, xs, ys, settings: dict, players, batch_size: int, indices: list[int]):
+    if settings.get("estimator") == "gradient":
+        from advkit_csa.linearized import gradient_shapley
+
+        return gradient_shapley(model, xs, ys, grid=players.grid, pairs=settings["pairs"], target_loss=settings["target_loss"],
+                                exact_share=settings["exact_share"], round_pairs=settings["round_pairs"], value=settings["value"],
+                                batch_size=batch_size, seed=settings["seed"], indices=indices, progress=False)
+    from advkit_csa.shapley import frequency_shapley
+
+    return frequency_shapley(model, xs, ys, grid=players.grid, permutations=settings["permutations"],
+                             target_se=settings["target_se"], value=settings["value"], batch_size=batch_size,
+                             seed=settings["seed"], indices=indices, progress=False)
+
+
 def build_bank(
     model,
     data,
     *,
     out,
     per_class: int = 150,
+    estimator: str = "gradient",
+    pairs: int = DEFAULT_PAIRS,
+    target_loss: float | None = DEFAULT_TARGET_LOSS,
     permutations: int = 64,
     target_se: float | None = None,
     grid=None,
     value: str = "prob",
-    batch_size: int = 1024,
-    chunk: int = 16,
+    batch_size: int | None = None,
+    chunk: int = 32,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[NFCBank, Path]:
-    """Compute (or load from ``out``) the NFC bank of ``model`` on ``data``; returns it and its file."""
-    from advkit.checkpoint import atomic_write_json, load_tensors, save_tensors
-    from advkit_csa.players import FrequencyPlayers
-    from advkit_csa.shapley import frequency_shapley
+    """Compute (or load from ``out``) the NFC bank of ``model`` on ``data``; returns it and its file.
 
-    if int(per_class) < 1:
-        raise UserError(f"csa bank: per_class must be >= 1, got {per_class!r}")
+    ``estimator="gradient"`` uses ``pairs`` and ``target_loss``;
+    ``"permutation"`` uses ``permutations`` and ``target_se``. Under
+    ``torchrun`` the ranks share the chunks of ``chunk`` images and all return
+    the same bank.
+    """
+    from advkit import distributed as D
+    from advkit_csa.players import FrequencyPlayers
+    from advkit_csa.shards import remove_partials, run_chunks
+
+    if int(per_class) < 1 or int(chunk) < 1:
+        raise UserError(f"csa bank: per_class and chunk must be >= 1, got {per_class!r} and {chunk!r}")
     info = data.info
     shape = tuple(info.input_shape)
     players = FrequencyPlayers(shape[-2:], grid)
     labels = dataset_labels(data)
     positions = choose_images(labels, info.num_classes, int(per_class), seed)
     base_idx = torch.as_tensor(data.indices, dtype=torch.long)[positions] if getattr(data, "indices", None) is not None else positions
-    settings = {"grid": list(players.grid), "permutations": int(permutations), "target_se": target_se, "value": value,
-                "per_class": int(per_class), "seed": int(seed), "antithetic": True, "control_variate": True}
+    settings = estimator_settings(estimator, players=players, pairs=pairs, target_loss=target_loss, permutations=permutations,
+                                  target_se=target_se, value=value, per_class=per_class, seed=seed)
     fingerprint = model_fingerprint(model)
     key = bank_key(fingerprint, info.name, info.split, base_idx, settings)
     out = Path(out)
     path = out / f"nfc-bank-{key}.safetensors"
     if path.is_file() and path.with_suffix(".json").is_file():
         return NFCBank.load(path), path
-
-    partial = out / f"nfc-bank-{key}.partial.safetensors"
-    partial_json = out / f"nfc-bank-{key}.partial.json"
-    m = len(positions)
-    p = players.num_players
-    values = torch.zeros(m, p)
-    stderr = torch.zeros(m, p)
-    real = torch.zeros(m, *shape)
-    imag = torch.zeros(m, *shape)
-    done = 0
-    if partial.is_file():
-        t = load_tensors(partial)
-        if t["values"].shape == values.shape:
-            done = int(t["done"])
-            for name, dst in (("values", values), ("stderr", stderr), ("real", real), ("imag", imag)):
-                dst[:done] = t[name][:done]
+    out.mkdir(parents=True, exist_ok=True)
     device = next(iter(model.parameters())).device
-    bar = None
-    if progress and done < m:
-        from tqdm.auto import tqdm
+    batch_size = int(batch_size) if batch_size else default_batch_size(device)
 
-        bar = tqdm(total=m, initial=done, desc=f"NFC bank ({info.name})", unit="img")
-    try:
-        while done < m:
-            sel = positions[done : done + int(chunk)]
-            xs = torch.stack([data[int(i)][0] for i in sel]).float()
-            ys = labels[sel]
-            r = frequency_shapley(model, xs.to(device), ys.to(device), grid=players.grid, permutations=permutations,
-                                  target_se=target_se, value=value, batch_size=batch_size, seed=seed,
-                                  indices=base_idx[done : done + len(sel)].tolist(), progress=False)
-            spec = nfc_spectra(xs.to(device), r.values.to(device), players).cpu()
-            k = len(sel)
-            values[done : done + k], stderr[done : done + k] = r.values, r.stderr
-            real[done : done + k], imag[done : done + k] = spec.real, spec.imag
-            done += k
-            save_tensors(partial, {"values": values, "stderr": stderr, "real": real, "imag": imag,
-                                   "done": torch.tensor(done)}, {"key": key})
-            atomic_write_json(partial_json, {"key": key, "done": done, "total": m})
-            if bar is not None:
-                bar.update(k)
-    finally:
-        if bar is not None:
-            bar.close()
+    def compute(a: int, b: int) -> dict:
+        sel = positions[a:b]
+        xs = torch.stack([data[int(i)][0] for i in sel]).float().to(device)
+        r = _estimate(model, xs, labels[sel].to(device), settings, players, batch_size, base_idx[a:b].tolist())
+        spec = nfc_spectra(xs, r.values.to(device), players).cpu()
+        return {"values": r.values, "stderr": r.stderr, "real": spec.real, "imag": spec.imag, "passes": r.passes}
+
+    t = run_chunks(out, key, len(positions), int(chunk), compute, progress=progress, desc=f"NFC bank ({info.name})")
     meta = {"format": FORMAT, "key": key, "model_fingerprint": fingerprint, "dataset": info.name, "split": info.split,
             "num_classes": info.num_classes, "input_shape": list(shape), "players": players.describe(),
-            "settings": settings, "images": m}
-    bank = NFCBank(real, imag, labels[positions].long(), base_idx.long(), values, stderr, meta)
-    bank.save(path)
-    partial.unlink(missing_ok=True)
-    partial_json.unlink(missing_ok=True)
+            "settings": settings, "images": len(positions), "forward_passes": int(t["passes"].sum())}
+    bank = NFCBank(t["real"], t["imag"], labels[positions].long(), base_idx.long(), t["values"], t["stderr"], meta, t["passes"])
+    D.barrier()  # every rank has read the chunk files
+    if D.is_main():
+        bank.save(path)
+        remove_partials(out, key)
+    D.barrier()
     return bank, path

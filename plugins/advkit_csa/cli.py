@@ -22,7 +22,7 @@ def add_command(cli: click.Group) -> None:
     @click.option("--target-se", default=None, type=float, help="permutation: stop an image once its largest standard error is at most this.")
     @click.option("--grid", default=None, help="Player grid, e.g. 14x14 (default: 2x2 frequency blocks).")
     @click.option("--value", default="prob", show_default=True, type=click.Choice(["prob", "logit"]))
-    @click.option("--batch-size", default=None, type=int, help="Coalition images per model call [default: 128 on CPU, 4096 on GPU].")
+    @click.option("--batch-size", default=None, type=int, help="Coalition images per model call [default: 128 on CPU, 1024 on GPU].")
     @click.option("--chunk", default=32, show_default=True, type=int,
                   help="Images per resumable chunk; under torchrun the ranks share the chunks.")
     @click.option("--out", default="runs/csa-bank", show_default=True, type=click.Path(file_okay=False),
@@ -41,8 +41,7 @@ def add_command(cli: click.Group) -> None:
         device = D.local_device(opts.device)  # the root CLI's --device, checked and resolved; this rank's GPU
         data = load_dataset(dataset, split, data_dir=data_dir)
         info = data.info
-        m = load_model(model, num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean, std=info.std,
-                       weights=weights, device=device)
+        m = load_model(model, dataset=info, weights=weights, device=device)
         bank, path = build_bank(m, data, out=out, per_class=per_class, estimator=estimator,
                                 pairs=pairs, target_loss=target_loss,
                                 permutations=permutations, target_se=target_se, grid=parse_grid(grid), value=value,

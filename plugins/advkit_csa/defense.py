@@ -21,6 +21,7 @@ from advkit.defense import Defense, TrainContext
 from advkit.errors import UserError
 
 SCHEDULES = ("constant", "linear")
+ESTIMATORS = ("gradient", "permutation")  # as in advkit_csa.bank, which imports torch
 DEFAULT_PRETRAINED = {"fmnist-mini": "smallcnn-fmnist"}
 
 
@@ -33,16 +34,20 @@ class CSA(Defense):
     """Class-wise Shapley value-guided augmentation: add alpha x the NFC of a same-class image (Chen et al., 2022)."""
 
     def __init__(self, alpha: float = 0.5, bank: str | None = None, pretrained: str | None = None, per_class: int = 150,
-                 permutations: int = 64, target_se: float | None = None, grid: str | None = None,
-                 schedule: str = "constant", batch_size: int = 1024, seed: int = 0):
-        super().__init__(alpha=alpha, bank=bank, pretrained=pretrained, per_class=per_class, permutations=permutations,
-                         target_se=target_se, grid=grid, schedule=schedule, batch_size=batch_size, seed=seed)
+                 estimator: str = "gradient", pairs: int = 128, target_loss: float | None = None, permutations: int = 64,
+                 target_se: float | None = None, grid: str | None = None, schedule: str = "constant",
+                 batch_size: int | None = None, seed: int = 0):
+        super().__init__(alpha=alpha, bank=bank, pretrained=pretrained, per_class=per_class, estimator=estimator,
+                         pairs=pairs, target_loss=target_loss, permutations=permutations, target_se=target_se, grid=grid,
+                         schedule=schedule, batch_size=batch_size, seed=seed)
         if not float(alpha) >= 0:
             raise UserError(f"csa.alpha must be >= 0, got {alpha!r}")
         if schedule not in SCHEDULES:
             raise UserError(f"csa.schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if int(per_class) < 1 or int(permutations) < 1:
-            raise UserError("csa.per_class and csa.permutations must be >= 1")
+        if estimator not in ESTIMATORS:
+            raise UserError(f"csa.estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if int(per_class) < 1 or int(permutations) < 1 or int(pairs) < 2:
+            raise UserError("csa.per_class and csa.permutations must be >= 1, csa.pairs >= 2")
         self.alpha = float(alpha)
         self.schedule = schedule
         self.bank = None
@@ -61,9 +66,7 @@ class CSA(Defense):
             if spec is None:
                 raise UserError("csa needs a pretrained model to build its NFC bank: pass csa:pretrained=CHECKPOINT "
                                 "(or a prebuilt bank with csa:bank=PATH, see 'advkit csa-bank')")
-        info = data.info
-        return load_model(spec, num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean,
-                          std=info.std, device=device)
+        return load_model(spec, dataset=data.info, device=device)
 
     def setup(self, model, data, ctx: TrainContext) -> None:
         from advkit_csa.bank import NFCBank, build_bank
@@ -76,9 +79,10 @@ class CSA(Defense):
             pretrained = self._pretrained(data, ctx.device)
             out = Path(ctx.cache_dir) if ctx.cache_dir else default_cache_dir()
             self.bank, self.bank_path = build_bank(
-                pretrained, data, out=out, per_class=int(p["per_class"]), permutations=int(p["permutations"]),
-                target_se=p["target_se"], grid=parse_grid(p["grid"]), batch_size=int(p["batch_size"]),
-                seed=int(p["seed"]), progress=not ctx.quiet)
+                pretrained, data, out=out, per_class=int(p["per_class"]), estimator=p["estimator"], pairs=int(p["pairs"]),
+                target_loss=p["target_loss"],
+                permutations=int(p["permutations"]), target_se=p["target_se"], grid=parse_grid(p["grid"]),
+                batch_size=p["batch_size"], seed=int(p["seed"]), progress=not ctx.quiet)
         self._index(data, ctx.device)
 
     def _index(self, data, device) -> None:

@@ -1,17 +1,19 @@
-"""Built-in datasets: the embedded Fashion-MNIST subset, torchvision sets and image folders.
+"""Built-in datasets: the embedded Fashion-MNIST subset, torchvision sets, image folders, ImageNet and corruptions.
 
 ``fmnist-mini`` ships inside this package (``data/fmnist_mini.npz``, made by
 :mod:`advkit_datasets.build_mini`): the first 1,000 training and 200 test images
 of each Fashion-MNIST class, so that advkit works offline with no flag.
-The torchvision sets read from ``--data-dir`` and download only when allowed.
+The torchvision sets read from ``--data-dir`` and download only when allowed;
+ImageNet, CIFAR-10-C and ImageNet-C (:mod:`advkit_datasets.scale`) and image folders
+(:mod:`advkit_datasets.folder`) are read from files already on disk.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from advkit import hookimpl
+from advkit_datasets import folder, scale
 
 DATA = Path(__file__).parent / "data"
 
@@ -55,7 +57,9 @@ def _torchvision_factory(name: str):
         from advkit.data import DataInfo, ImageData
         from advkit.errors import UserError
 
-        root = data_dir or os.environ.get("ADVKIT_DATA_DIR") or os.path.expanduser("~/.cache/advkit/data")
+        from advkit_datasets.scale import data_root
+
+        root = str(data_root(data_dir))
         cls = getattr(torchvision.datasets, cls_name)
         tf = transforms.ToTensor()
         kwargs = {"split": split} if cls_name == "SVHN" else {"train": split == "train"}
@@ -75,32 +79,12 @@ def _torchvision_factory(name: str):
     return factory
 
 
-def imagefolder(split: str, data_dir: str | None = None, root: str = "", size: int = 0, eps: str = "8/255"):
-    """Images in ROOT/<class>/*.png (or ROOT/<split>/<class>/...), resized to size x size if given."""
-    from torchvision import datasets, transforms
-
-    from advkit.data import DataInfo, ImageData
-    from advkit.errors import UserError
-
-    base = Path(root or data_dir or "")
-    if not base.is_dir():
-        raise UserError(f"image folder {str(base)!r} does not exist (use imagefolder:root=DIR or --data-dir DIR)")
-    if (base / split).is_dir():
-        base = base / split
-    tfs = ([transforms.Resize((size, size))] if size else []) + [transforms.ToTensor()]
-    try:
-        folder = datasets.ImageFolder(str(base), transform=transforms.Compose(tfs))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise UserError(f"image folder {base}: {exc}") from None
-    x0, _ = folder[0]
-    c = x0.shape[0]
-    info = DataInfo(f"imagefolder:{base}", len(folder.classes), tuple(x0.shape), (0.5,) * c, (0.5,) * c, list(folder.classes), default_eps=eps, source=str(base))
-    return ImageData(folder, info)
-
-
 @hookimpl
 def advkit_register_datasets(register):
     register("fmnist-mini", fmnist_mini, aliases=("default",))
     for name in TORCHVISION:
         register(name, _torchvision_factory(name), aliases=("fmnist",) if name == "fashion-mnist" else ())
-    register("imagefolder", imagefolder, aliases=("folder",))
+    register("imagefolder", folder.imagefolder, aliases=("folder",))
+    register("imagenet", scale.imagenet)
+    register("cifar10-c", scale.cifar10_c)
+    register("imagenet-c", scale.imagenet_c)

@@ -1,9 +1,10 @@
-"""Feature extractors for the Fréchet distance: the explained model, any advkit model, or Inception-v3.
+"""Feature extractors for the Fréchet distance: the FID Inception, the explained model, or any advkit model.
 
-Images are adapted to the extractor's input (grey ↔ RGB, bilinear resize).
-Inception-v3 (torchvision's architecture, inputs scaled to [-1, 1], 2048
-pooled features) is only built from a local weights file: advkit never
-downloads weights.
+``inception`` is the FID Inception-v3 (:mod:`advkit_explainers.inception`):
+with it the Fréchet distance is the FID. ``model`` (the explained model's
+representation) and a ``load_model`` spec give a Fréchet distance in that
+network's features, which is not FID and says so in its description. For
+those, images are adapted to the network's input (grey ↔ RGB, bilinear resize).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import torch.nn.functional as F
 
 from advkit.errors import UserError
 
+from advkit_explainers.inception import fid_inception
 from advkit_explainers.layers import Representation
+
+INCEPTION_NAMES = ("inception", "inception-v3", "inception_v3", "fid")
 
 
 def adapt(x: torch.Tensor, shape) -> torch.Tensor:
@@ -34,6 +38,8 @@ def adapt(x: torch.Tensor, shape) -> torch.Tensor:
 class Extractor:
     """Images in [0, 1] → (N, k) features of ``net`` at ``layer`` (see :class:`Representation`)."""
 
+    is_fid = False
+
     def __init__(self, net, input_shape, layer: str = "", description: str = ""):
         self.net = net.eval()
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -47,41 +53,43 @@ class Extractor:
         return out.clone()
 
 
-def inception(weights: str, device) -> Extractor:
-    """Inception-v3 from a local torchvision/timm ImageNet state dict."""
-    if not weights:
-        raise UserError(
-            "extractor=inception needs local Inception-v3 weights: pass --opt weights=FILE "
-            "(a torchvision inception_v3 state dict, .pth or .safetensors); advkit does not download them"
-        )
-    from torchvision.models import inception_v3
+class InceptionExtractor:
+    """The FID Inception as an extractor (``feature``: 2048 for FID, 192 for the inversion distance of ``invert``)."""
 
-    from advkit.checkpoint import load_state, load_weights_file
-    from advkit.models import ImageClassifier
+    is_fid = True
 
-    net = inception_v3(weights=None, aux_logits=False, init_weights=False, transform_input=False)
-    state = {k: v for k, v in load_weights_file(weights).items() if not k.startswith("AuxLogits.")}
-    load_state(net, state, weights)
-    model = ImageClassifier(net, [0.5] * 3, [0.5] * 3, num_classes=1000, input_shape=(3, 299, 299), arch="inception_v3")
-    return model.to(device).eval()
+    def __init__(self, where: str, weights: str, feature: str, device, hint: str = ""):
+        self.net = fid_inception(where, weights, feature, device, hint)
+        self.description = self.net.description
+        self.standard, self.sha256 = self.net.standard, self.net.sha256
+
+    def __call__(self, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+        return self.net(x, batch_size)
 
 
-def load_extractor(spec: str, layer: str, weights: str, model, x: torch.Tensor) -> Extractor:
-    """``""``: the explained model; ``inception``: Inception-v3 from WEIGHTS; else any ``load_model`` spec."""
+def load_extractor(where: str, spec: str, layer: str, weights: str, model, x: torch.Tensor, dataset: str | None = None):
+    """``inception``: the FID Inception; ``model``: the explained model; else any ``load_model`` spec."""
     spec = spec.strip()
-    if not spec:
+    if spec.lower() in INCEPTION_NAMES:
+        if layer:
+            raise UserError(f"{where}: layer= applies to model extractors; the FID Inception uses its pool3 features")
+        hint = "; extractor=model gives a Fréchet distance in the model's own features instead (not FID)"
+        return InceptionExtractor(where, weights, "2048", x.device, hint)
+    if spec.lower() == "model":
         return Extractor(model, x.shape[1:], layer, "the explained model")
-    if spec.lower() in ("inception", "inception-v3", "inception_v3"):
-        net = inception(weights, x.device)
-        return Extractor(net, net.input_shape, layer, "inception-v3")
+    if not spec:
+        raise UserError(f"{where}: extractor must be inception, model or a model spec")
+    from types import SimpleNamespace
+
     from advkit.models import load_model
 
-    mean = getattr(model, "mean", None)
-    std = getattr(model, "std", None)
-    net = load_model(
-        spec, num_classes=getattr(model, "num_classes", 10), input_shape=tuple(x.shape[1:]),
-        mean=mean.flatten().tolist() if mean is not None else None,
-        std=std.flatten().tolist() if std is not None else None,
-        weights=weights or None, device=x.device,
+    # a new backbone gets the explained model's classes, input shape and normalization; a complete model
+    # (a bundled or saved one) keeps its own
+    mean, std = getattr(model, "mean", None), getattr(model, "std", None)
+    like = SimpleNamespace(
+        name=dataset or "", num_classes=getattr(model, "num_classes", 10), input_shape=tuple(x.shape[1:]),
+        mean=mean.flatten().tolist() if mean is not None else [0.0] * x.shape[1],
+        std=std.flatten().tolist() if std is not None else [1.0] * x.shape[1],
     )
+    net = load_model(spec, dataset=like, weights=weights or None, device=x.device)
     return Extractor(net, net.input_shape, layer, spec)

@@ -3,12 +3,21 @@
 ``--defense lwta`` replaces the backbone's ReLU-family activation modules with
 :class:`~advkit_lwta.block.LWTA` blocks of ``U`` competing units. The model
 stays random at test time (``stochastic``), so evaluate it adaptively (EOT).
-The paper's IBP prior over connections and the KL terms of its ELBO are not
-implemented: training uses the objective of whatever other defense is given
-(cross-entropy by default, or PGD-AT, TRADES...).
+Activations a backbone calls as functions (``F.relu`` in a ``forward``) are
+not modules and cannot be swapped: the defense warns and names them.
+
+The paper's optional IBP prior and the KL terms of its ELBO are not
+implemented, on purpose (docs/lwta.md): the prior acts on a Bernoulli
+utility indicator per connection of every linear and convolutional layer
+(a Bayesian layer, not an activation), and the ELBO's KL terms would have
+to be added to the training objective, which in advkit belongs to one
+objective defense (cross-entropy by default, or PGD-AT, TRADES, MART...), so
+``lwta`` could no longer be combined with them. Training uses that objective.
 """
 
 from __future__ import annotations
+
+import warnings
 
 from advkit import hookimpl
 from advkit.defense import Defense
@@ -32,16 +41,22 @@ class LWTADefense(Defense):
 
     def transform_model(self, backbone):
         from advkit_lwta.block import LWTA
-        from advkit_lwta.transform import replace_activations
+        from advkit_lwta.transform import functional_activations, replace_activations
 
+        unreachable = functional_activations(backbone)
         p = self.params
         count = replace_activations(
             backbone,
             lambda where: LWTA(int(p["U"]), p["temperature"], p["test_temperature"], p["deterministic"],
                                p["hard"], p["pad"], where),
         )
+        where = "; ".join(unreachable[:3]) + (" ..." if len(unreachable) > 3 else "")
         if count == 0:
-            raise UserError(f"lwta: {type(backbone).__name__} has no ReLU-family activation modules to replace")
+            extra = f" (it calls activations as functions: {where}; use nn.ReLU modules)" if unreachable else ""
+            raise UserError(f"lwta: {type(backbone).__name__} has no ReLU-family activation modules to replace{extra}")
+        if unreachable:
+            warnings.warn(f"lwta: replaced {count} activation modules, but functional activations stay as they are: "
+                          f"{where}", stacklevel=2)
         return backbone
 
 

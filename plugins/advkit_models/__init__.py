@@ -1,4 +1,4 @@
-"""Built-in backbones: small nets of the literature, any timm model, and bundled checkpoints.
+"""Built-in backbones: small nets of the literature, any timm model, bundled checkpoints and model zoos.
 
 Bundled checkpoints (``weights/``) were trained with ``advkit train`` on the
 embedded ``fmnist-mini`` data; docs/models.md gives the commands.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from advkit import hookimpl
+from advkit_models import zoo
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -87,6 +88,12 @@ def advkit_register_backbones(register):
     register("resnet18-cifar", resnet18_cifar, aliases=("cifar-resnet18",))
     register("wrn-34-10", wide_resnet, aliases=("wideresnet", "wrn"))
     register("timm", timm_model, summary="Any timm architecture: --model timm/NAME (or a bare timm name)",
-             prefix="timm/", claims=timm_knows)
+             prefix="timm/", claims=timm_knows, library="timm")
+    register("robustbench", zoo.robustbench_model, prefix="robustbench:",
+             summary="A RobustBench model zoo entry: --model robustbench:NAME --dataset cifar10 --norm Linf")
+    register("robustbench-arch", zoo.robustbench_arch,
+             summary="A RobustBench architecture without weights (rebuilds checkpoints made from robustbench:NAME)")
+    register("hf-hub", zoo.hf_hub_model, prefix="hf-hub:",
+             summary="A timm model with hub weights, from the local cache offline: --model hf-hub:ORG/NAME")
     for name in BUNDLED:
         register(name, bundled(name), aliases=("default",) if name == "smallcnn-fmnist" else ())

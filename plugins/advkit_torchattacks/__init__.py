@@ -19,7 +19,7 @@ def advkit_register_attacks(register):
     from advkit_torchattacks.curated import CURATED
 
     for name, factory, aliases, capabilities, ranges in CURATED:
-        register(name, factory, aliases=aliases, ranges=ranges, **capabilities)
+        register(name, factory, aliases=aliases, ranges=ranges, library="torchattacks", **capabilities)
     for spec in SPECS:
         register(f"ta.{spec.cls.lower()}", factory_for(spec), summary=spec.summary,
-                 minimum_norm=spec.minimum_norm, black_box=spec.black_box)
+                 minimum_norm=spec.minimum_norm, black_box=spec.black_box, library="torchattacks")

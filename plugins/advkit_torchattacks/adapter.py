@@ -5,16 +5,22 @@ The threat model fills the class's own budget arguments (``eps`` or
 classes (``n_classes``) comes from one forward pass on the first batch. The
 torchattacks object is built on first use and then reused, so its random
 state behaves exactly as when calling torchattacks directly.
+
+Square's queries are shown next to the engine's progress bar as they happen
+(:func:`advkit.runtime.activity`), and each attack declares its worst-case
+passes per point (``report["passes"]``) for the engine's cost estimate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import io
 
 from advkit.errors import UserError
 from advkit.attack import LibraryAttack, dist_version
+from advkit import runtime
 from advkit_torchattacks.catalog import TORCHATTACKS_VERSION, Spec
 
 _REDUCED_AA = "(reduced: 10-step APGD; not the standard AutoAttack)"
@@ -110,6 +116,8 @@ def bind(cls_name: str, model, threat, kwargs: dict, *, infer_classes=False, rgb
                     kw["n_classes"] = int(model(x[:1]).shape[-1])
             with contextlib.redirect_stdout(io.StringIO()):  # torchattacks prints a few notices
                 atk = state["attack"] = cls(model, **kw)
+            if cls_name == "Square":
+                _track_queries(atk)
         return atk(x, y)
 
     label = f"torchattacks {version} {cls_name}" + (f" {_REDUCED_AA}" if cls_name == "AutoAttack" else "")
@@ -117,4 +125,50 @@ def bind(cls_name: str, model, threat, kwargs: dict, *, infer_classes=False, rgb
     report = {"attack_class": f"torchattacks.{cls_name}", "attack_params": shown}
     if cls_name == "AutoAttack":
         report["standard_autoattack"] = False
+    else:
+        cost = passes(kwargs)
+        if cost:
+            report["passes"] = cost
     return LibraryAttack(run, label, report=report, state=state)
+
+
+def passes(kwargs: dict) -> dict | None:
+    """Worst-case passes per point from the attack's own arguments: ``n_queries`` forward passes
+    (score-based attacks) or ``steps`` forward+backward passes, times ``n_restarts``; ``None`` otherwise."""
+    restarts = int(kwargs.get("n_restarts") or 1)
+    if isinstance(kwargs.get("n_queries"), int):
+        return {"forward": kwargs["n_queries"] * restarts}
+    if isinstance(kwargs.get("steps"), int):
+        return {"backward": kwargs["steps"] * restarts}
+    return None
+
+
+def _track_queries(atk) -> None:
+    """Count a torchattacks ``Square``'s queries (one ``margin_and_loss`` each) and show them."""
+    count = {"restart": 0, "query": 0}
+
+    def show(force: bool) -> None:
+        runtime.activity(f"Square: restart {count['restart']}/{atk.n_restarts}, query "
+                 f"{min(count['query'], atk.n_queries)}/{atk.n_queries}", force=force)
+
+    perturb, single, margin = atk.perturb, atk.attack_single_run, atk.margin_and_loss
+
+    @functools.wraps(perturb)
+    def perturb_batch(*args, **kw):
+        count["restart"] = count["query"] = 0
+        return perturb(*args, **kw)
+
+    @functools.wraps(single)
+    def attack_single_run(*args, **kw):
+        count["restart"] += 1
+        count["query"] = 0
+        show(True)
+        return single(*args, **kw)
+
+    @functools.wraps(margin)
+    def margin_and_loss(*args, **kw):
+        count["query"] += 1
+        show(False)
+        return margin(*args, **kw)
+
+    atk.perturb, atk.attack_single_run, atk.margin_and_loss = perturb_batch, attack_single_run, margin_and_loss

@@ -1,9 +1,10 @@
 """Adversarial-training defenses: PGD-AT, TRADES, MART, label smoothing and mixed-batch training.
 
-Objectives (``pgd-at``, ``trades``, ``mart``, ``label-smoothing``) own the
-*objective* point; the first three get their examples from the engine's
-training PGD (:mod:`advkit.adversary`) unless an adversary defense such
-as ``mixed`` (or PART) owns the *adversary* point.
+Objectives (``pgd-at``, ``trades``, ``mart``) own the *objective* point and get
+their examples from the engine's training PGD (:mod:`advkit.adversary`) unless
+an adversary defense such as ``mixed`` (or PART) owns the *adversary* point.
+``label-smoothing`` is a modifier: it owns no point and smooths the labels of
+whichever objective trains.
 """
 
 from __future__ import annotations

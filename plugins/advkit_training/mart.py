@@ -3,7 +3,8 @@
 ``BCE(p(x_adv), y) + beta · KL(p(x) || p(x_adv)) · (1 - p_y(x))``, where the
 boosted CE adds ``-log(1 - max_{k != y} p_k(x_adv))``; the terms follow the
 reference implementation. The adversary maximises CE, started from
-``x + 0.001·N(0, 1)`` as there.
+``x + 0.001·N(0, 1)`` as there. The CE term goes through ``ctx.cross_entropy``
+(``--defense label-smoothing`` smooths it; the boosting term keeps hard labels).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class MART(Defense):
         adv_probs = F.softmax(logits_adv, dim=1)
         top2 = torch.argsort(adv_probs, dim=1)[:, -2:]
         other = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
-        bce = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), other)
+        bce = ctx.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), other)
         nat_probs = F.softmax(logits, dim=1)
         true_probs = nat_probs.gather(1, y.unsqueeze(1)).squeeze(1)
         kl = (nat_probs * (torch.log(nat_probs + 1e-12) - torch.log(adv_probs + 1e-12))).sum(dim=1)

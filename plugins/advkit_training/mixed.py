@@ -107,13 +107,23 @@ class Mixed(Defense):
                 self._resolve(name)
 
     def on_epoch_end(self, model, data, ctx):
-        """Report this epoch's minimum-norm attacks: how many of their examples fitted the budget."""
-        for (name, _, _), atk in self._attacks.items():
-            if atk.minimum_norm and atk.stats["points"]:
-                kept = atk.stats["points"] - atk.stats["dropped"]
-                ctx.report(f"mixed: {name} kept {kept}/{atk.stats['points']} examples inside {ctx.threat} "
+        """Report this epoch's minimum-norm attacks: how many of their examples fitted the budget (all ranks)."""
+        from advkit import get_registry as registry
+        from advkit.distributed import all_sum
+
+        names = [n for n in self.names if n not in BUILTIN]
+        counts: list[float] = []
+        for name in names:
+            attacks = [atk for (n, _, _), atk in self._attacks.items() if n == name]
+            counts += [sum(a.stats["points"] for a in attacks), sum(a.stats["dropped"] for a in attacks)]
+            for atk in attacks:
+                atk.stats.update(points=0, dropped=0)
+        counts = all_sum(counts, ctx.device) if counts else []  # every rank calls it once, with the same names
+        for i, name in enumerate(names):
+            points, dropped = int(counts[2 * i]), int(counts[2 * i + 1])
+            if points and registry("attack").get(name).can("minimum_norm"):
+                ctx.report(f"mixed: {name} kept {points - dropped}/{points} examples inside {ctx.threat} "
                            f"(the others trained as clean)")
-            atk.stats.update(points=0, dropped=0)
 
     def _attack(self, name, model, threat):
         key = (name, id(model), threat)

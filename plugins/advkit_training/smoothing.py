@@ -1,26 +1,29 @@
-"""Label smoothing as a training objective.
+"""Label smoothing as a modifier that composes with any objective.
 
-Cross-entropy against smoothed targets, on the adversarial batch when an
-adversary defense runs (``--defense mixed --defense label-smoothing``) and on
-the clean batch otherwise. It owns the *objective* point, so it cannot join
-another objective; ``pgd-at`` and ``trades`` take a ``smoothing`` parameter
-for that.
+It owns no point: its ``setup`` sets ``ctx.label_smoothing``, which every
+objective applies to its cross-entropy terms through ``ctx.cross_entropy``
+(PGD-AT: CE on the adversarial and, with ``clean_weight``, clean examples;
+TRADES: the natural CE; MART: the CE part of its boosted CE). Alone it smooths
+plain training's cross-entropy (on the adversarial batch when an adversary
+defense such as ``mixed`` runs). ``--defense pgd-at --defense label-smoothing``
+is PGD-AT with smoothed labels.
 """
 
 from __future__ import annotations
 
 from advkit.defense import Defense
+from advkit.errors import UserError
 from advkit_training import _checks
 
 
 class LabelSmoothing(Defense):
-    """Cross-entropy with smoothed labels (on adversarial examples when an adversary runs)."""
+    """Cross-entropy against smoothed labels in whatever objective trains (a modifier, no point of its own)."""
 
     def __init__(self, smoothing: float = 0.1):
         super().__init__(smoothing=smoothing)
         self.smoothing = _checks.fraction("label-smoothing.smoothing", smoothing, upper_open=True)
 
-    def loss(self, model, x, x_adv, y, ctx):
-        import torch.nn.functional as F
-
-        return F.cross_entropy(model(x if x_adv is None else x_adv), y, label_smoothing=self.smoothing)
+    def setup(self, model, data, ctx):
+        if ctx.label_smoothing:
+            raise UserError("label smoothing is set twice; keep one --defense label-smoothing")
+        ctx.label_smoothing = self.smoothing

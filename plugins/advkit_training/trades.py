@@ -3,7 +3,8 @@
 An *objective* whose adversary maximises the KL term (:meth:`attack_loss`),
 so any adversary defense (PGD, PART) runs on the TRADES loss. The default
 adversary is the engine's training PGD started, as in the reference code,
-from ``x + 0.001·N(0, 1)``.
+from ``x + 0.001·N(0, 1)``. The natural cross-entropy goes through
+``ctx.cross_entropy`` (``--defense label-smoothing`` smooths it).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ class TRADES(Defense):
 
     needs_adversary = True
 
-    def __init__(self, beta: float = 6.0, steps: int = 10, step_size: float | None = None, smoothing: float = 0.0):
-        super().__init__(beta=beta, steps=steps, step_size=step_size, smoothing=smoothing)
+    def __init__(self, beta: float = 6.0, steps: int = 10, step_size: float | None = None):
+        super().__init__(beta=beta, steps=steps, step_size=step_size)
         self.beta = _checks.nonneg("trades.beta", beta)
         self.steps = _checks.steps("trades.steps", steps)
         self.step_size = _checks.step_size("trades.step_size", step_size)
-        self.smoothing = _checks.fraction("trades.smoothing", smoothing, upper_open=True)
 
     def default_adversary(self) -> Defense:
         from advkit.adversary import PGDAdversary
@@ -40,7 +40,7 @@ class TRADES(Defense):
         import torch.nn.functional as F
 
         logits = model(x)
-        natural = F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+        natural = ctx.cross_entropy(logits, y)
         if x_adv is None:
             return natural
         logits_adv = model(x_adv)

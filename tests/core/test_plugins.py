@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from advkit import plugins
+from advkit.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "advkit-plugin-example"
@@ -82,31 +83,141 @@ def test_plugin_that_raises_in_a_hook_is_isolated(tmp_path):
     assert "pgd" in r.stdout
 
 
-@pytest.fixture(scope="module")
-def example_installed():
-    pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q", "-e", str(EXAMPLE)]
-    subprocess.run(pip, check=True, capture_output=True, timeout=300)
+def _ghost_module():
+    """A plugin that registers in three hooks and a command, then raises in its dataset hook."""
+    import types
+
+    import click
+
+    import advkit as advkit_pkg
+
+    module = types.ModuleType("advkit_ghost")
+
+    def advkit_register_attacks(register):
+        register("ghost-attack", lambda model, threat: None)
+
+    def advkit_register_backbones(register):
+        register("ghostnet", lambda num_classes=10: None)
+
+    def advkit_register_datasets(register):
+        register("ghost-data", lambda split, data_dir=None: None)
+        raise ValueError("bad dataset hook")
+
+    def advkit_register_commands(cli):
+        @cli.command("ghost-cmd")
+        def ghost_cmd():
+            click.echo("ghost ran")
+
+    for fn in (advkit_register_attacks, advkit_register_backbones, advkit_register_datasets, advkit_register_commands):
+        setattr(module, fn.__name__, advkit_pkg.hookimpl(fn))
+    return module
+
+
+def test_plugin_failing_in_a_later_hook_is_marked_failed_and_keeps_nothing():
+    """Its attack, backbone and command, registered in hooks that did not fail, are all gone; it is FAILED."""
+    from click.testing import CliRunner
+
+    from advkit.cli import cli
+    from advkit.listing import format_listing, list_components
+    from advkit.models import load_model
+
+    before = dict(cli.commands)
     try:
-        yield
+        plugins.load_plugins()
+        plugins.register_plugin(_ghost_module(), plugins.PluginInfo("ghost", "advkit_ghost", "advkit-ghost", "0.1"))
+        plugins.register_commands(cli)
+        assert "ghost-cmd" in cli.commands  # the failure is not known before the registries are filled
+        r = CliRunner().invoke(cli, ["list", "plugins"])
+        line = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("ghost ")]
+        assert line and "FAILED: ValueError in advkit_register_datasets: bad dataset hook" in line[0]
+        assert "plugin 'ghost' failed in advkit_register_datasets and is skipped" in r.stderr
+        listing = list_components()
+        names = {e["name"] for kind, entries in listing.items() if kind != "plugins" for e in entries}
+        assert not names & {"ghost-attack", "ghostnet", "ghost-data"} and {"pgd", "smallcnn"} <= names
+        assert "ghost" not in format_listing({k: v for k, v in listing.items() if k != "plugins"})
+        with pytest.raises(UserError, match="unknown backbone 'ghostnet'"):
+            load_model("ghostnet")
+        assert "ghost-cmd" not in cli.commands
     finally:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "advkit-plugin-example"], capture_output=True)
+        plugins.reset()
+        cli.commands.clear()
+        cli.commands.update(before)
+        plugins.load_plugins()
 
 
-def test_example_plugin_from_the_cli(example_installed, tmp_path):
-    r = advkit("list", "--json")
-    listing = json.loads(r.stdout)
-    example = {p["name"]: p for p in listing["plugins"]}["example"]
-    assert example["package"] == "advkit-plugin-example" and example["version"] == "0.1.0"
-    assert "noise" in {a["name"] for a in listing["attacks"] if a["provider"] == "example"}
-    assert "saliency" in {e["name"] for e in listing["explainers"]}
-    r = advkit("--quiet", "eval", "--attacks", "noise,fgsm", "--n", "40", "--out", str(tmp_path / "ev"))
-    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
-    assert [a["name"] for a in rep["attacks"]] == ["noise", "fgsm"]
-    assert rep["attacks"][0]["implementation"] == "advkit-plugin-example 0.1.0 noise"
-    assert rep["robust_accuracy"] <= rep["clean_accuracy"]
-    advkit("explain", "--method", "saliency", "--n", "4", "--out", str(tmp_path / "ex"))
-    assert (tmp_path / "ex" / "figure.png").stat().st_size > 1000
-    import numpy as np
+def test_command_of_a_plugin_found_failed_later_refuses_to_run():
+    import click
+    from click.testing import CliRunner
 
-    arrays = np.load(tmp_path / "ex" / "explanation.npz")
-    assert arrays["maps"].shape == (4, 1, 28, 28) and (arrays["maps"] >= 0).all() and arrays["maps"].max() > 0
+    group = click.Group("probe")
+    try:
+        plugins.load_plugins()
+        plugins.register_plugin(_ghost_module(), plugins.PluginInfo("ghost", "advkit_ghost", "advkit-ghost", "0.1"))
+        plugins.register_commands(group)
+        r = CliRunner().invoke(group, ["ghost-cmd"])  # filling the registries happens on the call
+        assert r.exit_code != 0 and "ghost ran" not in r.stdout
+        assert isinstance(r.exception, UserError)
+        assert "command 'ghost-cmd' comes from plugin 'ghost', which failed: ValueError" in str(r.exception)
+    finally:
+        plugins.reset()
+        plugins.load_plugins()
+
+
+def test_plugin_failing_in_its_command_hook_adds_no_command():
+    import types
+
+    import click
+
+    import advkit as advkit_pkg
+
+    module = types.ModuleType("advkit_halfcmd")
+
+    def advkit_register_commands(cli):
+        cli.add_command(click.Command("half-cmd", callback=lambda: None))
+        raise RuntimeError("after one command")
+
+    module.advkit_register_commands = advkit_pkg.hookimpl(advkit_register_commands)
+    group = click.Group("probe")
+    try:
+        plugins.load_plugins()
+        plugins.register_plugin(module, plugins.PluginInfo("halfcmd", "advkit_halfcmd", "advkit-halfcmd", "1.0"))
+        plugins.register_commands(group)
+        assert "half-cmd" not in group.commands
+        info = {p.name: p for p in plugins.plugins()}["halfcmd"]
+        assert info.error == "RuntimeError in advkit_register_commands: after one command"
+    finally:
+        plugins.reset()
+        plugins.load_plugins()
+
+
+def test_registration_declares_the_wrapped_library():
+    """The listing shows the library a component wraps, with its installed version, not advkit's."""
+    import importlib.metadata as md
+
+    from click.testing import CliRunner
+
+    from advkit.cli import cli
+
+    pgd = plugins.registry("attack").get("pgd").as_dict()
+    assert pgd["library"] == {"name": "torchattacks", "version": md.version("torchattacks")}
+    assert pgd["package"] == "advkit"
+    art = plugins.registry("attack").get("art.pgd").as_dict()["library"]
+    assert art == {"name": "adversarial-robustness-toolbox", "version": md.version("adversarial-robustness-toolbox")}
+    assert plugins.registry("explainer").get("ig").as_dict()["library"]["name"] == "captum"
+    assert plugins.registry("backbone").get("timm").as_dict()["library"]["version"] == md.version("timm")
+    aa = plugins.registry("attack").get("aa").as_dict()["library"]
+    assert aa["name"] in ("autoattack", "pyautoattack", "torchattacks") and aa["version"] == md.version(aa["name"])
+    assert plugins.registry("backbone").get("smallcnn").as_dict()["library"] is None
+    out = CliRunner().invoke(cli, ["list", "attacks", "pgd"]).stdout
+    assert f"pgd (aka pgd-linf)  [torchattacks {md.version('torchattacks')}; plugin torchattacks]" in out
+
+
+def test_library_must_name_distributions():
+    from advkit.registry import Entry
+
+    with pytest.raises(TypeError, match="library must be"):
+        plugins._entry("attack", plugins.PluginInfo("p", "p", "", ""), "x", lambda model, threat: None, library=3)
+    entry = Entry("attack", "x", print, "p", library=("no-such-dist-xyz", "torchattacks"))
+    assert entry.wrapped()["name"] == "torchattacks"
+    assert Entry("attack", "x", print, "p", library=("no-such-dist-xyz",)).wrapped() == \
+        {"name": "no-such-dist-xyz", "version": "not installed"}

@@ -60,3 +60,44 @@ def test_parsers():
     assert parse_spec("mixed:clean=0.5,fgsm=0.25") == ("mixed", {"clean": "0.5", "fgsm": "0.25"})
     with pytest.raises(UserError):
         parse_spec("mixed:clean")
+
+
+def test_listing_filters_by_wildcard_pattern():
+    """``list_components(kind, pattern)`` keeps what shell wildcards match in a name, alias or qualified name."""
+    import fnmatch
+
+    from advkit.listing import list_components
+    from advkit.plugins import registry
+
+    def expected(kind, pattern):
+        return sorted(e.name for e in registry(kind)
+                      if any(fnmatch.fnmatchcase(n.lower(), pattern) for n in (e.name, e.qualified, *e.aliases)))
+
+    got = sorted(e["name"] for e in list_components("backbones", "*resnet*")["backbones"])
+    assert got == expected("backbone", "*resnet*") and "resnet18-cifar" in got and "smallcnn" not in got
+    got = sorted(e["name"] for e in list_components("attacks", "TA.*")["attacks"])
+    assert got == expected("attack", "ta.*") and len(got) > 10 and all(n.startswith("ta.") for n in got)
+    assert [e["name"] for e in list_components("attacks", "pgd-linf")["attacks"]] == ["pgd"]  # an alias matches
+    assert list_components("datasets", "nothing*") == {"datasets": []}
+    assert [p["name"] for p in list_components("plugins", "model?")["plugins"]] == ["models"]
+
+
+def test_list_command_with_a_pattern():
+    from click.testing import CliRunner
+
+    from advkit.cli import cli
+
+    def run(*args):
+        r = CliRunner().invoke(cli, ["list", *args])
+        return r.exit_code, r.stdout, r.stderr
+
+    code, out, _ = run("backbones", "*resnet*")
+    assert code == 0 and out.startswith("backbones (2)\n") and "resnet18-cifar" in out and "smallcnn" not in out
+    code, out, _ = run("*square*")  # a lone pattern searches every kind; empty kinds are left out
+    assert code == 0 and out.startswith("attacks (") and "backbones" not in out and "square" in out
+    code, out, _ = run("attack", "fgsm", "--json")  # singular kinds work too
+    assert code == 0 and [a["name"] for a in __import__("json").loads(out)["attacks"]] == ["fgsm"]
+    code, _, err = run("atacks")
+    assert code == 2 and "unknown kind 'atacks'; did you mean 'attacks'?" in err
+    code, _, err = run("zzz*")
+    assert code == 2 and "nothing registered matches 'zzz*'" in err

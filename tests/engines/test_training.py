@@ -19,9 +19,9 @@ from advkit.defense import Defense
 from advkit.errors import ThreatViolation, UserError
 from advkit.models import load_checkpoint, load_model
 from advkit.threat import ThreatModel
-from advkit.training.trainer import (
-    apply_augmentation, augmentation_for, draw_augmentation, epoch_batches, lr_at, train,
-)
+from advkit.training.batching import apply_augmentation, augmentation_for, draw_augmentation, epoch_batches
+from advkit.training.optim import lr_at
+from advkit.training.trainer import train
 from advkit.runtime import derive_seed
 
 LINF = ThreatModel.parse("Linf", "0.1")
@@ -247,6 +247,10 @@ def test_cli_train(tmp_path):
     (["--defense", "no-such-defense"], "unknown defense"),
     (["--resume"], "nothing to resume"),
     (["--eps", "lots"], "not a number"),
+    (["--optimizer", "adma"], "--optimizer must be one of sgd, adam, got 'adma' (did you mean 'adam'?)"),
+    (["--schedule", "cosin"], "did you mean 'cosine'?"),
+    (["--val-eot", "0"], "--val-eot must be >= 1"),
+    (["--resume", "--overwrite"], "pass one of them"),
 ])
 def test_cli_errors(tmp_path, args, message):
     r = CliRunner().invoke(cli, ["-q", "train", "--epochs", "1", "--n-train", "32", "--n-val", "0",

@@ -234,15 +234,20 @@ def test_fid_grows_with_noise(model, fmnist_test):
     assert all(u < v for u, v in zip(d, d[1:])) and d[0] > 0
 
 
-def test_fid_explainer(model, batch):
+def test_fid_explainer(model, batch, tmp_path, monkeypatch):
     x, y = batch
-    e = explain(model, x, y, "fid", a="train", b="test", n_ref=100)
-    assert e.scores["fid"].shape == (1,) and e.meta["n_a"] == 100 and e.meta["fid"] > 0
-    assert e.meta["fid"] == pytest.approx(float(e.scores["fid"][0]))
+    e = explain(model, x, y, "fid", a="train", b="test", n_ref=100, extractor="model")
+    assert e.scores["frechet_distance"].shape == (1,) and e.meta["n_a"] == 100 and e.meta["frechet_distance"] > 0
+    assert e.meta["frechet_distance"] == pytest.approx(float(e.scores["frechet_distance"][0]))
+    assert "not FID" in e.meta["metric"] and "fid" not in e.scores
     g = explain(model, x, y, "fid", iterations=2, extractor="smallcnn:width=16", b="inputs")
     assert g.images.shape == x.shape and g.meta["features"] == 16
+    assert g.meta["metric"] == "Fréchet distance in the features of smallcnn:width=16, not FID"
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))  # no cached FID weights
     with pytest.raises(UserError, match="weights=FILE"):
-        explain(model, x, y, "fid", a="inputs", b="noise", extractor="inception")
+        explain(model, x, y, "fid", a="inputs", b="noise")
+    with pytest.raises(UserError, match="layer= applies to model extractors"):
+        explain(model, x, y, "fid", a="inputs", b="noise", layer="fc")
 
 
 def test_reference_dataset_must_match(model, batch):

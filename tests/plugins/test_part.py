@@ -16,7 +16,8 @@ from advkit.defense import create_defense
 from advkit.errors import UserError
 from advkit.models import load_model
 from advkit.threat import ThreatModel
-from advkit.training.trainer import apply_augmentation, train
+from advkit.training.batching import apply_augmentation
+from advkit.training.trainer import train
 from advkit_part.budget import budget_map, important, low_budget, zscore
 from advkit_part.cam import cam_maps
 from advkit_part.defense import PART, default_warmup

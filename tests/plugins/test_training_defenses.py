@@ -14,7 +14,8 @@ from advkit.defense import Defense, TrainContext, compose, create_defense
 from advkit.errors import UserError
 from advkit.models import load_checkpoint, load_model
 from advkit.threat import ThreatModel
-from advkit.training.trainer import build_optimizer, train
+from advkit.training.optim import build_optimizer
+from advkit.training.trainer import train
 
 LINF = ThreatModel.parse("Linf", "0.1")
 
@@ -62,7 +63,7 @@ def test_points():
 
 
 @pytest.mark.parametrize("pair,point", [
-    (("pgd-at", "trades"), "objective"), (("pgd-at", "label-smoothing"), "objective"),
+    (("pgd-at", "trades"), "objective"),
     (("lwta", "noise-injection"), "model"), (("mixed", "mixed:clean=1"), "adversary"),
 ])
 def test_same_point_is_refused(pair, point):
@@ -192,8 +193,77 @@ def test_trades_and_mart_losses_are_finite_and_reduce_to_ce(batch):
     assert torch.allclose(create_defense("trades").loss(model, x, x, y, ctx()), ce, atol=1e-5)  # KL(p||p) = 0
     mart = create_defense("mart").loss(model, x, x + 0.05 * torch.rand_like(x), y, ctx())
     assert torch.isfinite(mart) and mart > 0
-    smooth = create_defense("label-smoothing:smoothing=0.2").loss(model, x, None, y, ctx())
-    assert torch.allclose(smooth, F.cross_entropy(model(x), y, label_smoothing=0.2))
+
+
+# ----------------------------------------------------------------------------- label smoothing (a modifier)
+
+
+def smoothed_ce(logits, y, s):
+    """Cross-entropy against (1 - s) one-hot + s / K, written out (independent of torch's label_smoothing)."""
+    k = logits.shape[1]
+    target = torch.full_like(logits, s / k)
+    target[torch.arange(len(y)), y] += 1 - s
+    return -(target * torch.log_softmax(logits, 1)).sum(1).mean()
+
+
+def reference_loss(name, model, x, x_adv, y, s, beta=6.0):
+    """PGD-AT, TRADES and MART written from the papers' formulas, the CE terms with smoothed labels."""
+    la, lc = model(x_adv), model(x)
+    if name == "pgd-at":
+        return smoothed_ce(la, y, s)
+    p, q = torch.softmax(lc, 1), torch.softmax(la, 1)
+    kl = (p * (p.add(1e-12).log() - q.add(1e-12).log())).sum(1)
+    if name == "trades":
+        return smoothed_ce(lc, y, s) + beta * kl.mean()
+    rows = []
+    for i in range(len(y)):  # MART's boosted CE, one example at a time
+        others = [q[i, j] for j in range(q.shape[1]) if j != int(y[i])]
+        rows.append(-torch.log(1.0001 - max(others) + 1e-12))
+    boost = torch.stack(rows).mean()
+    weight = 1.0000001 - p[torch.arange(len(y)), y]
+    return smoothed_ce(la, y, s) + boost + beta * (kl * weight).mean()
+
+
+@pytest.mark.parametrize("objective", ["pgd-at", "trades", "mart"])
+@pytest.mark.parametrize("s", [0.0, 0.2])
+def test_label_smoothing_composes_with_each_objective(objective, s, batch, data):
+    model = smallcnn().eval()
+    x, y = batch
+    x_adv = (x + 0.05 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    defenses = [create_defense(objective)] + ([create_defense(f"label-smoothing:smoothing={s}")] if s else [])
+    owner = compose(defenses)
+    assert create_defense("label-smoothing").points == () and owner["objective"] is defenses[0]
+    c = ctx()
+    for d in defenses:
+        d.setup(model, data, c)
+    assert c.label_smoothing == s
+    got = defenses[0].loss(model, x, x_adv, y, c)
+    assert torch.allclose(got, reference_loss(objective, model, x, x_adv, y, s), rtol=1e-5, atol=1e-6)
+
+
+def test_label_smoothing_trains_with_pgd_at_and_alone(data, batch):
+    both = _fit(data, ["pgd-at:steps=1", "label-smoothing:smoothing=0.3"], epochs=1)
+    plain = _fit(data, ["pgd-at:steps=1"], epochs=1)
+    assert [r["name"] for r in both.model.info["defenses"]] == ["pgd-at", "label-smoothing"]
+    assert both.history[0]["train_loss"] != pytest.approx(plain.history[0]["train_loss"])
+    model = smallcnn().eval()
+    c = ctx()
+    create_defense("label-smoothing:smoothing=0.2").setup(model, data, c)
+    x, y = batch
+    assert torch.allclose(Defense().loss(model, x, None, y, c), smoothed_ce(model(x), y, 0.2), atol=1e-6)
+
+
+def test_label_smoothing_refused_where_it_cannot_act(data):
+    class HardCE(Defense):
+        name = "hard-ce"
+
+        def loss(self, model, x, x_adv, y, ctx):
+            return F.cross_entropy(model(x), y)
+
+    with pytest.raises(UserError, match="'hard-ce' does not apply label smoothing"):
+        _fit(data, [HardCE(), "label-smoothing"], epochs=1)
+    with pytest.raises(UserError, match="label smoothing is set twice"):
+        _fit(data, ["label-smoothing", "label-smoothing:smoothing=0.2"], epochs=1)
 
 
 # ----------------------------------------------------------------------------- mixed batches
@@ -400,3 +470,39 @@ def test_noise_injection_checkpoint_reloads(tmp_path, data):
     model = load_checkpoint(tmp_path / "last.safetensors")
     assert model.stochastic
     assert any(n.endswith("alpha") for n, _ in model.named_parameters())
+
+
+# ----------------------------------------------------------------------------- minimum-norm attacks in mixed batches
+
+
+@pytest.fixture(scope="module")
+def halfnorm():
+    """A minimum-norm test attack: leaves labels 0-4 in place (inside any ball), moves 5-9 by 3 eps (outside)."""
+    from advkit.plugins import register_plugin
+
+    @advkit.hookimpl
+    def advkit_register_attacks(register):
+        def factory(model, threat):
+            def attack(x, y):
+                far = (x + 3 * threat.eps).clamp(0, 1)
+                return torch.where((y >= 5).view(-1, 1, 1, 1), far, x)
+
+            return attack
+
+        register("halfnorm", factory, minimum_norm=True)
+
+    register_plugin(types.SimpleNamespace(advkit_register_attacks=advkit_register_attacks, __name__="test_halfnorm"))
+    return "halfnorm"
+
+
+def test_mixed_reports_what_each_minimum_norm_attack_kept(halfnorm, data, capsys):
+    result = train(smallcnn(), data, defenses=["mixed:halfnorm=1"], epochs=2, batch_size=32, threat=LINF,
+                   optimizer="adam", lr=1e-3, augment=False, quiet=False, val_attack="none")
+    y = data.tensors()[1]
+    kept, total = int((y < 5).sum()), len(y)
+    assert 0 < kept < total
+    line = f"mixed: halfnorm kept {kept}/{total} examples inside {LINF} (the others trained as clean)"
+    assert [h["notes"] for h in result.history] == [[line], [line]]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed.count(f"  {line}") == 2
+    assert printed.index(f"  {line}") == 1 and printed[0].startswith("epoch 1/2")

@@ -1,56 +1,58 @@
-"""An example advkit plugin: one attack and one explainer, registered through the ``advkit`` entry point."""
+"""An example advkit plugin: one component for each of the six hooks, registered through the ``advkit`` entry point.
+
+- attack ``noise``: best of N uniform random perturbations in the eps-ball;
+- defense ``gaussian-augment``: Gaussian noise on the clean batch (the *data* point);
+- explainer ``saliency``: absolute input gradient of the target logit;
+- backbone ``tinynet``: a two-layer CNN for any input shape;
+- dataset ``bars``: synthetic 16x16 images of bars in four orientations, made offline;
+- command ``advkit example-info``: what this plugin registered, and the run's device and seed.
+
+Only the contract (``advkit`` and the modules in ``advkit.CONTRACT``) is imported;
+heavy imports (torch) happen inside the factories, so ``advkit --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import advkit
 
+@advkit.hookimpl
+def advkit_register_attacks(register):
+    from advkit_example.attack import noise_attack
 
-def noise_attack(model, threat, draws: int = 8):
-    """Best of DRAWS uniform random perturbations in the eps-ball (a sanity baseline)."""
-    import torch
-
-    def attack(x, y):
-        best = x.clone()
-        lo, hi = threat.bounds
-        for _ in range(draws):
-            if threat.norm == "Linf":
-                delta = (torch.rand_like(x) * 2 - 1) * threat.eps
-            else:
-                delta = torch.randn_like(x)
-                norms = delta.flatten(1).norm(p=2 if threat.norm == "L2" else 1, dim=1).clamp_min(1e-12)
-                delta = delta * (threat.eps / norms).view(-1, *([1] * (x.dim() - 1)))
-            cand = (x + delta).clamp(lo, hi)
-            with torch.no_grad():
-                wrong = model(cand).argmax(1) != y
-            best[wrong] = cand[wrong]
-        return best
-
-    attack.implementation = "advkit-plugin-example 0.1.0 noise"
-    return attack
-
-
-def saliency(target: str = "label"):
-    """Absolute input gradient of the target logit (TARGET: label or pred)."""
-    import torch
-
-    from advkit import Explanation
-
-    def explain(model, x, y, ctx):
-        x = x.clone().requires_grad_(True)
-        logits = model(x)
-        cls = y if target == "label" else logits.argmax(1)
-        (grad,) = torch.autograd.grad(logits.gather(1, cls[:, None]).sum(), x)
-        return Explanation(method="saliency", inputs=x.detach(), maps=grad.abs().detach(), meta={"target": target})
-
-    return explain
+    register("noise", noise_attack, aliases=("random-noise",), black_box=True, ranges={"draws": advkit.Range(1)})
 
 
 @advkit.hookimpl
-def advkit_register_attacks(register):
-    register("noise", noise_attack, aliases=("random-noise",), black_box=True,
-             ranges={"draws": advkit.Range(1)})
+def advkit_register_defenses(register):
+    from advkit_example.defense import GaussianAugment
+
+    register("gaussian-augment", GaussianAugment, aliases=("gauss-aug",),
+             ranges={"sigma": advkit.Range(0, None, lo_open=True), "p": advkit.Range(0, 1)})
 
 
 @advkit.hookimpl
 def advkit_register_explainers(register):
+    from advkit_example.explainer import saliency
+
     register("saliency", saliency)
+
+
+@advkit.hookimpl
+def advkit_register_backbones(register):
+    from advkit_example.backbone import tinynet
+
+    register("tinynet", tinynet, ranges={"width": advkit.Range(1)})
+
+
+@advkit.hookimpl
+def advkit_register_datasets(register):
+    from advkit_example.dataset import bars
+
+    register("bars", bars, ranges={"n": advkit.Range(1)})
+
+
+@advkit.hookimpl
+def advkit_register_commands(cli):
+    from advkit_example.command import example_info
+
+    cli.add_command(example_info)

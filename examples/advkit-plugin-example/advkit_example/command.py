@@ -1,0 +1,19 @@
+"""Command ``advkit example-info``: a plugin command reads the root options from ``RunOptions``."""
+
+from __future__ import annotations
+
+import click
+
+import advkit
+
+
+@click.command("example-info")
+@click.option("--kind", default=None, help="Only this kind (attack, defense, explainer, backbone, dataset).")
+@click.pass_obj
+def example_info(opts, kind):
+    """Show what advkit-plugin-example registered, with the run's device and seed."""
+    click.echo(f"advkit-plugin-example {advkit.dist_version('advkit-plugin-example')} "
+               f"(device {opts.device}, seed {opts.seed})")
+    for k in [kind] if kind else ["attack", "defense", "explainer", "backbone", "dataset"]:
+        names = [e.name for e in advkit.get_registry(k) if e.package == "advkit-plugin-example"]
+        click.echo(f"  {k}s: {', '.join(names) or '-'}")
