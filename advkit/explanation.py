@@ -55,52 +55,79 @@ def _caption(ax, text) -> None:
         ax.text(0.5, -0.03, str(text), transform=ax.transAxes, ha="center", va="top", fontsize=6)
 
 
-def figure(explanations: list[tuple[str, Explanation]], max_cols: int = 10) -> bytes:
-    """A PNG grid, one column per image: the inputs, then per model its maps
-    (as overlays on the inputs), its images and its extra image sets."""
+def _count(explanations) -> int:
+    first = explanations[0][1]
+    return max([first.inputs.shape[0]] + [e.images.shape[0] for _, e in explanations if e.images is not None])
+
+
+def _rows(explanations, cols: range) -> list[tuple]:
+    """(title, images, maps or None, captions or None) per figure row, for the image columns ``cols``."""
+    first = explanations[0][1]
+
+    def images(t):
+        return [_to_image(t[i]) for i in cols if i < t.shape[0]]
+
+    def part(items):
+        return [items[i] for i in cols if i < len(items)] if items else None
+
+    rows = [(first.meta.get("inputs_title", "input"), images(first.inputs), None, part(first.meta.get("input_captions")))]
+    for label, e in explanations:
+        if e.maps is not None:
+            maps = [_to_map(e.maps[i]) for i in cols if i < e.maps.shape[0]]
+            rows.append((f"{label}: {e.method}", images(e.inputs), maps, None))
+        if e.images is not None:
+            title = e.meta.get("images_title", f"{e.method} images")
+            rows.append((f"{label}: {title}", images(e.images), None, part(e.meta.get("captions"))))
+        for key, t in e.extras.items():
+            rows.append((f"{label}: {key}", images(t), None, None))
+    return rows
+
+
+def figure(explanations: list[tuple[str, Explanation]], max_cols: int = 10, page: int = 0) -> bytes:
+    """A PNG grid, one column per image: the inputs, then per model its maps (overlaid on the inputs, with a
+    colour bar: 1 is the map's 99th percentile), its images and its extra image sets. ``page`` selects
+    images ``page * max_cols`` onwards; the title says which of how many are shown."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    first = explanations[0][1]
-    n = max([first.inputs.shape[0]] + [e.images.shape[0] for _, e in explanations if e.images is not None])
-    cols = min(max_cols, n)
-
-    def images(t):
-        return [_to_image(t[i]) for i in range(min(cols, t.shape[0]))]
-
-    # (title, images, maps or None, captions or None)
-    rows = [(first.meta.get("inputs_title", "input"), images(first.inputs), None, first.meta.get("input_captions"))]
-    for label, e in explanations:
-        if e.maps is not None:
-            rows.append((f"{label}: {e.method}", images(e.inputs), [_to_map(e.maps[i]) for i in range(min(cols, e.maps.shape[0]))], None))
-        if e.images is not None:
-            title = e.meta.get("images_title", f"{e.method} images")
-            rows.append((f"{label}: {title}", images(e.images), None, e.meta.get("captions")))
-        for key, t in e.extras.items():
-            rows.append((f"{label}: {key}", images(t), None, None))
+    n = _count(explanations)
+    cols = range(page * max_cols, min(n, (page + 1) * max_cols))
+    rows = _rows(explanations, cols)
+    width = len(cols)
     height = [1.7 + (0.15 if caps else 0.0) for *_, caps in rows]
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, sum(height)), dpi=110, squeeze=False,
-                             gridspec_kw={"height_ratios": height})
+    fig, axes = plt.subplots(len(rows), width, figsize=(1.6 * width + 0.6, sum(height) + 0.3), dpi=110,
+                             squeeze=False, gridspec_kw={"height_ratios": height})
+    overlay = None
     for r, (title, imgs, maps, caps) in enumerate(rows):
-        for c in range(cols):
+        for c in range(width):
             ax = axes[r][c]
             ax.axis("off")
             if c >= len(imgs):
                 continue
-            img = imgs[c]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+            ax.imshow(imgs[c], cmap="gray" if imgs[c].ndim == 2 else None, vmin=0, vmax=1)
             if maps is not None and c < len(maps):
-                ax.imshow(maps[c], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                overlay = ax.imshow(maps[c], cmap="jet", alpha=0.5, vmin=0, vmax=1)
             if caps is not None and c < len(caps):
                 _caption(ax, caps[c])
         axes[r][0].set_title(title, fontsize=8, loc="left")
+    fig.suptitle(f"images {cols.start + 1}-{cols.stop} of {n}", fontsize=8)
     fig.tight_layout()
+    if overlay is not None:
+        bar = fig.colorbar(overlay, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+        bar.set_label("attribution (scaled to its 99th percentile)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def figure_names(n: int, max_cols: int = 10) -> list[str]:
+    """``figure.png`` for images 1-10, then ``figure-2.png``... (one page per ``max_cols`` images)."""
+    pages = max(1, -(-n // max_cols))
+    return ["figure.png"] + [f"figure-{k + 1}.png" for k in range(1, pages)]
 
 
 def write_outputs(explanations: list[tuple[str, Explanation]], out: Path, summary: dict) -> None:
@@ -113,8 +140,11 @@ def write_outputs(explanations: list[tuple[str, Explanation]], out: Path, summar
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out / "explanation.npz", buf.getvalue())
-    atomic_write_bytes(out / "figure.png", figure(explanations))
+    names = figure_names(_count(explanations))
+    for page, name in enumerate(names):
+        atomic_write_bytes(out / name, figure(explanations, page=page))
     summary = dict(summary)
+    summary["figures"] = names
     summary["models"] = [
         {"model": label, "method": e.method, "meta": e.meta, "scores": {k: [float(v) for v in torch.as_tensor(s).flatten()] for k, s in e.scores.items()}}
         for label, e in explanations

@@ -16,7 +16,7 @@ def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, 
 
     from advkit.data import load_dataset
     from advkit.explainer import ExplainContext, create_explainer
-    from advkit.explanation import explain, write_outputs
+    from advkit.explanation import explain, figure_names, write_outputs
     from advkit.models import load_model
     from advkit.registry import parse_spec
     from advkit.runtime import versions
@@ -49,4 +49,6 @@ def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, 
     summary = {"method": name, "params": params, "dataset": info.name, "n": int(x.shape[0]), "seed": opts.seed,
                "versions": versions()}
     write_outputs(results, Path(out), summary)
-    click.echo(f"{name}: wrote {os.path.join(out, 'explanation.npz')}, figure.png and summary.json")
+    figures = figure_names(int(x.shape[0]))
+    shown = figures[0] if len(figures) == 1 else f"{figures[0]} ... {figures[-1]} ({len(figures)} pages of 10 images)"
+    click.echo(f"{name}: wrote {os.path.join(out, 'explanation.npz')}, {shown} and summary.json")
