@@ -159,7 +159,7 @@ def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[
         newly = {i: r for i, r in ran.items() if r["broken"] and i in alive}
         if independent:
             res.independent_accuracy = sum(1 for i in s.correct if not ran[i]["broken"]) / s.n
-        res.attempted, res.broken = len(robust), len(newly)
+        res.attempted, res.broken = len(points), len(newly)
         res.dropped = sum(1 for r in ran.values() if r["dropped"])
         for i, r in newly.items():
             samples[i]["broken_by"], samples[i]["norm"] = atk.name, r["norm"]

@@ -82,10 +82,7 @@ def resolve_inputs(model, train_data, defenses, threat, val_data, device):
     if isinstance(val_data, str):
         val_data = load_dataset(val_data, "test")
     if not isinstance(model, ImageClassifier):
-        kw = {}
-        if info is not None:
-            kw = dict(num_classes=info.num_classes, input_shape=info.input_shape, mean=info.mean, std=info.std)
-        model = load_model(model, device=device, **kw)
+        model = load_model(model, device=device, dataset=info)
     defenses = [create_defense(d) if isinstance(d, str) else d for d in defenses]
     for d in defenses:
         if not isinstance(d, Defense):

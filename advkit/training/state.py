@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
             if (out / d).is_dir():
                 shutil.rmtree(out / d)
         out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "not writable")
     except OSError as exc:
         raise UserError(f"cannot write the run into {out}: {exc.strerror or exc}") from None
 

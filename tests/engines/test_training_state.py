@@ -130,3 +130,9 @@ def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(tmp_path, data,
     assert _history(tmp_path)[0]["lr"] == 0.01 and len(again.history) == 1
     r = CliRunner().invoke(cli, ["-q", "train", "--epochs", "1", "--n-train", "32", "--n-val", "0", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "already holds a training run" in r.output and "--overwrite" in r.output
+
+
+def test_out_that_cannot_hold_a_run(tmp_path, data):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write the run into"):
+        _run(data, tmp_path / "file" / "run", epochs=1)

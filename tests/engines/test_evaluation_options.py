@@ -1,0 +1,60 @@
+"""``--attacks NAME:key=value,...``: one option syntax, with ``--attack-opt NAME.key=value`` kept as an alias."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from advkit.cli import cli
+from advkit.cli.evaluate import merged_options, parse_attack_list
+from advkit.errors import UserError
+
+
+@pytest.mark.parametrize("text, names, opts", [
+    ("pgd,cw,aa", ["pgd", "cw", "aa"], {}),
+    ("pgd:steps=20,alpha=0.01,aa", ["pgd", "aa"], {"pgd": {"steps": "20", "alpha": "0.01"}}),
+    ("fgsm, PGD:steps=3 ,cw:c=2,kappa=0", ["fgsm", "PGD", "cw"], {"pgd": {"steps": "3"}, "cw": {"c": "2", "kappa": "0"}}),
+    ("aa:attacks=apgd-ce", ["aa"], {"aa": {"attacks": "apgd-ce"}}),
+])
+def test_attack_list_syntax(text, names, opts):
+    assert parse_attack_list(text) == (names, opts)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("steps=20,pgd", r"'steps=20' belongs to no attack \(write NAME:steps=20\)"),
+    ("pgd:steps", r"parameters must look like key=value, got 'steps'"),
+    ("pgd,:steps=2", r"':steps=2' names no attack"),
+])
+def test_attack_list_errors(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_attack_list(text)
+
+
+def test_attack_opt_is_an_alias():
+    assert merged_options({"pgd": {"steps": "20"}}, ["pgd.alpha=0.01", "cw.c=2"]) == {
+        "pgd": {"steps": "20", "alpha": "0.01"}, "cw": {"c": "2"}}
+    assert merged_options({"pgd": {"steps": "20"}}, ["pgd.steps=20"]) == {"pgd": {"steps": "20"}}
+    with pytest.raises(UserError, match=r"pgd.steps is given twice with different values \(20 and 5\)"):
+        merged_options({"pgd": {"steps": "20"}}, ["pgd.steps=5"])
+
+
+def _report(tmp_path, *args):
+    r = CliRunner().invoke(cli, ["-q", "eval", "-n", "8", "--eps", "0.1", *args, "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.stderr
+    return json.loads((tmp_path / "report.json").read_text())
+
+
+def test_both_forms_reach_the_attack(tmp_path):
+    new = _report(tmp_path / "new", "--attacks", "pgd:steps=3,alpha=0.02,fgsm")
+    old = _report(tmp_path / "old", "--attacks", "pgd,fgsm", "--attack-opt", "pgd.steps=3", "--attack-opt", "pgd.alpha=0.02")
+    for rep in (new, old):
+        assert [a["name"] for a in rep["attacks"]] == ["pgd", "fgsm"]
+        assert rep["attacks"][0]["params"]["steps"] == 3 and rep["attacks"][0]["params"]["alpha"] == 0.02
+    assert new["robust_accuracy"] == old["robust_accuracy"]
+
+
+def test_bad_parameter_in_the_list_is_one_line():
+    r = CliRunner().invoke(cli, ["-q", "eval", "-n", "8", "--attacks", "pgd:steps=-3"])
+    assert r.exit_code == 2 and r.stderr.startswith("advkit: error:") and "steps" in r.stderr
