@@ -148,11 +148,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 def _apply_model_defense(model: ImageClassifier, recipe: dict) -> None:
     """Re-apply a defense's model transform (LWTA, noise injection) before loading its weights."""
-    from advkit.defense import create_defense
+    from advkit.defense import Defense, create_defense
+    from advkit.plugins import registry
 
+    factory = registry("defense").get(recipe["name"]).factory
+    if isinstance(factory, type) and issubclass(factory, Defense) and factory.transform_model is Defense.transform_model:
+        return  # no model point: nothing to rebuild (its training parameters need not fit this version)
     defense = create_defense(recipe["name"], **recipe.get("params", {}))
-    if hasattr(defense, "transform_model"):
-        model.backbone = defense.transform_model(model.backbone) or model.backbone
+    model.backbone = defense.transform_model(model.backbone) or model.backbone
 
 
 def _prefixed(name: str):

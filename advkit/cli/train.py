@@ -83,7 +83,8 @@ config_option = click.option(
 
 
 def run_train(opts, *, model, weights, dataset, data_dir, defenses, epochs, batch_size, lr, optimizer, momentum,
-              weight_decay, schedule, norm, eps, augment, n_train, n_val, val_attack, val_eot, out, resume, overwrite):
+              weight_decay, schedule, norm, eps, augment, n_train, n_val, val_attack, val_eot, amp, amp_adversary, channels_last,
+              out, resume, overwrite):
     """Resolve names, train (the engine checks the numbers), print the best epoch and the checkpoints."""
     import torch
 
@@ -109,7 +110,8 @@ def run_train(opts, *, model, weights, dataset, data_dir, defenses, epochs, batc
     result = train(
         net, train_data, defenses=defs, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         momentum=momentum, weight_decay=weight_decay, schedule=schedule, threat=threat, augment=augment,
-        val_data=val_data, val_attack=val_attack, val_eot=val_eot, out=out, resume=resume, overwrite=overwrite,
+        val_data=val_data, val_attack=val_attack, val_eot=val_eot, amp=amp, amp_adversary=amp_adversary,
+        channels_last=channels_last, out=out, resume=resume, overwrite=overwrite,
         config=config, seed=opts.seed, device=opts.device, quiet=opts.quiet,
         command=opts.command,
     )

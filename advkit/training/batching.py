@@ -31,18 +31,59 @@ def in_memory(data) -> tuple[torch.Tensor, torch.Tensor] | None:
     return None
 
 
-class Batches:
-    """Batches of a dataset by index; the whole set lives on the device when it is in memory."""
+def on_device(data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole dataset as two tensors on the device, read by the dataset's own ``tensors()`` when it has one
+    (file datasets read themselves with DataLoader workers)."""
+    tensors = in_memory(data)
+    if tensors is None and callable(getattr(data, "tensors", None)):
+        tensors = data.tensors()
+    if tensors is None:
+        xs, ys = zip(*(data[i] for i in range(len(data))))
+        tensors = torch.stack(xs), torch.as_tensor(ys)
+    return _move(tensors, device)
 
-    def __init__(self, data, device: torch.device, workers: int = 0):
+
+def _move(tensors, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (tensors[0].to(device, torch.float32, non_blocking=True),
+            tensors[1].to(device, torch.long, non_blocking=True))
+
+
+class EpochSampler:
+    """The batch sampler of a persistent DataLoader: yields the index batches the current epoch set."""
+
+    def __init__(self):
+        self.batches: list[torch.Tensor] = []
+
+    def __iter__(self):
+        return (b.tolist() for b in self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class Batches:
+    """Batches of a dataset by index.
+
+    An in-memory set lives on the device whole and a batch is an index into it
+    (no copy between devices in the loop). A file-backed set is read by a
+    DataLoader with ``workers`` processes kept across epochs, pinned memory on
+    CUDA and asynchronous (``non_blocking``) copies; its worker seeds come from
+    ``seed``, never from the global random state.
+    """
+
+    def __init__(self, data, device: torch.device, workers: int = 0, seed: int = 0):
         self.data = data
         self.device = device
         tensors = in_memory(data)
-        self.x = self.y = None
+        self.x = self.y = self.loader = None
         if tensors is not None:
-            self.x = tensors[0].to(device, torch.float32)
-            self.y = tensors[1].to(device, torch.long)
-        self.workers = workers
+            self.x, self.y = _move(tensors, device)
+            return
+        self.sampler = EpochSampler()
+        self.loader = torch.utils.data.DataLoader(
+            data, batch_sampler=self.sampler, num_workers=workers, pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(derive_seed(seed, "loader")),
+        )
 
     def __len__(self) -> int:
         return len(self.data)
@@ -54,19 +95,10 @@ class Batches:
                 d = idx.to(self.device)
                 yield d, self.x[d], self.y[d]
             return
-        loader = torch.utils.data.DataLoader(
-            self.data, batch_sampler=[i.tolist() for i in index_batches], num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-        )
-        for idx, (x, y) in zip(index_batches, loader):
-            yield idx.to(self.device), x.to(self.device, torch.float32), torch.as_tensor(y).to(self.device, torch.long)
-
-    def all(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole dataset as two tensors on the device."""
-        if self.x is not None:
-            return self.x, self.y
-        xs, ys = zip(*(self.data[i] for i in range(len(self.data))))
-        return torch.stack(xs).to(self.device), torch.as_tensor(ys).to(self.device)
+        self.sampler.batches = index_batches
+        for idx, (x, y) in zip(index_batches, self.loader):
+            yield (idx.to(self.device, non_blocking=True), x.to(self.device, torch.float32, non_blocking=True),
+                   torch.as_tensor(y).to(self.device, torch.long, non_blocking=True))
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from advkit import checkpoint as ckpt
 
 CSV_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_clean", "val_robust", "val_attack", "val_adaptive",
-               "time", "notes")
+               "precision", "adversary_precision", "memory_format", "time", "notes")
 FIGSIZE, DPI = (10.0, 4.0), 100  # curves.png is 1000 x 400 pixels
 
 

@@ -9,6 +9,7 @@ import torch
 from advkit.defense import Defense, create_defense
 from advkit.errors import UserError
 from advkit.training.optim import check_settings
+from advkit.training.precision import check_amp
 
 
 @dataclass
@@ -25,6 +26,9 @@ class Options:
     augment: bool = True
     val_attack: str | None = "pgd"
     val_eot: int = 20
+    amp: str = "off"
+    amp_adversary: bool = False
+    channels_last: bool | None = None
     out: object = None
     resume: bool = False
     overwrite: bool = False
@@ -38,6 +42,7 @@ class Options:
         check_settings(self.epochs, self.batch_size, self.lr, self.schedule, self.optimizer, self.momentum,
                        self.weight_decay)
         self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        check_amp(self.amp, self.amp_adversary)
         if int(self.val_eot) < 1:
             raise UserError(f"--val-eot must be >= 1, got {self.val_eot}")
         if (self.resume or self.overwrite) and self.out is None:
@@ -115,7 +120,7 @@ def prepare_model(model, defenses: list[Defense], train_data, device) -> list[di
 def settings_of(o: Options, model, train_data, val_data, threat, recipes: list[dict]) -> dict:
     """Everything that shapes a run's result: a resume must match it (see :mod:`advkit.training.state`)."""
     keep = ("seed", "lr", "batch_size", "epochs", "schedule", "optimizer", "momentum", "weight_decay", "augment",
-            "val_attack", "val_eot")
+            "val_attack", "val_eot", "amp", "amp_adversary")
     info = getattr(train_data, "info", None)
     return {
         **{k: v for k, v in asdict(o).items() if k in keep},

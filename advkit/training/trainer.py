@@ -29,6 +29,18 @@ start, so ``resume=True`` after an interruption ends where the uninterrupted
 run ends. Files in ``out`` and the resume rules: :mod:`advkit.training.state`
 and :mod:`advkit.training.records`.
 
+Precision and memory format (:mod:`advkit.training.precision`): with
+``amp`` the objective's forward passes run under ``torch.autocast`` (fp16
+with a gradient scaler), the adversary stays fp32 unless ``amp_adversary``,
+validation is always fp32; the model and batches are channels_last on CUDA
+for image inputs unless ``channels_last`` says otherwise. Weights,
+optimizer state and checkpoints stay fp32.
+
+Data: an in-memory set is put on the device once and indexed there; a
+file-backed set goes through a DataLoader with workers, pinned memory on
+CUDA and ``non_blocking`` copies; validation data is read once through the
+dataset's own ``tensors()``.
+
 Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the engine joins the
 process group and wraps the model in DistributedDataParallel; ``batch_size``
 stays the global batch, split among the ranks, so the steps are those of a
@@ -52,8 +64,9 @@ from advkit.distributed import barrier, shutdown
 from advkit.errors import UserError
 from advkit.runtime import derive_seed, generator, progress, seed_everything
 from advkit.training import records, state
-from advkit.training.batching import Augmenter, Batches, in_memory
+from advkit.training.batching import Augmenter, Batches, in_memory, on_device
 from advkit.training.optim import build_optimizer, lr_at, set_lr
+from advkit.training.precision import Precision, check_device
 from advkit.training.setup import Dist, Options, init_distributed, prepare_model, resolve_inputs, settings_of
 from advkit.training.validation import Validator
 
@@ -91,7 +104,7 @@ class Trainer:
     """One run's loop over composed defenses: :meth:`step` trains a batch, :meth:`epoch` an epoch."""
 
     def __init__(self, model, net, optimizer, defenses: list[Defense], ctx: TrainContext, batches: Batches,
-                 augmenter: Augmenter, *, seed: int, batch_size: int, dist: Dist):
+                 augmenter: Augmenter, *, seed: int, batch_size: int, dist: Dist, precision: Precision):
         owner = compose(defenses)
         self.objective = owner.get("objective") or Defense()
         self.own_adversary = self.objective.default_adversary() or PGDAdversary()
@@ -100,6 +113,7 @@ class Trainer:
         self.data_defenses = owner["data"]
         self.model, self.net, self.opt, self.defenses, self.ctx = model, net, optimizer, defenses, ctx
         self.batches, self.augmenter, self.seed, self.batch_size, self.dist = batches, augmenter, seed, batch_size, dist
+        self.precision = precision
         ctx.attack_loss = self.objective.attack_loss
         ctx.adversary = getattr(self.own_adversary, "settings", None) or PGDSettings()
         self.tracker = _Accuracy()
@@ -118,14 +132,15 @@ class Trainer:
         self.model.train()
         for d in self.data_defenses:
             x, y = d.transform_batch(x, y, ctx)
-        x, x_adv = self.perturb(x, y)
+        x, x_adv = self.perturb(self.precision.batch(x), y)
         self.tracker.target = (x if x_adv is None else x_adv, y)
-        loss = self.objective.loss(self.net, x, x_adv, y, ctx)
+        with self.precision.update():
+            loss = self.objective.loss(self.net, x, x_adv, y, ctx)
+        loss = loss.float()
         self.tracker.target = None
         self.check_loss(loss, step)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.precision.backward_step(loss, self.opt)
         return loss.detach()
 
     def perturb(self, x, y):
@@ -134,7 +149,7 @@ class Trainer:
             return x, None
         self.model.eval()
         clean = x.detach().clone()  # the engine's own copy: the check cannot be moved
-        with frozen(self.model):
+        with frozen(self.model), self.precision.adversary():
             out = self.adversary.perturb(self.model, x, y, self.ctx)
         x_adv = verified(f"training adversary {self.adversary.name!r}", self.ctx.threat, clean, out,
                          eps=self.ctx.state.get("eps_map")).x_adv
@@ -174,7 +189,7 @@ class Trainer:
             bar.close()
         for d in self.defenses:
             d.on_epoch_end(self.model, self.batches.data, self.ctx)
-        notes, self.ctx.notes = list(self.ctx.notes), []
+        notes, self.ctx.notes = list(self.ctx.notes) + self.precision.take_notes(self.steps), []
         loss_sum, seen, correct, counted = self.dist.all_sum(
             [loss_sum, seen, float(self.tracker.correct), float(self.tracker.seen)], self.ctx.device)
         return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / counted if counted else None, "notes": notes}
@@ -217,7 +232,10 @@ def train(model, train_data, *, defenses=(), threat=None, val_data=None, device=
     ``"pgd:steps=20"`` style, or ``"none"``), ``val_eot=20`` (EOT samples of the
     validation attack on a stochastic model), ``out=None``, ``resume=False``,
     ``overwrite=False``, ``config=None`` (saved as ``OUT/config.json``),
-    ``seed=0, quiet=False, command=""``.
+    ``seed=0, quiet=False, command=""``; ``amp="off"`` (``"bf16"``/``"fp16"``:
+    autocast for the update), ``amp_adversary=False`` (the training adversary
+    under autocast too), ``channels_last=None`` (on for CUDA with image inputs;
+    ``True``/``False`` force it): see :mod:`advkit.training.precision`.
     """
     unknown = sorted(set(options) - set(Options.__dataclass_fields__))
     if unknown:
@@ -226,6 +244,7 @@ def train(model, train_data, *, defenses=(), threat=None, val_data=None, device=
     o.check()
     dist, device = init_distributed(torch.device(device))
     try:
+        check_device(o.amp, device)
         model, train_data, defenses, threat, val_data = resolve_inputs(model, train_data, defenses, threat, val_data, device)
         return _run(o, model, train_data, list(defenses), threat, val_data, dist, device)
     finally:
@@ -235,19 +254,29 @@ def train(model, train_data, *, defenses=(), threat=None, val_data=None, device=
 
 def _build(o: Options, model, train_data, defenses, threat, dist: Dist, device, out: Path | None) -> Trainer:
     """The optimizer, the (DDP) network, the batches and the context, tied into a :class:`Trainer`."""
+    shape = tuple(getattr(getattr(train_data, "info", None), "input_shape", None) or model.input_shape)
+    precision = Precision(o.amp, o.amp_adversary, o.channels_last, device, shape)
+    precision.prepare_model(model)
     opt = build_optimizer(model, o.optimizer, o.lr, o.momentum, o.weight_decay)
     net = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    workers = 0 if in_memory(train_data) is not None else min(4, max(0, (os.cpu_count() or 1) // dist.world - 1))
-    batches = Batches(train_data, device, workers)
-    shape = tuple(getattr(getattr(train_data, "info", None), "input_shape", None) or model.input_shape)
+    batches = Batches(train_data, device, loader_workers(train_data, dist.world), o.seed)
     augmenter = Augmenter(shape, o.augment, o.batch_size, len(batches), dist.rank, dist.world)
     ctx = TrainContext(threat=threat, device=device, epochs=o.epochs, quiet=o.quiet,
                        cache_dir=str(out / "cache") if out is not None else None)
-    return Trainer(model, net, opt, defenses, ctx, batches, augmenter, seed=o.seed, batch_size=o.batch_size, dist=dist)
+    return Trainer(model, net, opt, defenses, ctx, batches, augmenter, seed=o.seed, batch_size=o.batch_size, dist=dist,
+                   precision=precision)
+
+
+def loader_workers(data, world: int) -> int:
+    """DataLoader workers of a file-backed set: its own ``workers`` (else 4), at most ``cpus / ranks - 1``."""
+    if in_memory(data) is not None:
+        return 0
+    own = getattr(data, "workers", None)
+    return min(4 if own is None else int(own), max(0, (os.cpu_count() or 1) // world - 1))
 
 
 def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, device) -> TrainResult:
@@ -259,7 +288,7 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     trainer = _build(o, model, train_data, defenses, threat, dist, device, out)
     validator = None
     if val_data is not None and len(val_data):
-        vx, vy = Batches(val_data, device).all()
+        vx, vy = on_device(val_data, device)
         validator = Validator(model, vx, vy, threat, o.val_attack, stochastic=model.info["stochastic"], eot=o.val_eot,
                               batch_size=o.batch_size, dist=dist, quiet=o.quiet)
     for d in defenses:
@@ -268,6 +297,7 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     if o.resume:
         meta = state.load_state(out, model, trainer.opt, defenses, settings, main=dist.main)
         start, history, best = int(meta["epoch"]), list(meta["history"]), meta["best"]
+        trainer.precision.load_state_dict(meta.get("scaler") or {})
     elif out is not None and dist.main:
         from advkit.checkpoint import atomic_write_json
 
@@ -275,6 +305,8 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     common = dict(dataset=settings["dataset"], command=o.command, seed=o.seed, threat=threat.as_dict(),
                   defenses=recipes, stochastic=model.info["stochastic"])
     board = records.TensorBoard(out if dist.main else None)
+    if dist.main and not o.quiet:
+        print(trainer.precision.describe(), flush=True)
     try:
         for epoch in range(start, o.epochs):
             record = _epoch(trainer, validator, epoch, o)
@@ -308,7 +340,8 @@ def _epoch(trainer: Trainer, validator: Validator | None, epoch: int, o: Options
     return {
         "epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
         "val_clean": clean, "val_robust": robust, "val_attack": validator.label if attack else None,
-        "val_adaptive": validator.adaptive if attack else None, "time": round(time.time() - t0, 3),
+        "val_adaptive": validator.adaptive if attack else None, **trainer.precision.record(),
+        "time": round(time.time() - t0, 3),
         "notes": stats["notes"],
     }
 
@@ -330,5 +363,5 @@ def _commit(out: Path, trainer: Trainer, history, best, improved: bool, info: di
     records.write_records(out, history, board)
     state.save_state(out, trainer.model, trainer.opt, trainer.defenses, {
         "epoch": history[-1]["epoch"], "settings": settings, "world_size": trainer.dist.world,
-        "history": history, "best": best,
+        "history": history, "best": best, "scaler": trainer.precision.state_dict(),
     })

@@ -43,7 +43,7 @@ class NaNOn(nn.Module):
 
 def test_nan_logits_on_clean_inputs_stop_the_run(trained_cnn, data):
     with pytest.raises(UserError, match=r"NaN or inf logits on clean inputs at 24 point\(s\): 0, 1, 2"):
-        evaluate(NaNOn(trained_cnn), data, ["fgsm"], eps="0.1", quiet=True)
+        evaluate(NaNOn(trained_cnn).eval(), data, ["fgsm"], eps="0.1", quiet=True)
 
 
 def test_nan_on_some_points_names_them_and_is_not_called_stochastic(trained_cnn, data):
@@ -63,7 +63,7 @@ class NaNFar(nn.Module):
 
     def forward(self, x):
         out = self.model(x)
-        far = torch.stack([min(float((xi - c).abs().max()) for c in self.clean) > 1e-3 for xi in x])
+        far = torch.tensor([min(float((xi - c).abs().max()) for c in self.clean) > 1e-3 for xi in x])
         return torch.where(far[:, None], torch.full_like(out, float("nan")), out)
 
 
