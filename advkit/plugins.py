@@ -150,7 +150,7 @@ def _collect(kind: str) -> Registry | None:
     """The registry of ``kind``, or None when a plugin failed in this hook (it is then marked and skipped)."""
     reg = Registry(kind, prefer=_prefer(), warn=_warn_once)
     hook = getattr(pm.hook, f"advkit_register_{kind}s")
-    for impl in reversed(hook.get_hookimpls()):  # registration order
+    for impl in hook.get_hookimpls():  # registration order (pluggy lists them first registered first)
         info = _module_info.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, impl.plugin_name, "", ""))
         if info.error:
             continue

@@ -8,13 +8,16 @@ called directly) in the same run, alternating, and prints the ratio (target
 2. AutoAttack's APGD-CE (100 iterations): advkit's ``aa:attacks=apgd-ce`` vs the
    fra31 code (``autoattack`` or ``pyautoattack``) called directly;
 3. one PGD-AT epoch (10 steps of 2/255): ``advkit.train`` vs a hand loop with
-   the same augmentation-free batches.
+   the same augmentation-free batches, both in advkit's default memory format
+   (channels_last on CUDA); ``--amp bf16|fp16`` (``--amp-adversary``) runs both
+   sides under the same autocast (and GradScaler for fp16).
 
 Weights are random and the data synthetic (CIFAR-shaped): the timings do not
 depend on them, and nothing is downloaded. ``--device cpu --quick`` checks the
 script on a CPU in a minute.
 
     python benchmarks/bench_gpu.py                      # on cuda
+    python benchmarks/bench_gpu.py --amp bf16                # part 3 in bf16 on both sides
     python benchmarks/bench_gpu.py --device cpu --quick
 """
 
@@ -90,6 +93,14 @@ def part_autoattack(model, x, y, a, device):
 
 
 def part_train(a, device):
+    """One PGD-AT epoch, advkit vs a hand loop, in the same precision and memory format on both sides.
+
+    The memory format is advkit's default (channels_last on CUDA), passed to both; with ``--amp`` the
+    hand loop puts the same ``torch.autocast`` around the update (and, with ``--amp-adversary``, around
+    the PGD) and uses a GradScaler for fp16, as the engine does.
+    """
+    import contextlib
+
     import advkit
     from advkit.adversary import pgd
     from advkit.data import DataInfo, ImageData, TensorImages
@@ -100,6 +111,12 @@ def part_train(a, device):
     labels = torch.randint(0, 10, (n,), generator=g)
     info = DataInfo("synthetic-cifar", 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3, default_eps="8/255")
     data = ImageData(TensorImages(images, labels), info)
+    channels_last = device.type == "cuda"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.amp)
+
+    def autocast(on: bool):
+        return torch.autocast(device.type, dtype=dtype) if on and dtype is not None else contextlib.nullcontext()
 
     def make():
         torch.manual_seed(0)
@@ -108,29 +125,40 @@ def part_train(a, device):
 
     def ours():
         advkit.train(make(), data, defenses=["pgd-at:steps=10,step_size=2/255"], epochs=1, batch_size=a.batch_train,
-                     lr=0.1, augment=False, val_attack="none", quiet=True, device=str(device), threat="8/255")
+                     lr=0.1, augment=False, val_attack="none", quiet=True, device=str(device), threat="8/255",
+                     amp=a.amp, amp_adversary=a.amp_adversary, channels_last=channels_last)
 
     def hand():
-        model = make()
+        model = make().to(memory_format=fmt)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        scaler = torch.amp.GradScaler(device.type) if a.amp == "fp16" else None
         xs, ys = images.to(device), labels.to(device)
         perm = torch.randperm(n)
         for i in range(0, n, a.batch_train):
             idx = perm[i:i + a.batch_train].to(device)
-            xb, yb = xs[idx], ys[idx]
+            xb, yb = xs[idx].contiguous(memory_format=fmt), ys[idx]
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-            x_adv = pgd(model, xb, yb, eps=8 / 255, steps=10, step_size=2 / 255)
+            with autocast(a.amp_adversary):
+                x_adv = pgd(model, xb, yb, eps=8 / 255, steps=10, step_size=2 / 255)
             for p in model.parameters():
                 p.requires_grad_(True)
             model.train()
-            loss = F.cross_entropy(model(x_adv), yb)
+            with autocast(True):
+                loss = F.cross_entropy(model(x_adv), yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
 
-    report("pgd-at epoch", *alternate(ours, hand, max(1, a.repeats // 2), device), n)
+    label = f"pgd-at epoch ({'fp32' if dtype is None else a.amp} update, " \
+            f"{a.amp if a.amp_adversary else 'fp32'} adversary, {'channels_last' if channels_last else 'contiguous'})"
+    report(label, *alternate(ours, hand, max(1, a.repeats // 2), device), n)
 
 
 def main():
@@ -138,6 +166,9 @@ def main():
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script (e.g. on a CPU)")
     p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
+                   help="part 3: mixed precision of the update, on both sides (evaluation parts stay fp32)")
+    p.add_argument("--amp-adversary", action="store_true", help="part 3: the training PGD under --amp too")
     a = p.parse_args()
     device = torch.device(a.device)
     a.n, a.batch, a.n_train, a.batch_train = (64, 32, 128, 64) if a.quick else (4096, 1024, 10000, 128)

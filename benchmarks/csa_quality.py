@@ -112,6 +112,7 @@ def run(name: str, budget, model, ref, seed: int = 1) -> dict:
         values, passes = r.values, float(r.passes.double().mean())
     q = ref.score(values, FrequencyPlayers(tuple(x.shape[-2:])))
     return {"estimator": name, "budget": budget, "passes": passes, "disagreement": float(q["disagreement"].mean()),
+            "per_image": q["disagreement"].tolist(), "p_per_image": q["p_relerr"].tolist(),
             "p_relerr": float(q["p_relerr"].mean()), "worst": float(q["disagreement"].max()),
             "floor": float(q["floor_disagreement"].mean()), "floor_p": float(q["floor_p_relerr"].mean()),
             "seconds": time.perf_counter() - t}
