@@ -83,8 +83,8 @@ config_option = click.option(
 
 
 def run_train(opts, *, model, weights, dataset, data_dir, defenses, epochs, batch_size, lr, optimizer, momentum,
-              weight_decay, schedule, norm, eps, augment, n_train, n_val, val_attack, val_eot, amp, amp_adversary, channels_last,
-              out, resume, overwrite):
+              weight_decay, schedule, norm, eps, augment, n_train, n_val, val_attack, val_eot, amp, amp_adversary,
+              channels_last, out, resume, overwrite):
     """Resolve names, train (the engine checks the numbers), print the best epoch and the checkpoints."""
     import torch
 

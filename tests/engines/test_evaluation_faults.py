@@ -223,3 +223,9 @@ def test_cli_says_a_warning_once(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("looks like a 0-255 value") == 1, r.stderr
+
+
+def test_out_under_a_regular_file_is_one_line(trained_cnn, data, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"^cannot write to --out .*file/run"):
+        evaluate(trained_cnn, data, ["fgsm"], eps="0.1", quiet=True, out=tmp_path / "file" / "run")

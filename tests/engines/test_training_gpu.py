@@ -198,8 +198,8 @@ def test_file_dataset_trains_through_the_dataloader_like_in_memory(tmp_path, mon
     by_file = train(smallcnn(shape=(3, 16, 16), classes=2), files, val_data=val, **kw)
     train_loaders = [k for k in loaders if "batch_sampler" in k]
     (made,) = train_loaders  # one loader for the run, its workers kept across epochs, no pinning on the CPU
-    assert made["num_workers"] == loader_workers(files, world=1) and made["persistent_workers"] == (made["num_workers"] > 0)
-    assert made["pin_memory"] is False
+    assert made["num_workers"] == loader_workers(files, world=1)
+    assert made["persistent_workers"] == (made["num_workers"] > 0) and made["pin_memory"] is False
     assert reads == [1]  # validation data read once through the dataset's own tensors()
     x, y = files.tensors()
     memory = ImageData(TensorImages(x, y), DataInfo("mem", 2, (3, 16, 16), (0.5,) * 3, (0.25,) * 3))
