@@ -47,6 +47,23 @@ def fmnist_mini(split: str, data_dir: str | None = None):
     return ImageData(TensorImages(images, labels), info)
 
 
+def in_memory(base):
+    """The arrays torchvision read, as uint8 (N, C, H, W) images in memory: the engines then batch them on the
+    device instead of decoding every image through ``ToTensor`` at every epoch (same values: x / 255)."""
+    import numpy as np
+    import torch
+
+    from advkit.data import TensorImages
+
+    images = torch.as_tensor(np.asarray(base.data))
+    if images.dim() == 3:  # MNIST-like: (N, H, W)
+        images = images.unsqueeze(1)
+    elif images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):  # CIFAR: (N, H, W, C)
+        images = images.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(np.asarray(getattr(base, "targets", None) if hasattr(base, "targets") else base.labels))
+    return TensorImages(images.contiguous(), labels.long())
+
+
 def _torchvision_factory(name: str):
     cls_name, k, shape, mean, std, eps, classes = TORCHVISION[name]
 
@@ -73,7 +90,8 @@ def _torchvision_factory(name: str):
         except OSError as exc:
             raise UserError(f"{name}: download failed ({exc}); put the files under {root} and use --data-dir") from None
         names = list(getattr(base, "classes", None) or classes)
-        return ImageData(base, DataInfo(name, k, shape, mean, std, names, default_eps=eps, source=f"torchvision {cls_name}"))
+        info = DataInfo(name, k, shape, mean, std, names, default_eps=eps, source=f"torchvision {cls_name}")
+        return ImageData(in_memory(base), info)
 
     factory.__doc__ = f"{cls_name} via torchvision, read from --data-dir (download=true when online)."
     return factory

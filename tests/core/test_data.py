@@ -50,6 +50,17 @@ def test_torchvision_reader_with_local_files(tmp_path):
     assert len(data) == 30 and data.num_classes == 10
     xi, yi = data[5]
     assert torch.allclose(xi, x[5], atol=1 / 255) and yi == int(y[5])
+    # held in memory (the engines batch it on the device), with exactly torchvision's ToTensor values
+    import torchvision
+    from torchvision import transforms
+
+    from advkit.data import TensorImages
+
+    assert isinstance(data.base, TensorImages)
+    reference = torchvision.datasets.FashionMNIST(str(tmp_path), train=False, transform=transforms.ToTensor())
+    xs, ys = data.tensors()
+    assert torch.equal(xs, torch.stack([reference[i][0] for i in range(30)]))
+    assert torch.equal(ys, torch.tensor([reference[i][1] for i in range(30)]))
 
 
 def test_image_folder(tmp_path):
@@ -75,3 +86,28 @@ def test_images_outside_unit_range_are_refused():
         check_images(torch.rand(2, 1, 4, 4) * 255)
     with pytest.raises(UserError, match="normalized"):
         check_images(torch.randn(2, 1, 4, 4))
+
+
+def test_torchvision_arrays_in_every_layout_match_to_tensor():
+    """CIFAR keeps (N, H, W, C) numpy arrays, SVHN (N, C, H, W) with ``labels``, MNIST (N, H, W) tensors."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms
+
+    from advkit_datasets import in_memory
+
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
+    cases = [
+        (SimpleNamespace(data=hwc, targets=[1, 2, 3, 4]), [Image.fromarray(a) for a in hwc]),
+        (SimpleNamespace(data=hwc.transpose(0, 3, 1, 2).copy(), labels=np.array([1, 2, 3, 4])),
+         [Image.fromarray(a) for a in hwc]),
+        (SimpleNamespace(data=torch.from_numpy(hwc[..., 0].copy()), targets=torch.tensor([1, 2, 3, 4])),
+         [Image.fromarray(a[..., 0]) for a in hwc]),
+    ]
+    for base, pil in cases:
+        data = in_memory(base)
+        expected = torch.stack([transforms.ToTensor()(p) for p in pil])
+        assert torch.equal(data.images, expected) and data.labels.tolist() == [1, 2, 3, 4]
