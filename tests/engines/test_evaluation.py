@@ -84,8 +84,6 @@ def test_cascade_equals_independent_when_each_point_draws_its_own_noise(trained_
     casc = evaluate(trained_cnn, data.first(40), ["fgsm", "pgd"], **kw)
     robust = lambda r: [s["index"] for s in r.samples if s["clean_correct"] and not s["broken_by"]]  # noqa: E731
     assert robust(casc) == robust(ind) and casc.robust_accuracy == ind.robust_accuracy
-    other = evaluate(trained_cnn, data.first(40), ["fgsm", "pgd"], **{**kw, "seed": 6})
-    assert [s["norm"] for s in other.samples] != [s["norm"] for s in casc.samples]  # the seed does drive the noise
 
 
 def test_broken_attack_is_caught(trained_cnn, data, test_plugin):
@@ -180,18 +178,18 @@ def robust_cnn(fmnist_test):
     from advkit.models import load_model
 
     info = fmnist_test.info
-    return load_model("smallcnn-fmnist-at", num_classes=10, input_shape=info.input_shape, mean=info.mean, std=info.std).eval()
+    return load_model("smallcnn-fmnist-at", num_classes=10, input_shape=info.input_shape).eval()
 
 
 def test_audit_passes_an_unmasked_robust_model_and_flags_a_masked_one(robust_cnn, data):
-    opts = {"square": {"n_queries": 300}}
-    kw = dict(eps="0.1", audit=True, attack_opts=opts, quiet=True, batch_size=60)
-    honest = evaluate(robust_cnn, data.first(60), ["pgd"], **kw)
+    opts = {"square": {"n_queries": 300}, "pgd": {"steps": 5}}
+    kw = dict(eps="0.1", audit=True, attack_opts=opts, quiet=True, batch_size=40)
+    honest = evaluate(robust_cnn, data.first(40), ["pgd"], **kw)
     assert 0.3 < honest.robust_accuracy < honest.clean_accuracy  # robust, not trivially so
     assert {c["check"]: c["passed"] for c in honest.audit} == {
         "eps-monotone": True, "more-steps": True, "black-box": True, "gradients": True}, honest.audit
     with pytest.warns(UserWarning, match="input gradients are all zero"):
-        masked = evaluate(Rounding(robust_cnn).eval(), data.first(60), ["pgd"], **kw)
+        masked = evaluate(Rounding(robust_cnn).eval(), data.first(40), ["pgd"], **kw)
     flags = {c["check"]: c["passed"] for c in masked.audit}
     assert flags["gradients"] is False and flags["black-box"] is False, masked.audit
     black = next(c for c in masked.audit if c["check"] == "black-box")
