@@ -75,7 +75,8 @@ def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, e
     meta = {
         "command": opts.command,
         "model": model,
-        "model_info": {k: v for k, v in m.info.items() if k in ("checkpoint", "defenses", "stochastic", "epoch")}
+        "model_info": {k: v for k, v in m.info.items()
+                       if k in ("checkpoint", "defenses", "stochastic", "epoch", "normalization", "zoo", "plugins")}
         | {"arch": m.arch},
     }
     report = evaluate(
@@ -84,8 +85,13 @@ def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, e
         eot=eot, seed=opts.seed, device=device, quiet=opts.quiet, meta=meta,
     )
     if D.is_main():
-        click.echo(markdown(report))
+        if opts.verbose:
+            for a in report.attacks:
+                click.echo(f"{a.name}: {a.qualified} ({a.package} {a.version}), {a.implementation}; params {a.params}",
+                           err=True)
+        click.echo(markdown(report, per_class_table=bool(opts.verbose)))
         if out:
-            click.echo(f"reports written to {out}/ (report.json, report.md, results.csv)")
+            click.echo(f"reports written to {out}/ (report.json, report.md with per-class accuracy, results.csv, "
+                       f"per_class.png)")
     D.shutdown()
     return report

@@ -73,7 +73,8 @@ def _broken(s, name: str, pts, threat, tag: str, **params) -> set[int]:
 
     atk = s.build(name, threat, **params)
     with swapped_threat(s.runner, threat):
-        res, _ = s.runner.attack(f"audit:{tag}:{threat.eps:.8g}", atk, pts)
+        res, _ = s.runner.attack(f"audit:{tag}:{threat.eps:.8g}", atk, pts,
+                                 label=f"audit: {atk.name} ({tag}, {threat})")
     return {i for i, v in res.items() if v["broken"]}
 
 

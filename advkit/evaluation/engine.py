@@ -150,11 +150,13 @@ def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[
     samples = [{"index": i, "label": int(y[i]), "clean_pred": preds[i], "clean_correct": preds[i] == int(y[i]),
                 "broken_by": "", "norm": None} for i in range(len(x))]
     robust, results = list(s.correct), []
+    announce_cost(s, attacks)
+    mode = "alone" if independent else "cascade"
     for k, atk in enumerate(attacks):
         res = result_of(atk)
         points = s.correct if independent else robust
         ran, res.seconds = s.runner.attack(f"{'ind' if independent else 'cascade'}:{k}:{atk.name}", atk, points,
-                                           key=f"{k}:{atk.name}")
+                                           key=f"{k}:{atk.name}", label=f"{atk.name} ({mode} {k + 1}/{len(attacks)})")
         alive = set(robust)
         newly = {i: r for i, r in ran.items() if r["broken"] and i in alive}
         if independent:
@@ -169,6 +171,19 @@ def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[
     return results, robust, samples
 
 
+def announce_cost(s: Session, attacks: list[Attack]) -> None:
+    """Print an estimate before a run expected to take more than a few minutes (from a short calibration)."""
+    from advkit.runtime import cost_estimate
+
+    first = s.correct[: s.runner.batch_size]
+    if not first or s.runner.quiet or not D.is_main():
+        return
+    x, y = s.inputs.x[first].to(s.runner.device), s.inputs.y[first].to(s.runner.device)
+    note = cost_estimate(attacks, x, y, len(s.correct))
+    if note:
+        print(f"advkit: {note}", file=sys.stderr, flush=True)
+
+
 def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> list[dict]:
     """Independent accuracy of every attack, and the worst case, at each budget."""
     rows = []
@@ -179,7 +194,8 @@ def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> l
         for k, name in enumerate(attacks):
             atk = s.build(name, t)
             with swapped_threat(s.runner, t):
-                res, _ = s.runner.attack(f"sweep:{t.eps:.8g}:{k}:{atk.name}", atk, s.correct, key=f"{k}:{atk.name}")
+                res, _ = s.runner.attack(f"sweep:{t.eps:.8g}:{k}:{atk.name}", atk, s.correct, key=f"{k}:{atk.name}",
+                                         label=f"{atk.name} at eps {label} ({len(rows) + 1}/{len(budgets)})")
             broken = {i for i, r in res.items() if r["broken"]}
             broken_any |= broken
             row["attacks"][atk.name] = (len(s.correct) - len(broken)) / s.n

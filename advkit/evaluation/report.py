@@ -121,6 +121,17 @@ def _per_class_table(report) -> list[str]:
     return lines
 
 
+def _normalization(norm: dict) -> str:
+    """``mean (0.286) / std (0.353), from the dataset``: what the model does to its [0, 1] inputs."""
+    if norm.get("source") == "none":
+        return "none (the model takes [0, 1] images as they are)"
+
+    def nums(v):
+        return ", ".join(f"{float(t):.4g}" for t in v or [])
+
+    return f"mean ({nums(norm.get('mean'))}) / std ({nums(norm.get('std'))}), from the {norm.get('source', '?')}"
+
+
 def markdown(report, *, per_class_table: bool = True) -> str:
     """The result report; ``advkit eval`` prints it without the per-class table (long for many classes)."""
     m = report.meta
@@ -129,6 +140,9 @@ def markdown(report, *, per_class_table: bool = True) -> str:
         f"({report.n} points, {report.threat}, seed {m.get('seed')})",
         "",
     ]
+    norm = (m.get("model_info") or {}).get("normalization")
+    if norm:
+        lines += [f"Normalization inside the model: {_normalization(norm)}.", ""]
     notes = list(m.get("adaptive") or []) + list(m.get("notes") or [])
     if m.get("resumed_batches"):
         notes.append(f"resumed: {m['resumed_batches']} batches were read back from an earlier run in this directory")

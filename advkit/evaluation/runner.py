@@ -134,11 +134,13 @@ class Runner:
             out.update(zip(rec["index"], rec["pred"]))
         return out
 
-    def attack(self, stage: str, attack, idx: list[int], eps=None, key: str | None = None) -> tuple[dict[int, dict], float]:
+    def attack(self, stage: str, attack, idx: list[int], eps=None, key: str | None = None,
+               label: str | None = None) -> tuple[dict[int, dict], float]:
         """Run ``attack`` on ``idx``; per point: broken, perturbation norm, dropped. Verifies every batch.
 
         ``key`` names the attack for seeding (default ``stage``): the same key and
-        the same points give the same randomness in any mode.
+        the same points give the same randomness in any mode. ``label`` is what
+        the progress bar says (default ``stage``).
         """
 
         def run(b, chunk):
@@ -156,7 +158,7 @@ class Runner:
 
         out: dict[int, dict] = {}
         seconds = 0.0
-        bar = progress(len(idx), stage, quiet=self.quiet, unit="img")
+        bar = progress(len(idx), label or stage, quiet=self.quiet, unit="img")
         for rec in self._run(stage, idx, run, bar, f"attack {attack.name!r}"):
             seconds += rec.get("seconds", 0.0)
             for i, br, nm, dr in zip(rec["index"], rec["broken"], rec["norm"], rec["dropped"]):

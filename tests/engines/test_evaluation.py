@@ -80,8 +80,8 @@ def test_cascade_equals_independent_when_each_point_draws_its_own_noise(trained_
     """A batch's randomness is a function of (seed, attack, its points): with one point per batch, PGD's
     random start for a point is the same in both modes, so the cascade's worst case is the independent one."""
     kw = dict(eps="0.1", batch_size=1, quiet=True, seed=5)
-    ind = evaluate(trained_cnn, data.first(40), ["fgsm", "pgd"], independent=True, **kw)
-    casc = evaluate(trained_cnn, data.first(40), ["fgsm", "pgd"], **kw)
+    ind = evaluate(trained_cnn, data.first(24), ["fgsm", "pgd"], independent=True, **kw)
+    casc = evaluate(trained_cnn, data.first(24), ["fgsm", "pgd"], **kw)
     robust = lambda r: [s["index"] for s in r.samples if s["clean_correct"] and not s["broken_by"]]  # noqa: E731
     assert robust(casc) == robust(ind) and casc.robust_accuracy == ind.robust_accuracy
 
