@@ -159,6 +159,8 @@ def _split_csv(text: str) -> list[str]:
 @click.option("--eps-sweep", default=None, help="Comma-separated budgets for a robustness curve, e.g. 1/255,2/255,4/255,8/255.")
 @click.option("--audit", is_flag=True, help="Run the sanity checks of Carlini et al. (2019) for gradient masking.")
 @click.option("--eot", default=20, show_default=True, type=int, help="EOT samples for gradient attacks on stochastic models.")
+@click.option("--save-adv", default=0, show_default=True, type=int, metavar="N",
+              help="Save the first N adversarial examples of every attack (OUT/adv/*.safetensors and a picture).")
 @click.pass_obj
 def eval_cmd(opts, attacks, eps_sweep, **kw):
     """Evaluate a model under a suite of attacks (clean, per-attack and worst-case accuracy)."""

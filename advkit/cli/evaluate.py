@@ -50,7 +50,7 @@ def merged_options(spec_opts: dict, attack_opts) -> dict[str, dict[str, str]]:
 
 
 def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, eps, attack_opts, n, batch_size,
-             independent, out, eps_sweep, audit, eot):
+             independent, out, eps_sweep, audit, eot, save_adv):
     """Resolve names, evaluate (the engine checks every argument), print the table, say where the reports are."""
     from advkit.data import load_dataset
     from advkit.evaluation.engine import evaluate
@@ -82,7 +82,7 @@ def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, e
     report = evaluate(
         m, data, names, eps=eps, norm=norm, attack_opts=params, n=n,
         batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
-        eot=eot, seed=opts.seed, device=device, quiet=opts.quiet, meta=meta,
+        eot=eot, seed=opts.seed, device=device, quiet=opts.quiet, meta=meta, save_adv=save_adv,
     )
     if D.is_main():
         if opts.verbose:

@@ -34,6 +34,8 @@ from torch import nn
 
 from advkit import distributed as D
 from advkit.attack import Attack, create_attack
+from advkit.errors import UserError
+from advkit.evaluation.examples import Keeper, write_examples
 from advkit.evaluation.inputs import Inputs, adaptive_name, validate
 from advkit.evaluation.runner import Checked, Progress, Runner
 from advkit.runtime import model_fingerprint, versions
@@ -257,12 +259,15 @@ def evaluate(
     device: str = "cpu",
     quiet: bool = False,
     meta: dict | None = None,
+    save_adv: int = 0,
 ) -> Report:
     """Evaluate ``model`` on ``data`` (an :class:`advkit.data.ImageData` or an ``(x, y)`` pair).
 
     ``eps`` defaults to the dataset's usual budget; ``attack_opts`` maps an
     attack name to its parameters (``{"pgd": {"steps": 20}}``). Returns a
-    :class:`Report`; with ``out`` the reports are written there too.
+    :class:`Report`; with ``out`` the reports are written there too, and with
+    ``save_adv`` the first adversarial examples of every attack
+    (:mod:`advkit.evaluation.examples`).
     """
     from advkit.evaluation.checks import gradient_warning, run_audit
 
@@ -279,20 +284,33 @@ def evaluate(
         "attack_opts": inputs.attack_opts, "threat": inputs.threat.as_dict(), "seed": seed,
         "independent": independent, "eot": eot if stochastic else None, "versions": versions(),
     }
+    if int(save_adv) < 0 or (save_adv and not out):
+        raise UserError(f"save_adv needs an output directory and a count >= 0, got {save_adv!r} (out={out!r})")
     progress = Progress(Path(out) if out else None, config)
+    keeper = Keeper(save_adv) if save_adv else None
     runner = Runner(checked, inputs.x, inputs.y, inputs.threat, batch_size=batch_size, seed=seed,
-                    progress=progress, quiet=quiet, device=device)
+                    progress=progress, quiet=quiet, device=device, keeper=keeper)
     s = Session(runner, checked, eval_model, inputs, stochastic)
     built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
     gradient_warning(eval_model, inputs.x[:batch_size][:64].to(device), inputs.y[:batch_size][:64].to(device))
     results, robust, samples = cascade(s, built, independent)
     report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
     if budgets:
+        if not quiet and D.is_main():
+            print(f"advkit: eps sweep: {', '.join(b.name for b in built)} on each of the {len(s.correct)} "
+                  f"clean-correct points at {len(budgets)} budgets ({', '.join(label for _, label in budgets)}): "
+                  f"{len(built) * len(budgets)} attack runs", file=sys.stderr, flush=True)
         report.sweep = sweep(s, inputs.attacks, budgets)
     if audit:
         report.audit = run_audit(s, robust)
     if progress.resumed and D.is_main():
         print(f"advkit: resumed {progress.resumed} of {progress.batches} batches from {out}", file=sys.stderr)
+    if keeper is not None:
+        saved = write_examples(keeper, Path(out), inputs.threat, list(inputs.data_meta.get("classes") or []))
+        report.meta["adversarial_examples"] = [f"adv/{stem}.safetensors" for stem in saved]
+        if progress.resumed:
+            report.meta.setdefault("notes", []).append(
+                "--save-adv: batches read back from the earlier run were not attacked again; their examples are missing")
     if out and D.is_main():
         from advkit.evaluation.report import write_reports
 

@@ -112,9 +112,10 @@ class Progress:
 class Runner:
     """Runs the model or an attack over indexed points in seeded, resumable, shardable batches."""
 
-    def __init__(self, model, x, y, threat, *, batch_size, seed, progress: Progress, quiet, device):
+    def __init__(self, model, x, y, threat, *, batch_size, seed, progress: Progress, quiet, device, keeper=None):
         self.model, self.x, self.y, self.threat = model, x, y, threat
         self.batch_size, self.seed, self.progress, self.quiet, self.device = batch_size, seed, progress, quiet, device
+        self.keeper = keeper  # collects adversarial examples for --save-adv (None: keep nothing)
 
     def _batches(self, idx: list[int]):
         return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
@@ -150,6 +151,8 @@ class Runner:
             with torch.inference_mode():
                 logits = self.model(result.x_adv)
             finite_logits(logits, chunk, f"the adversarial inputs of attack {attack.name!r}")
+            if self.keeper is not None:
+                self.keeper.add(stage, chunk, yb, xb, result.x_adv, logits.argmax(1))
             return {
                 "stage": stage, "batch": b, "index": chunk, "broken": (logits.argmax(1) != yb).cpu().tolist(),
                 "norm": [float(v) for v in self.threat.norms(xb, result.x_adv).cpu()],
