@@ -262,7 +262,8 @@ def _build(name: str, params: dict, offered: dict):
     prefixed = _prefixed(name)
     if name in reg:
         entry = reg.get(name)
-        return _call_factory(entry.factory, bind_params(entry, params), **offered), entry.name
+        params.update(bind_params(entry, params))  # typed values: the checkpoint records what was built
+        return _call_factory(entry.factory, params, **offered), entry.name
     if prefixed is not None or (":" not in name and _claimed(name) is not None):
         entry = prefixed or _claimed(name)
         rest = name[len(entry.can("prefix")):] if prefixed is not None else name

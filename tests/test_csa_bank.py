@@ -207,12 +207,14 @@ def test_reference_games_are_the_bundled_model_and_data(reference_games):
 def test_bank_estimator_reaches_the_bank_quality_on_reference_games(reference_games, single_thread):
     """The default bank estimator against the stored high-budget values, and plain sampling at the same passes."""
     import advkit
+    from advkit_csa.bank import DEFAULT_PAIRS, DEFAULT_TARGET_LOSS
     from advkit_csa.linearized import gradient_shapley
     from advkit_csa.shapley import frequency_shapley
 
     ref = reference_games.subset(REFERENCE_ROWS)
     model = advkit.load_model("smallcnn-fmnist")
-    ours = gradient_shapley(model, ref.images, ref.labels, pairs=128, seed=1, indices=ref.indices.tolist(), progress=False)
+    ours = gradient_shapley(model, ref.images, ref.labels, pairs=DEFAULT_PAIRS, target_loss=DEFAULT_TARGET_LOSS, seed=1,
+                            indices=ref.indices.tolist(), progress=False)
     q = ref.score(ours.values, ours.players)
     # the chosen bank quality is a mean disagreement of 0.005 over all 20 games (docs/csa.md); three games vary more
     assert float(q["disagreement"].mean()) <= 0.01 and float(q["disagreement"].max()) <= 0.02, q["disagreement"]

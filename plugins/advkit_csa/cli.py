@@ -15,9 +15,9 @@ def add_command(cli: click.Group) -> None:
     @click.option("--per-class", default=150, show_default=True, type=int, help="Images per class.")
     @click.option("--estimator", default="gradient", show_default=True, type=click.Choice(["gradient", "permutation"]),
                   help="gradient: linearized values from input gradients (fast, for signs); permutation: sampled permutations.")
-    @click.option("--pairs", default=128, show_default=True, type=int, help="gradient: coalition pairs per image (the most, with --target-loss).")
-    @click.option("--target-loss", default=None, type=float,
-                  help="gradient: stop an image once its expected weighted sign loss is at most this.")
+    @click.option("--pairs", default=256, show_default=True, type=int, help="gradient: the most coalition pairs per image.")
+    @click.option("--target-loss", default=0.004, show_default=True, type=float,
+                  help="gradient: stop an image once its expected weighted NFC disagreement is at most this (0: never).")
     @click.option("--permutations", default=64, show_default=True, type=int, help="permutation: permutations per image (antithetic pairs count twice).")
     @click.option("--target-se", default=None, type=float, help="permutation: stop an image once its largest standard error is at most this.")
     @click.option("--grid", default=None, help="Player grid, e.g. 14x14 (default: 2x2 frequency blocks).")
@@ -43,7 +43,7 @@ def add_command(cli: click.Group) -> None:
         info = data.info
         m = load_model(model, dataset=info, weights=weights, device=device)
         bank, path = build_bank(m, data, out=out, per_class=per_class, estimator=estimator,
-                                pairs=pairs, target_loss=target_loss,
+                                pairs=pairs, target_loss=target_loss or None,
                                 permutations=permutations, target_se=target_se, grid=parse_grid(grid), value=value,
                                 batch_size=batch_size, chunk=chunk, seed=opts.seed, progress=not opts.quiet)
         if D.is_main():

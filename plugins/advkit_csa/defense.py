@@ -34,7 +34,7 @@ class CSA(Defense):
     """Class-wise Shapley value-guided augmentation: add alpha x the NFC of a same-class image (Chen et al., 2022)."""
 
     def __init__(self, alpha: float = 0.5, bank: str | None = None, pretrained: str | None = None, per_class: int = 150,
-                 estimator: str = "gradient", pairs: int = 128, target_loss: float | None = None, permutations: int = 64,
+                 estimator: str = "gradient", pairs: int = 256, target_loss: float = 0.004, permutations: int = 64,
                  target_se: float | None = None, grid: str | None = None, schedule: str = "constant",
                  batch_size: int | None = None, seed: int = 0):
         super().__init__(alpha=alpha, bank=bank, pretrained=pretrained, per_class=per_class, estimator=estimator,
@@ -80,7 +80,7 @@ class CSA(Defense):
             out = Path(ctx.cache_dir) if ctx.cache_dir else default_cache_dir()
             self.bank, self.bank_path = build_bank(
                 pretrained, data, out=out, per_class=int(p["per_class"]), estimator=p["estimator"], pairs=int(p["pairs"]),
-                target_loss=p["target_loss"],
+                target_loss=float(p["target_loss"] or 0) or None,  # 0: never stop early
                 permutations=int(p["permutations"]), target_se=p["target_se"], grid=parse_grid(p["grid"]),
                 batch_size=p["batch_size"], seed=int(p["seed"]), progress=not ctx.quiet)
         self._index(data, ctx.device)

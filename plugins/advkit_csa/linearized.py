@@ -42,13 +42,14 @@ the player minus ``v`` without it; ``v`` at the coalition itself comes with its
 gradient), one forward pass per coalition and player. The same weights make
 these samples unbiased for the player's true Shapley value.
 
-Sequential sign decisions (``target_loss``, off by default): pairs are drawn in
-rounds of ``round_pairs``; after each, an image stops once the weighted share
-of its players whose sign could still be wrong,
+Sequential sign decisions (``target_loss``): pairs are drawn in rounds of
+``round_pairs``; after each (from the second on), an image stops once the
+weighted share of its players whose sign could still be wrong,
 ``sum |phi| Phi(-|phi| / se) / sum |phi|``
-(:func:`advkit_csa.quality.expected_sign_loss`), is at most ``target_loss``.
-On the reference games it reached the same quality as a fixed number of pairs
-at the same cost, so the bank uses a fixed number.
+(:func:`advkit_csa.quality.expected_sign_loss`), is at most ``target_loss``;
+``pairs`` is then the most an image may use. Easy games stop after 64 pairs,
+hard ones use the maximum: on the reference games this reached the chosen
+bank quality with fewer passes than a fixed number of pairs (docs/csa.md).
 
 The values are not exactly efficient (the linearization bias of the large
 players shows in ``efficiency_gap``); the bank only keeps their signs. For
@@ -141,41 +142,24 @@ def pair_samples(t: torch.Tensor, members: torch.Tensor, slope_t: torch.Tensor, 
 
 
 class _Image:
-    """Running sums of one image: slope samples of every player over all pairs, and for the players measured
-    exactly on some pairs, the residuals ``exact - slope`` there (a control-variate correction)."""
+    """Running sums of one image's pair samples."""
 
-    def __init__(self, generator: torch.Generator, p: int, exact: torch.Tensor):
-        self.generator, self.exact = generator, exact
-        z = lambda: torch.zeros(p, dtype=torch.float64)  # noqa: E731
-        self.sum, self.sq, self.n = z(), z(), 0
-        self.r_sum, self.r_sq, self.r_n, self.l_sum, self.lr = z(), z(), z(), z(), z()
+    def __init__(self, generator: torch.Generator, p: int):
+        self.generator = generator
+        self.sum = torch.zeros(p, dtype=torch.float64)
+        self.sq = torch.zeros(p, dtype=torch.float64)
+        self.n = 0
         self.done = False
 
-    def add(self, samples: torch.Tensor, players: torch.Tensor, exact: torch.Tensor) -> None:
-        """``samples`` (k, P) from slopes; ``exact`` (k, E) from exact differences of ``players`` (E,)."""
+    def add(self, samples: torch.Tensor) -> None:
         self.sum += samples.sum(0)
         self.sq += (samples * samples).sum(0)
         self.n += samples.shape[0]
-        if len(players):
-            lin = samples[:, players]
-            res = exact - lin
-            self.r_sum[players] += res.sum(0)
-            self.r_sq[players] += (res * res).sum(0)
-            self.r_n[players] += res.shape[0]
-            self.l_sum[players] += lin.sum(0)
-            self.lr[players] += (lin * res).sum(0)
 
     def estimate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n, rn = max(self.n, 1), self.r_n.clamp_min(1)
-        mean = self.sum / n
-        var = (self.sq / n - mean * mean).clamp_min(0) * n / max(n - 1, 1) / n
-        r_mean = self.r_sum / rn
-        r_var = (self.r_sq / rn - r_mean * r_mean).clamp_min(0) * rn / (rn - 1).clamp_min(1)
-        cov = (self.lr - self.l_sum * self.r_sum / rn) / (rn - 1).clamp_min(1)
-        has = self.r_n > 0
-        mean = mean + torch.where(has, r_mean, 0)
-        var = var + torch.where(has, r_var / rn + 2 * cov / n, 0)
-        return mean, var.clamp_min(0).sqrt()
+        mean = self.sum / max(self.n, 1)
+        var = (self.sq / max(self.n, 1) - mean * mean).clamp_min(0) * self.n / max(self.n - 1, 1)
+        return mean, (var / max(self.n, 1)).sqrt()
 
 
 def exact_players(energy: torch.Tensor, share: float | None) -> torch.Tensor:
@@ -215,36 +199,17 @@ def _round(grads: _Gradients, drawn, flat, base, full, ys, exact) -> list[torch.
     for (i, t, members), a, b in zip(drawn, rows[:-1], rows[1:]):
         k, e = members.shape[0], len(exact[i])
         slopes = (gr[a:b].flatten(1) @ flat[i].T).double().cpu()  # (2k, P): dF/dz at T, then at N - T
-        samples = pair_samples(t, members, slopes[:k], slopes[k:])
-        exact_samples = samples.new_zeros(k, 0)
         if e:
             held = torch.cat([members, ~members])[:, exact[i]]
             other = tv[at : at + 2 * k * e].view(2 * k, e).double().cpu()
             own = values[a:b].double().cpu()[:, None]
-            diff = torch.where(held, own - other, other - own)  # v(with) - v(without)
-            exact_samples = pair_samples(t, members[:, exact[i]], diff[:k], diff[k:])
+            slopes[:, exact[i]] = torch.where(held, own - other, other - own)  # v(with) - v(without)
             at += 2 * k * e
-        out.append((samples, exact_samples))
+        out.append(pair_samples(t, members, slopes[:k], slopes[k:]))
     return out
 
 
-def probe_players(energy: torch.Tensor, exact: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` players with most energy that are not measured exactly anyway."""
-    order = energy.argsort(descending=True)
-    keep = ~torch.isin(order, exact)
-    return order[keep][:k].sort().values
-
-
-def promoted(state: "_Image", probes: torch.Tensor, z: float = 2.0) -> torch.Tensor:
-    """Probed players whose residual (exact minus slope) on the first round is significant."""
-    rn = state.r_n[probes].clamp_min(2)
-    mean = state.r_sum[probes] / rn
-    se = ((state.r_sq[probes] / rn - mean * mean).clamp_min(0) / (rn - 1)).sqrt()
-    return probes[mean.abs() > z * se]
-
-
-def _group(grads, players, xs, ys, seeds, pairs, target_loss, exact_share, round_pairs, bar, probe=0, promote=False,
-           min_pairs=64) -> dict:
+def _group(grads, players, xs, ys, seeds, pairs, target_loss, exact_share, round_pairs, bar) -> dict:
     """Estimate a group of images whose per-player reconstructions fit in memory together."""
     from advkit_csa.quality import player_energy
 
@@ -253,29 +218,23 @@ def _group(grads, players, xs, ys, seeds, pairs, target_loss, exact_share, round
     full = base + comps.sum(1)
     ends = grads.values(torch.cat([base, full]), torch.cat([ys, ys])).cpu()
     flat = comps.flatten(2)  # (g, P, CHW)
-    energy = player_energy(xs.cpu(), players)
-    states = [_Image(torch.Generator().manual_seed(sd), p, exact_players(e, exact_share)) for sd, e in zip(seeds, energy)]
-    probes = [probe_players(e, s.exact, probe) for e, s in zip(energy, states)]
-    spent = [0] * g
+    exact = [exact_players(e, exact_share) for e in player_energy(xs.cpu(), players)]
+    states = [_Image(torch.Generator().manual_seed(sd), p) for sd in seeds]
     while True:
         active = [i for i, s in enumerate(states) if not s.done and s.n < pairs]
         if not active:
             break
         drawn = [(i, *draw_pairs(states[i].generator, min(round_pairs, pairs - states[i].n), p)) for i in active]
-        sets = [torch.cat([states[i].exact, probes[i]]) if states[i].n == 0 else states[i].exact for i in range(g)]
-        for (i, t, _), (samples, exact) in zip(drawn, _round(grads, drawn, flat, base, full, ys, sets)):
-            states[i].add(samples, sets[i], exact)
-            spent[i] += samples.shape[0] * (2 * GRADIENT_COST + 2 * len(sets[i]))
-            if promote and len(probes[i]) and states[i].n == samples.shape[0]:
-                states[i].exact = torch.cat([states[i].exact, promoted(states[i], probes[i])]).sort().values
-            if target_loss is not None and states[i].n >= min_pairs:
+        for (i, _, _), samples in zip(drawn, _round(grads, drawn, flat, base, full, ys, exact)):
+            states[i].add(samples)
+            if target_loss is not None and states[i].n >= 2 * round_pairs:
                 states[i].done = float(expected_sign_loss(*states[i].estimate())) <= float(target_loss)
         if bar is not None:
             bar.update(sum(len(t) for _, t, _ in drawn))
     est = [s.estimate() for s in states]
     return {"values": torch.stack([m for m, _ in est]).float(), "stderr": torch.stack([e for _, e in est]).float(),
             "v_empty": ends[:g], "v_full": ends[g:], "pairs": torch.tensor([s.n for s in states]),
-            "passes": torch.tensor([2 + c for c in spent])}
+            "passes": torch.tensor([2 + 2 * s.n * (GRADIENT_COST + len(e)) for s, e in zip(states, exact)])}
 
 
 def gradient_shapley(
@@ -294,9 +253,6 @@ def gradient_shapley(
     generator: torch.Generator | None = None,
     indices=None,
     progress: bool = True,
-    probe: int = 0,
-    promote: bool = False,
-    min_pairs: int = 64,
 ) -> ShapleyResult:
     """Linearized frequency Shapley values of ``model`` on images ``x`` (N, C, H, W in [0, 1]) of classes ``y``.
 
@@ -334,8 +290,7 @@ def gradient_shapley(
         for start in range(0, n, group):
             ids = indices[start : start + group]
             out = _group(grads, players, x[start : start + group].to(device).float(), y[start : start + group].to(device).long(),
-                         [image_seed(seed, i, "gradient") for i in ids], int(pairs), target_loss, exact_share, int(round_pairs), bar,
-                         int(probe), bool(promote), int(min_pairs))
+                         [image_seed(seed, i, "gradient") for i in ids], int(pairs), target_loss, exact_share, int(round_pairs), bar)
             for name, dst in (("values", values), ("stderr", stderr), ("v_full", v_full), ("v_empty", v_empty),
                               ("pairs", used), ("passes", passes)):
                 dst[start : start + len(ids)] = out[name]

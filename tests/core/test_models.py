@@ -216,7 +216,7 @@ def test_per_channel_normalization_and_factory_parameters_in_the_spec():
     expected = torch.stack([(x[:, c] - (0.1, 0.2, 0.3)[c]) / (0.5, 0.25, 0.125)[c] for c in range(3)], 1)
     assert torch.allclose(m(x), m.backbone(expected), atol=1e-5)
     reg = load_model("smallcnn:width=8,normalize=none", num_classes=10, input_shape=(1, 28, 28), mean=[0.3], std=[0.4])
-    assert reg.info["normalization"]["source"] == "none" and reg.arch_params == {"width": "8"}
+    assert reg.info["normalization"]["source"] == "none" and reg.arch_params == {"width": 8}
     assert reg.backbone.fc.in_features == 8
 
 

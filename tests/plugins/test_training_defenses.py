@@ -505,4 +505,5 @@ def test_mixed_reports_what_each_minimum_norm_attack_kept(halfnorm, data, capsys
     assert [h["notes"] for h in result.history] == [[line], [line]]
     printed = capsys.readouterr().out.splitlines()
     assert printed.count(f"  {line}") == 2
-    assert printed.index(f"  {line}") == 1 and printed[0].startswith("epoch 1/2")
+    first = printed.index(f"  {line}")
+    assert printed[first - 1].startswith("epoch 1/2")  # the note follows its epoch's line
