@@ -153,7 +153,8 @@ def _split_csv(text: str) -> list[str]:
 @click.option("--eps", default=None, help="Budget, e.g. 8/255 or 0.031 (default: the dataset's usual one).")
 @click.option("--attack-opt", "attack_opts", multiple=True, metavar="NAME.PARAM=VALUE", help="Per-attack option, repeatable (same as NAME:PARAM=VALUE in --attacks).")
 @click.option("-n", "--n", "n", default=500, show_default=True, type=int, help="Number of test points (first n); under torchrun write -n.")
-@click.option("--batch-size", default=250, show_default=True, type=int)
+@click.option("--batch-size", default="250", show_default=True, metavar="N|auto",
+              help="Points per batch; auto: the largest that fits the GPU (250 on a CPU).")
 @click.option("--independent", is_flag=True, help="Run every attack on every clean-correct point (also reports the cascade).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Write reports and per-sample results here; re-running resumes.")
 @click.option("--eps-sweep", default=None, help="Comma-separated budgets for a robustness curve, e.g. 1/255,2/255,4/255,8/255.")

@@ -49,6 +49,49 @@ def merged_options(spec_opts: dict, attack_opts) -> dict[str, dict[str, str]]:
     return out
 
 
+CPU_BATCH = 250
+
+
+def largest_batch(model, shape, device, limit: int = 4096) -> int:
+    """Half the largest power-of-two batch (from 32) whose forward+backward fits the device's memory.
+
+    The half leaves room for what attacks keep besides the model's activations
+    (AutoAttack's restarts and targets, EOT copies).
+    """
+    import torch
+
+    fits, b = 16, 32
+    while b <= limit:
+        try:
+            x = torch.rand(b, *shape, device=device, requires_grad=True)
+            model(x).sum().backward()
+            fits = b
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            x = None
+            if str(device).startswith("cuda"):
+                torch.cuda.empty_cache()
+        b *= 2
+    return max(1, fits // 2)
+
+
+def resolve_batch_size(text, model, device) -> int:
+    """``--batch-size``: a positive number, or ``auto`` (probed on a GPU; 250 on a CPU), said on stderr."""
+    if str(text).strip().lower() != "auto":
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f"--batch-size must be a whole number or auto, got {text!r}") from None
+    if not str(device).startswith("cuda"):
+        size, how = CPU_BATCH, "on a CPU"
+    else:
+        size, how = largest_batch(model, tuple(model.input_shape), device), "probed on the GPU"
+    if D.is_main():
+        click.echo(f"advkit: batch size {size} (auto, {how})", err=True)
+    return size
+
+
 def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, eps, attack_opts, n, batch_size,
              independent, out, eps_sweep, audit, eot, save_adv):
     """Resolve names, evaluate (the engine checks every argument), print the table, say where the reports are."""
@@ -71,6 +114,7 @@ def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, e
             f"model {model!r} expects {m.num_classes} classes of shape {tuple(m.input_shape)}, "
             f"but {dataset!r} has {info.num_classes} classes of shape {tuple(info.input_shape)}"
         )
+    batch_size = resolve_batch_size(batch_size, m, device)
     seed_everything(opts.seed)
     meta = {
         "command": opts.command,

@@ -58,3 +58,23 @@ def test_both_forms_reach_the_attack(tmp_path):
 def test_bad_parameter_in_the_list_is_one_line():
     r = CliRunner().invoke(cli, ["-q", "eval", "-n", "8", "--attacks", "pgd:steps=-3"])
     assert r.exit_code == 2 and r.stderr.startswith("advkit: error:") and "steps" in r.stderr
+
+
+def test_auto_batch_size(monkeypatch):
+    """auto: 250 on a CPU; on a GPU half the largest power of two whose forward+backward fits."""
+    import torch
+
+    from advkit.cli.evaluate import largest_batch, resolve_batch_size
+
+    class Limited(torch.nn.Module):  # runs out of memory above 300 images
+        input_shape = (1, 4, 4)
+
+        def forward(self, x):
+            if x.shape[0] > 300:
+                raise torch.cuda.OutOfMemoryError("out of memory")
+            return x.flatten(1).sum(1, keepdim=True)
+
+    assert largest_batch(Limited(), (1, 4, 4), "cpu") == 128  # 256 fits, 512 does not
+    assert resolve_batch_size("auto", Limited(), "cpu") == 250 and resolve_batch_size("64", Limited(), "cpu") == 64
+    with pytest.raises(UserError, match="whole number or auto"):
+        resolve_batch_size("big", Limited(), "cpu")
