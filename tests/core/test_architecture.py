@@ -133,3 +133,15 @@ def test_engine_modules_stay_small():
     big = {str(p.relative_to(ROOT)): n for p in (ROOT / "advkit").rglob("*.py")
            if (n := len(p.read_text().splitlines())) > 420}
     assert not big, big
+
+
+def test_engine_functions_fit_on_a_screen():
+    """No function over ~80 lines in the engines (evaluation, training, explanation)."""
+    paths = [*(ROOT / "advkit" / "evaluation").rglob("*.py"), *(ROOT / "advkit" / "training").rglob("*.py"),
+             ROOT / "advkit" / "explanation.py"]
+    long = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long[f"{path.relative_to(ROOT)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert not long, long
