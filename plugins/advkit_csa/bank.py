@@ -151,8 +151,8 @@ def bank_key(fingerprint: str, dataset: str, split: str, indices: torch.Tensor, 
 
 
 ESTIMATORS = ("gradient", "permutation")
-DEFAULT_PAIRS = 256  # the most coalition pairs per image (gradient estimator)
-DEFAULT_TARGET_LOSS = 0.004  # stop an image once its expected weighted disagreement is at most this (docs/csa.md)
+DEFAULT_PAIRS = 512  # the most coalition pairs per image (gradient estimator)
+DEFAULT_TARGET_LOSS = 0.003  # stop an image once its expected weighted disagreement is at most this (docs/csa.md)
 
 
 def estimator_settings(estimator: str, *, players, pairs, target_loss, permutations, target_se, value, per_class,

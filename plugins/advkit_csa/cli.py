@@ -15,8 +15,8 @@ def add_command(cli: click.Group) -> None:
     @click.option("--per-class", default=150, show_default=True, type=int, help="Images per class.")
     @click.option("--estimator", default="gradient", show_default=True, type=click.Choice(["gradient", "permutation"]),
                   help="gradient: linearized values from input gradients (fast, for signs); permutation: sampled permutations.")
-    @click.option("--pairs", default=256, show_default=True, type=int, help="gradient: the most coalition pairs per image.")
-    @click.option("--target-loss", default=0.004, show_default=True, type=float,
+    @click.option("--pairs", default=512, show_default=True, type=int, help="gradient: the most coalition pairs per image.")
+    @click.option("--target-loss", default=0.003, show_default=True, type=float,
                   help="gradient: stop an image once its expected weighted NFC disagreement is at most this (0: never).")
     @click.option("--permutations", default=64, show_default=True, type=int, help="permutation: permutations per image (antithetic pairs count twice).")
     @click.option("--target-se", default=None, type=float, help="permutation: stop an image once its largest standard error is at most this.")

@@ -34,7 +34,7 @@ class CSA(Defense):
     """Class-wise Shapley value-guided augmentation: add alpha x the NFC of a same-class image (Chen et al., 2022)."""
 
     def __init__(self, alpha: float = 0.5, bank: str | None = None, pretrained: str | None = None, per_class: int = 150,
-                 estimator: str = "gradient", pairs: int = 256, target_loss: float = 0.004, permutations: int = 64,
+                 estimator: str = "gradient", pairs: int = 512, target_loss: float = 0.003, permutations: int = 64,
                  target_se: float | None = None, grid: str | None = None, schedule: str = "constant",
                  batch_size: int | None = None, seed: int = 0):
         super().__init__(alpha=alpha, bank=bank, pretrained=pretrained, per_class=per_class, estimator=estimator,

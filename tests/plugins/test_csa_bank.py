@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from advkit.errors import UserError
 
 GRID = (3, 3)  # 8 players on 8x8 images: exact enumeration is 256 coalitions
-REFERENCE = Path(__file__).parent / "fixtures" / "csa" / "reference-smallcnn-fmnist.safetensors"
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "csa" / "reference-smallcnn-fmnist.safetensors"
 REFERENCE_ROWS = [0, 3, 6]  # the small-size check: three of the reference games (classes 0, 1, 3)
 
 

@@ -319,7 +319,7 @@ def test_csa_bank_command(tmp_path, capsys):
 
     with one_thread(), pytest.raises(SystemExit) as exit_:
         main(["-q", "csa-bank", "--model", "smallcnn-fmnist", "--dataset", "fmnist-mini", "--per-class", "1",
-              "--permutations", "2", "--grid", "2", "--out", str(tmp_path)])
+              "--pairs", "4", "--grid", "2", "--out", str(tmp_path)])
     assert exit_.value.code == 0
     assert "csa:bank=" in capsys.readouterr().out
     assert len(list(tmp_path.glob("nfc-bank-*.safetensors"))) == 1
