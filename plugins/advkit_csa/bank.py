@@ -32,18 +32,9 @@ from pathlib import Path
 import torch
 
 from advkit.errors import UserError
+from advkit.runtime import model_fingerprint
 
 FORMAT = "advkit-csa-bank/1"
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over the names, dtypes, shapes and bytes of the state-dict tensors."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def dataset_labels(data) -> torch.Tensor:
