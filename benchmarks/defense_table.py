@@ -28,16 +28,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 AT = "pgd-at:steps={steps},step_size={step}"
+TRADES = "trades:steps={steps},step_size={step}"
+CSA = "csa:alpha={alpha},bank={bank}"  # the NFC bank of the bundled standard model, built once (see bank_command)
 ROWS = {  # name -> defenses (the training adversary: {steps} PGD steps of {step}); cheapest to evaluate first
     "standard": [],
     "pgd-at": [AT],
-    "trades": ["trades:steps={steps},step_size={step}"],
+    "trades": [TRADES],
     "part": [AT, "part"],
-    "part-t": ["trades:steps={steps},step_size={step}", "part"],
+    "part-t": [TRADES, "part"],
     "mart": ["mart:steps={steps},step_size={step}"],
     "mixed": ["mixed:clean=0.5,fgsm=0.25,pgd=0.25"],
     "noise-injection+pgd-at": [AT, "noise-injection"],
     "lwta+pgd-at": [AT, "lwta"],
+    "csa+pgd-at": [AT, CSA.replace("{alpha}", "0.5")],
+    "csa+trades": [TRADES, CSA.replace("{alpha}", "0.5")],
+    "csa-0.25+pgd-at": [AT, CSA.replace("{alpha}", "0.25")],
+    "csa-1+pgd-at": [AT, CSA.replace("{alpha}", "1")],
+    "csa-2+pgd-at": [AT, CSA.replace("{alpha}", "2")],
 }
 STOCHASTIC = {"lwta", "noise-injection"}  # evaluated with aa-rand (APGD-CE + APGD-DLR with EOT) by advkit itself
 
@@ -49,7 +56,7 @@ def commands(name: str, a) -> tuple[list[str], list[str]]:
              "--lr", "1e-3", "--weight-decay", "0", "--schedule", "cosine", "--eps", a.eps, "--n-val", "500",
              "--val-attack", "pgd", "--out", str(run)]
     for d in ROWS[name]:
-        train += ["--defense", d.format(steps=a.steps, step=a.step_size)]
+        train += ["--defense", d.format(steps=a.steps, step=a.step_size, bank=bank_dir(a))]
     stochastic = bool(STOCHASTIC & set(d.split(":")[0] for d in ROWS[name]))
     n = a.n_stochastic if stochastic and a.n_stochastic else a.n
     evaluate = ["advkit", "--seed", str(a.seed), "-q", "eval", "--model", str(run / "last.safetensors"),
@@ -58,6 +65,44 @@ def commands(name: str, a) -> tuple[list[str], list[str]]:
     if not a.full_aa and not stochastic:
         evaluate[-2:-2] = ["--attack-opt", "aa.attacks=apgd-ce+apgd-t"]
     return train, evaluate
+
+
+def bank_dir(a) -> Path:
+    return Path(a.out) / "csa-bank"
+
+
+def bank_command(a) -> list[str]:
+    """The NFC bank of the bundled standard model (``smallcnn-fmnist``) with the bank's defaults."""
+    return ["advkit", "--seed", str(a.seed), "-q", "csa-bank", "--model", "smallcnn-fmnist", "--dataset", "fmnist-mini",
+            "--out", str(bank_dir(a))]
+
+
+def build_bank(a) -> str:
+    """Run ``advkit csa-bank`` once, sharded over ``--jobs`` processes (torchrun); a finished bank is found, a partial one resumed."""
+    if any(bank_dir(a).glob("nfc-bank-*.safetensors")):
+        return "csa-bank: found"
+    cmd = bank_command(a)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(a.jobs)] if a.jobs > 1 else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    t0 = time.time()
+    proc = subprocess.run([*launcher, "-m", "advkit", *cmd[1:]], env=env, capture_output=True, text=True)
+    (bank_dir(a) / "logs").mkdir(parents=True, exist_ok=True)
+    (bank_dir(a) / "logs" / "csa-bank.log").write_text(shlex.join(cmd) + "\n" + proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return f"csa-bank: failed: {tail[0]}"
+    (bank_dir(a) / "logs" / "csa-bank.seconds").write_text(f"{time.time() - t0:.0f}\n")
+    return "csa-bank: done"
+
+
+def label(name: str) -> str:
+    """The row's defenses as the table names them; CSA with its alpha."""
+    parts = []
+    for d in ROWS[name]:
+        kind, _, opts = d.partition(":")
+        alpha = dict(kv.split("=", 1) for kv in opts.split(",") if "=" in kv).get("alpha") if kind == "csa" else None
+        parts.append(f"csa (alpha {alpha})" if alpha else kind)
+    return " + ".join(parts) or "none (standard)"
 
 
 def run_row(name: str, a) -> str:
@@ -95,10 +140,31 @@ def table(a) -> str:
         attacks = aa["implementation"].rsplit("(", 1)[-1].rstrip(")").split(", ", 1)[-1] if aa else ""
         note = "stochastic: EOT-20 PGD, aa-rand" if r.get("stochastic") else ""
         lines.append(
-            f"| {' + '.join(d.split(':')[0] for d in ROWS[name]) or 'none (standard)'} | {r['n']} "
+            f"| {label(name)} | {r['n']} "
             f"| {100 * r['clean_accuracy']:.1f} | {100 * acc.get('pgd', float('nan')):.1f} | {100 * r['robust_accuracy']:.1f} "
             f"| {attacks} | {note} |"
         )
+    return "\n".join(lines)
+
+
+def subset_table(a, k: int) -> str:
+    """Every finished row restricted to its first ``k`` test points (from ``results.csv``): clean, first attack, worst case."""
+    import csv
+
+    lines = [f"| defenses (first {k} test points) | clean | PGD-20 | worst case |", "|---|---|---|---|"]
+    for name in a.rows:
+        ev = Path(a.out) / name / "eval"
+        if not (ev / "results.csv").exists():
+            continue
+        first = json.loads((ev / "report.json").read_text())["attacks"][0]["name"]
+        rows = sorted(csv.DictReader((ev / "results.csv").open()), key=lambda r: int(r["index"]))[:k]
+        if len(rows) < k:
+            continue
+        clean = sum(int(r["clean_correct"]) for r in rows)
+        pgd = sum(int(r["clean_correct"]) and r["broken_by"] != first for r in rows)
+        worst = sum(int(r["robust"]) for r in rows)
+        note = " (EOT-20 PGD, aa-rand)" if json.loads((ev / "report.json").read_text()).get("stochastic") else ""
+        lines.append(f"| {label(name)}{note} | {100 * clean / k:.1f} | {100 * pgd / k:.1f} | {100 * worst / k:.1f} |")
     return "\n".join(lines)
 
 
@@ -121,17 +187,24 @@ def main(argv=None):
                     help="standard AutoAttack (adds FAB-T and Square: minutes per model on CPU) instead of APGD-CE + APGD-T")
     ap.add_argument("--markdown", action="store_true", help="only print the table of finished rows")
     ap.add_argument("--print-commands", action="store_true")
+    ap.add_argument("--subset", type=int, default=0, metavar="K",
+                    help="also print every finished row on its first K test points (the stochastic rows' points)")
     a = ap.parse_args(argv)
     a.rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = [r for r in a.rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    csa = any(d.startswith("csa:") for name in a.rows for d in ROWS[name])
     if a.print_commands:
+        if csa:
+            print(shlex.join(bank_command(a)))
         for name in a.rows:
             for cmd in commands(name, a):
                 print(shlex.join(cmd))
         return
     if not a.markdown:
+        if csa:
+            print(build_bank(a), flush=True)
         with ThreadPoolExecutor(a.jobs) as pool:
             for line in pool.map(lambda r: run_row(r, a), a.rows):
                 print(line, flush=True)
@@ -139,6 +212,9 @@ def main(argv=None):
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "table.md").write_text(md + "\n")
     print(md)
+    if a.subset:
+        print()
+        print(subset_table(a, a.subset))
 
 
 if __name__ == "__main__":

@@ -119,6 +119,44 @@ def test_exact_is_efficient(exact):
     assert exact.efficiency_gap().abs().max() < 1e-6
 
 
+def test_exact_matches_the_definition_over_every_order(tiny, exact):
+    """The game written out from the paper's definition with numpy's FFT, averaged over all 8! orders."""
+    import itertools
+
+    import numpy as np
+
+    net, x, y, _ = tiny
+    h = w = 8
+    gh, gw = GRID
+    cell = (np.arange(h)[:, None] * gh // h) * gw + (np.arange(w)[None, :] * gw // w)  # centred layout
+    centre = cell[h // 2, w // 2]
+    players = [c for c in range(gh * gw) if c != centre]
+    for n in range(2):
+        spec = np.fft.fftshift(np.fft.fft2(x[n, 0].double().numpy()))
+        cache = {}
+
+        def v(coalition):
+            key = frozenset(coalition)
+            if key not in cache:
+                keep = np.isin(cell, [centre, *key])
+                img = np.clip(np.fft.ifft2(np.fft.ifftshift(spec * keep)).real, 0, 1)
+                with torch.no_grad():
+                    logits = net(torch.tensor(img, dtype=torch.float32)[None, None])
+                cache[key] = float(torch.softmax(logits.double(), 1)[0, y[n]])
+            return cache[key]
+
+        phi = np.zeros(len(players))
+        orders = list(itertools.permutations(range(len(players))))
+        for order in orders:
+            before = []
+            for k in order:
+                phi[k] += v([players[j] for j in before + [k]]) - v([players[j] for j in before])
+                before.append(k)
+        phi /= len(orders)
+        assert np.allclose(exact.values[n].double().numpy(), phi, atol=2e-5), (exact.values[n], phi)
+        assert abs(float(exact.v_empty[n]) - v([])) < 1e-5
+
+
 def test_antithetic_and_control_variate_beat_plain_sampling(tiny, exact):
     net, x, y, _ = tiny
     mse = {}
