@@ -58,3 +58,40 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def kill_at():
+    """``kill_at(k, args)``: run ``python -m advkit ARGS`` SIGKILLed in the middle of its ``k``-th write
+    (tests/fixtures/kill_at_write.py); returns True if it was killed, False if it finished first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    harness = Path(__file__).parent / "fixtures" / "kill_at_write.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def run(k: int, args) -> bool:
+        proc = subprocess.run([sys.executable, str(harness), str(k), *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert proc.returncode in (0, -9), proc.stderr[-2000:]
+        return proc.returncode == -9
+
+    return run
+
+
+@pytest.fixture
+def advkit_cli(single_thread):
+    """Run the CLI in this process (one thread, like the killed runs); fails on a non-zero exit."""
+    from click.testing import CliRunner
+
+    from advkit.cli import load_commands
+
+    cli = load_commands()
+
+    def run(args):
+        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r
+
+    return run

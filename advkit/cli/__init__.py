@@ -233,12 +233,17 @@ cli.add_command(report_cmd)
 _commands_loaded = False
 
 
-def main(argv=None):
-    """Console-script entry point."""
+def load_commands() -> click.Group:
+    """The CLI group with the plugins' commands added (once)."""
     global _commands_loaded
     if not _commands_loaded:
         from advkit.plugins import register_commands
 
         register_commands(cli)
         _commands_loaded = True
-    return cli.main(args=argv, prog_name="advkit")
+    return cli
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    return load_commands().main(args=argv, prog_name="advkit")

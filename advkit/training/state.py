@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -46,16 +47,25 @@ def _describe(out: Path) -> str:
     return "files " + ", ".join(f for f in RUN_FILES if (out / f).exists())
 
 
-def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Check ``out`` for a new run (refuse a folder holding a run unless ``overwrite``) or for ``resume``."""
+def prepare_out(out: Path, *, resume: bool, overwrite: bool, main: bool = True) -> bool:
+    """Check ``out`` for a new run (refuse a folder holding a run unless ``overwrite``) or for ``resume``.
+
+    Returns whether there is a committed epoch to resume from. ``resume`` of a run stopped before its
+    first epoch was committed starts it again from the beginning, and says so."""
     if resume and overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     state = out / f"{STATE}.safetensors"
-    if resume:
-        if not state.is_file():
-            raise UserError(f"nothing to resume in {out}: {state.name} not found (run without --resume)")
-        return
     held = [f for f in RUN_FILES if (out / f).exists()]
+    if resume and state.is_file():
+        return True
+    if resume and not main:
+        return False  # rank 0 decides (and clears an uncommitted run)
+    if resume and not held:
+        raise UserError(f"nothing to resume in {out}: {state.name} not found (run without --resume)")
+    if resume:
+        print(f"advkit: {out} holds no finished epoch (the run stopped before its first one ended): "
+              "starting it from the beginning", file=sys.stderr, flush=True)
+        overwrite = True
     if held and not overwrite:
         raise UserError(f"{out} already holds a training run ({_describe(out)}); "
                         "pass --resume to continue it or --overwrite to replace it")
@@ -70,6 +80,7 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
             raise PermissionError(13, "not writable")
     except OSError as exc:
         raise UserError(f"cannot write the run into {out}: {exc.strerror or exc}") from None
+    return False
 
 
 def save_state(out: Path, model: nn.Module, optimizer, defenses: list[Defense], meta: dict) -> None:

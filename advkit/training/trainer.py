@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from advkit import distributed as D
 from advkit.adversary import PGDAdversary, PGDSettings, frozen
 from advkit.attack import verified
 from advkit.defense import Defense, TrainContext, compose
@@ -283,8 +284,10 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     recipes = prepare_model(model, defenses, train_data, device)
     out = Path(o.out) if o.out is not None else None
     settings = settings_of(o, model, train_data, val_data, threat, recipes)
+    resume = False
     if out is not None and (dist.main or o.resume):
-        state.prepare_out(out, resume=o.resume, overwrite=o.overwrite)
+        resume = state.prepare_out(out, resume=o.resume, overwrite=o.overwrite, main=dist.main)
+    resume = D.all_gather(resume)[0]  # rank 0's answer
     trainer = _build(o, model, train_data, defenses, threat, dist, device, out)
     validator = None
     if val_data is not None and len(val_data):
@@ -294,7 +297,7 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     for d in defenses:
         d.setup(model, train_data, trainer.ctx)
     history, best, start = [], {"epoch": None, "metric": -1.0}, 0
-    if o.resume:
+    if resume:
         meta = state.load_state(out, model, trainer.opt, defenses, settings, main=dist.main)
         start, history, best = int(meta["epoch"]), list(meta["history"]), meta["best"]
         trainer.precision.load_state_dict(meta.get("scaler") or {})

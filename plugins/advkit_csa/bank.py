@@ -182,6 +182,25 @@ def _estimate(model, xs, ys, settings: dict, players, batch_size: int, indices: 
                              seed=settings["seed"], indices=indices, progress=False)
 
 
+def announce_cost(model, data, todo: torch.Tensor, labels: torch.Tensor, settings: dict, players, batch_size: int,
+                  device, sample: int = 256) -> None:
+    """Print the cost of the images still to compute (from the first ``sample`` of them) before a build starts."""
+    import sys
+
+    from advkit import distributed as D
+    from advkit_csa.cost import bank_cost, cost_line
+
+    sel = todo[:sample]
+    xs = torch.stack([data[int(i)][0] for i in sel]).float().to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        cost = bank_cost(model, xs, labels[sel].to(device), len(todo), settings, players, batch_size)
+    finally:
+        model.train(was_training)
+    print(f"advkit: {cost_line(cost, settings, D.world()[1])}", file=sys.stderr, flush=True)
+
+
 def build_bank(
     model,
     data,
@@ -209,7 +228,7 @@ def build_bank(
     """
     from advkit import distributed as D
     from advkit_csa.players import FrequencyPlayers
-    from advkit_csa.shards import remove_partials, run_chunks
+    from advkit_csa.shards import chunk_bounds, missing_chunks, remove_partials, run_chunks
 
     if int(per_class) < 1 or int(chunk) < 1:
         raise UserError(f"csa bank: per_class and chunk must be >= 1, got {per_class!r} and {chunk!r}")
@@ -238,7 +257,12 @@ def build_bank(
         spec = nfc_spectra(xs, r.values.to(device), players).cpu()
         return {"values": r.values, "stderr": r.stderr, "real": spec.real, "imag": spec.imag, "passes": r.passes}
 
-    t = run_chunks(out, key, len(positions), int(chunk), compute, progress=progress, desc=f"NFC bank ({info.name})")
+    missing = missing_chunks(out, key, len(positions), int(chunk))
+    if progress and missing and D.is_main():
+        todo = torch.cat([torch.arange(a, b) for a, b in (chunk_bounds(len(positions), int(chunk))[c] for c in missing)])
+        announce_cost(model, data, positions[todo], labels, settings, players, batch_size, device)
+    t = run_chunks(out, key, len(positions), int(chunk), compute, progress=progress, desc=f"NFC bank ({info.name})",
+                   missing=missing)
     meta = {"format": FORMAT, "key": key, "model_fingerprint": fingerprint, "dataset": info.name, "split": info.split,
             "num_classes": info.num_classes, "input_shape": list(shape), "players": players.describe(),
             "settings": settings, "images": len(positions), "forward_passes": int(t["passes"].sum())}

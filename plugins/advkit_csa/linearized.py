@@ -64,6 +64,7 @@ import time
 import torch
 
 from advkit.errors import UserError
+from advkit.runtime import progress as progress_bar
 from advkit_csa.chains import _value
 from advkit_csa.players import FrequencyPlayers
 from advkit_csa.quality import expected_sign_loss
@@ -229,8 +230,7 @@ def _group(grads, players, xs, ys, seeds, pairs, target_loss, exact_share, round
             states[i].add(samples)
             if target_loss is not None and states[i].n >= 2 * round_pairs:
                 states[i].done = float(expected_sign_loss(*states[i].estimate())) <= float(target_loss)
-        if bar is not None:
-            bar.update(sum(len(t) for _, t, _ in drawn))
+        bar.update(sum(len(t) for _, t, _ in drawn))
     est = [s.estimate() for s in states]
     return {"values": torch.stack([m for m, _ in est]).float(), "stderr": torch.stack([e for _, e in est]).float(),
             "v_empty": ends[:g], "v_full": ends[g:], "pairs": torch.tensor([s.n for s in states]),
@@ -279,11 +279,7 @@ def gradient_shapley(
     v_full, v_empty = torch.zeros(n), torch.zeros(n)
     used, passes = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
     t_start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n * int(pairs), desc="freq-shapley (gradient)", unit="pair", unit_scale=True, leave=False)
+    bar = progress_bar(n * int(pairs), "freq-shapley (gradient)", quiet=not progress, unit="pair")
     was_training = getattr(model, "training", False)
     model.eval()
     try:
@@ -295,8 +291,7 @@ def gradient_shapley(
                               ("pairs", used), ("passes", passes)):
                 dst[start : start + len(ids)] = out[name]
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         model.train(was_training)
     settings = {"estimator": "gradient", "grid": list(players.grid), "players": p, "value": value, "pairs": int(pairs),
                 "target_loss": target_loss, "exact_share": exact_share, "round_pairs": int(round_pairs), "seed": int(seed)}

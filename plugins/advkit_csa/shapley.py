@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from advkit.errors import UserError
+from advkit.runtime import progress as progress_bar
 from advkit_csa.chains import (ImageSamples, _value, focused_logits, full_logits, needed_prefixes, record_focused,
                                record_full)
 from advkit_csa.combine import MIN_UNITS_CV, allocate, estimate
@@ -203,11 +204,7 @@ def frequency_shapley(
     passes = torch.zeros(n, dtype=torch.long)
     fwd = _Forward(model, batch_size)
     t_start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n * (budget + 2), desc="freq-shapley", unit="pass", unit_scale=True, leave=False)
+    bar = progress_bar(n * (budget + 2), "freq-shapley", quiet=not progress, unit="pass")
     was_training = getattr(model, "training", False)
     model.eval()
     try:
@@ -225,8 +222,7 @@ def frequency_shapley(
                     s.v0 = float(_value(s.z0, torch.tensor(s.y), value))
                     s.vn = float(_value(s.zn, torch.tensor(s.y), value))
                     s.passes = 2
-                if bar is not None:
-                    bar.update(2 * xs.shape[0])
+                bar.update(2 * xs.shape[0])
 
                 # pilot: full permutations (all of them without adaptive sampling)
                 done_units = 0
@@ -246,8 +242,7 @@ def frequency_shapley(
                                 sel = owners == i
                                 record_full(states[i], orders[sel], zf[sel], zr[sel] if zr is not None else None, value, antithetic)
                                 states[i].passes += int(sel.sum()) * per_unit * inner
-                            if bar is not None:
-                                bar.update(len(orders) * per_unit * inner)
+                            bar.update(len(orders) * per_unit * inner)
                     else:  # one player: its value is v(all) - v(empty), exactly
                         for i in active:
                             for _ in range(k):
@@ -297,8 +292,7 @@ def frequency_shapley(
                             record_focused(states[i], orders[c:e][sel], masks[c:e][sel], need[c:e][sel], zf[lo:hi],
                                            zr[lo:hi] if zr is not None else None, value, antithetic)
                             states[i].passes += int(cost[c:e][sel].sum())
-                        if bar is not None:
-                            bar.update(total)
+                        bar.update(total)
                         c = e
                     rounds += 1
                     check_target(states, [i for i, _, _, _ in plan])
@@ -310,8 +304,7 @@ def frequency_shapley(
                     perms[j] = (len(s.full_d) + len(s.foc_d)) * per_unit
                     passes[j] = s.passes
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         model.train(was_training)
     settings = {"grid": list(players.grid), "players": p, "value": value, "antithetic": bool(antithetic),
                 "control_variate": use_cv, "adaptive": bool(adaptive), "permutations": int(permutations),

@@ -44,38 +44,42 @@ def _load_chunk(out: Path, key: str, chunk: int, rows: int) -> dict | None:
     return t
 
 
-def run_chunks(out: Path, key: str, total: int, chunk: int, compute, *, progress: bool, desc: str) -> dict[str, torch.Tensor]:
-    """Compute the missing chunks of ``total`` entries with ``compute(start, stop) -> dict of (rows, ...) tensors``.
+def chunk_bounds(total: int, chunk: int) -> list[tuple[int, int]]:
+    return [(c * chunk, min(total, (c + 1) * chunk)) for c in range(math.ceil(total / chunk))]
+
+
+def missing_chunks(out: Path, key: str, total: int, chunk: int) -> list[int]:
+    """The chunks with no valid partial file, as rank 0 sees them (so that every chunk has exactly one owner)."""
+    missing = [c for c, (a, b) in enumerate(chunk_bounds(total, chunk)) if _load_chunk(out, key, c, b - a) is None]
+    return D.all_gather(missing)[0]
+
+
+def run_chunks(out: Path, key: str, total: int, chunk: int, compute, *, progress: bool, desc: str,
+               missing: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Compute the ``missing`` chunks (:func:`missing_chunks` by default) of ``total`` entries with
+    ``compute(start, stop) -> dict of (rows, ...) tensors``.
 
     Every rank returns the assembled ``FIELDS`` over all entries; the partial
-    files are removed once rank 0 has read them.
+    files are removed once rank 0 has read them. The bar (rank 0's) counts images.
     """
-    rank, world = D.world()
-    n_chunks = math.ceil(total / chunk)
-    bounds = [(c * chunk, min(total, (c + 1) * chunk)) for c in range(n_chunks)]
-    missing = [c for c, (a, b) in enumerate(bounds) if _load_chunk(out, key, c, b - a) is None]
-    missing = D.all_gather(missing)[0]  # rank 0's view, so that every chunk has exactly one owner
-    mine = missing[rank::world]
-    bar = None
-    if progress and mine:
-        from tqdm.auto import tqdm
-
-        suffix = f" [rank {rank}/{world}]" if world > 1 else ""
-        done = total - sum(bounds[c][1] - bounds[c][0] for c in missing)
-        bar = tqdm(total=total if world == 1 else sum(bounds[c][1] - bounds[c][0] for c in mine),
-                   initial=done if world == 1 else 0, desc=desc + suffix, unit="img")
     from advkit.checkpoint import save_tensors
+    from advkit.runtime import progress as progress_bar
 
+    rank, world = D.world()
+    bounds = chunk_bounds(total, chunk)
+    missing = missing_chunks(out, key, total, chunk) if missing is None else missing
+    mine = missing[rank::world]
+    suffix = f" (rank 0 of {world}: its share)" if world > 1 else ""
+    bar = progress_bar(sum(bounds[c][1] - bounds[c][0] for c in mine), desc + suffix, quiet=not progress or not mine,
+                       unit="img")
     try:
         for c in mine:
             a, b = bounds[c]
             result = compute(a, b)
             save_tensors(partial_path(out, key, c), {name: result[name] for name in FIELDS}, {"key": key, "chunk": str(c)})
-            if bar is not None:
-                bar.update(b - a)
+            bar.update(b - a)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     D.barrier()
     parts = [_load_chunk(out, key, c, b - a) for c, (a, b) in enumerate(bounds)]
     if any(p is None for p in parts):  # only if files vanished under us

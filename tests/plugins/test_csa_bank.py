@@ -288,6 +288,37 @@ def test_gradient_bank_resumes_from_its_chunks(tiny, tmp_path):
     assert not list((tmp_path / "b").glob("*.partial*"))
 
 
+def test_bank_cost_is_said_before_the_build_and_brackets_it(tiny, tmp_path, capsys):
+    import re
+
+    net, _, _, data = tiny
+    bank, _ = build(net, data, tmp_path, pairs=96, target_loss=0.01, progress=True)
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if "csa bank:" in ln)
+    assert "20 images to compute" in line and "64 to 96 pairs per image, the stop rule decides" in line, line
+    lo, hi = (float(v) * 1e6 for v in re.search(r"([\d.]+) to ([\d.]+) M forward passes", line).groups())
+    assert lo - 5e3 <= bank.meta["forward_passes"] <= hi + 5e3  # the line rounds to 10,000 passes
+    assert re.search(r"about \d+ (s|min)", line)
+    rebuilt, _ = build(net, data, tmp_path, pairs=96, target_loss=0.01, progress=True)  # found: nothing to announce
+    assert "csa bank:" not in capsys.readouterr().err
+
+
+def test_bank_cost_counts_every_pass_of_the_estimators():
+    from advkit_csa.cost import bank_cost
+    from advkit_csa.bank import estimator_settings
+    from advkit_csa.players import FrequencyPlayers
+
+    players = FrequencyPlayers((8, 8), GRID)  # 8 players
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x, y = torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    perm = estimator_settings("permutation", players=players, pairs=0, target_loss=None, permutations=10, target_se=None,
+                              value="prob", per_class=1, seed=0)
+    assert bank_cost(net, x, y, 30, perm, players, 16)["passes"] == (30 * (2 + 10 * 7),) * 2
+    grad = estimator_settings("gradient", players=players, pairs=100, target_loss=None, permutations=0, target_se=None,
+                              value="prob", per_class=1, seed=0)
+    grad["exact_share"] = 1.0  # only the energy-heaviest player gets exact differences
+    assert bank_cost(net, x, y, 30, grad, players, 16)["passes"] == (30 * (2 + 100 * 2 * (3 + 1)),) * 2
+
+
 def _env():
     import advkit
     import advkit_csa
@@ -324,3 +355,18 @@ def test_explainer_offers_the_gradient_estimator(tiny):
     assert e.meta["settings"]["estimator"] == "gradient" and e.meta["forward_passes"] > 0
     with pytest.raises(UserError):
         explain(net, x, y, "freq-shapley", estimator="kernel")
+
+
+@pytest.mark.slow
+def test_bank_killed_in_each_write_resumes_to_the_same_file(tmp_path, kill_at, advkit_cli):
+    args = ["--seed", "0", "-q", "csa-bank", "--per-class", "2", "--pairs", "4", "--grid", "4", "--chunk", "8"]
+    advkit_cli([*args, "--out", tmp_path / "ref"])
+    files = sorted(p.name for p in (tmp_path / "ref").iterdir())
+    assert len(files) == 2  # the bank and its sidecar, no partial files
+    k = 0
+    while kill_at(k := k + 1, [*args, "--out", tmp_path / f"kill{k}"]):
+        advkit_cli([*args, "--out", tmp_path / f"kill{k}"])
+        for name in files:
+            assert (tmp_path / f"kill{k}" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), (k, name)
+        assert not list((tmp_path / f"kill{k}").glob("nfc-bank-*.partial-*"))
+    assert k - 1 >= 5  # 3 chunks, the bank, its sidecar
