@@ -108,6 +108,8 @@ class NFCBank:
         from advkit.checkpoint import load_tensors
 
         path = Path(path)
+        if not path.exists():
+            raise UserError(f"no NFC bank at {path} (build one with 'advkit csa-bank')")
         if path.is_dir():
             found = sorted(p for p in path.glob("nfc-bank-*.safetensors") if ".partial" not in p.name)
             if len(found) != 1:
@@ -117,8 +119,11 @@ class NFCBank:
         side = path.with_suffix(".json")
         if not side.is_file():
             raise UserError(f"NFC bank {path} has no {side.name}")
-        meta = json.loads(side.read_text())
-        if meta.get("format") != FORMAT:
+        try:
+            meta = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise UserError(f"{path} is not an NFC bank ({FORMAT})")
         t = load_tensors(path.with_suffix(".safetensors"))
         return cls(t["real"], t["imag"], t["labels"].long(), t["indices"].long(), t["values"], t["stderr"], meta,

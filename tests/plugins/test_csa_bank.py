@@ -370,3 +370,20 @@ def test_bank_killed_in_each_write_resumes_to_the_same_file(tmp_path, kill_at, a
             assert (tmp_path / f"kill{k}" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), (k, name)
         assert not list((tmp_path / f"kill{k}").glob("nfc-bank-*.partial-*"))
     assert k - 1 >= 5  # 3 chunks, the bank, its sidecar
+
+
+def test_bad_bank_paths_and_files_are_one_line_errors(tiny, tmp_path):
+    from advkit_csa.bank import NFCBank
+
+    with pytest.raises(UserError, match="no NFC bank at .*advkit csa-bank"):
+        NFCBank.load(tmp_path / "missing")
+    with pytest.raises(UserError, match="holds no bank"):
+        NFCBank.load(tmp_path)
+    net, _, _, data = tiny
+    _, path = build(net, data, tmp_path / "b")
+    path.with_suffix(".json").write_text("not json {")
+    with pytest.raises(UserError, match="is not an NFC bank"):
+        NFCBank.load(path)
+    (tmp_path / "b" / "nfc-bank-0000000000000000.safetensors").write_bytes(b"x")
+    with pytest.raises(UserError, match="2 banks"):
+        NFCBank.load(tmp_path / "b")
