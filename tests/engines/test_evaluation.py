@@ -211,7 +211,7 @@ def test_torchrun_two_processes_equal_one(trained_cnn, tmp_path):
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", *args, "--out", str(tmp_path / "two")],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args, "--out", str(tmp_path / "two")],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]

@@ -136,3 +136,16 @@ def test_out_that_cannot_hold_a_run(tmp_path, data):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cannot write the run into"):
         _run(data, tmp_path / "file" / "run", epochs=1)
+
+
+def test_resume_of_a_run_stopped_before_its_first_epoch_starts_it_again(tmp_path, data, quick_curves, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # what a kill during epoch 1 leaves
+    with pytest.raises(UserError, match="already holds a training run .* pass --resume"):
+        _run(data, out, epochs=1)
+    resumed = _run(data, out, epochs=1, resume=True)
+    assert "holds no finished epoch" in capsys.readouterr().err
+    _same(resumed.model, _run(data, tmp_path / "full", epochs=1).model)
+    with pytest.raises(UserError, match="nothing to resume"):
+        _run(data, tmp_path / "empty", epochs=1, resume=True)
