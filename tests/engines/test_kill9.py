@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 
 import pytest
@@ -13,17 +14,19 @@ def _rows(path):
     return list(csv.DictReader(path.open()))
 
 
-def _each_kill(tmp_path, kill_at, advkit_cli, args, same, resume=lambda out: []) -> int:
-    """For k = 1, 2, ...: a run killed inside its k-th write, then the same command (and ``resume(out)``) to the
-    end; ``same(out)`` compares the result with the uninterrupted run's."""
-    k = 0
-    while True:
-        k += 1
+def _each_kill(tmp_path, kill_at, advkit_cli, args, same, resume=lambda out: [], writes=None) -> int:
+    """For k in ``writes`` (default 1, 2, ... until a run finishes): a run killed inside its k-th write, then the
+    same command (plus ``resume(out)``) to the end; ``same(out)`` compares with the uninterrupted run."""
+    done = 0
+    for k in writes or itertools.count(1):
         out = tmp_path / f"kill{k}"
         if not kill_at(k, [*args, "--out", out]):
-            return k - 1
+            assert writes is None, f"the run finished before its write {k}"
+            return done
         advkit_cli([*args, *resume(out), "--out", out])
         same(out)
+        done += 1
+    return done
 
 
 @pytest.mark.slow
@@ -42,7 +45,7 @@ def test_eval_killed_in_each_write_resumes_to_the_uninterrupted_result(tmp_path,
 
 
 @pytest.mark.slow
-def test_training_killed_in_each_write_resumes_to_the_uninterrupted_weights(tmp_path, kill_at, advkit_cli):
+def test_training_killed_inside_its_writes_resumes_to_the_uninterrupted_weights(tmp_path, kill_at, advkit_cli):
     from advkit.checkpoint import load_tensors
 
     args = ["--seed", "1", "-q", "train", "--model", "smallcnn:width=8", "--dataset", "fmnist-mini", "--n-train", "64",
@@ -59,4 +62,7 @@ def test_training_killed_in_each_write_resumes_to_the_uninterrupted_weights(tmp_
     def resume(out):  # what advkit asks the user to add once the folder holds a run (even one with no epoch done)
         return ["--resume"] if (out / "config.json").exists() else []
 
-    assert _each_kill(tmp_path, kill_at, advkit_cli, args, same, resume) >= 8  # two epoch ends of several files each
+    # Its 17 writes: config.json, then per epoch last, best (epoch 1), metrics, curves, the training state (the
+    # commit) and its readable copy. Killed inside the config, an uncommitted epoch 1, epoch 1's commit and the
+    # write after it, epoch 2's first writes, its commit and the last write (every write: test_training_state.py).
+    assert _each_kill(tmp_path, kill_at, advkit_cli, args, same, resume, writes=[1, 2, 9, 10, 11, 13, 16, 17]) == 8
