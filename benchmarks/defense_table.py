@@ -68,12 +68,12 @@ def commands(name: str, a) -> tuple[list[str], list[str]]:
 
 
 def bank_dir(a) -> Path:
-    return Path(a.out) / "csa-bank"
+    return Path(a.bank) if a.bank else Path(a.out) / "csa-bank"
 
 
 def bank_command(a) -> list[str]:
     """The NFC bank of the bundled standard model (``smallcnn-fmnist``) with the bank's defaults."""
-    return ["advkit", "--seed", str(a.seed), "-q", "csa-bank", "--model", "smallcnn-fmnist", "--dataset", "fmnist-mini",
+    return ["advkit", "--seed", str(a.bank_seed), "-q", "csa-bank", "--model", "smallcnn-fmnist", "--dataset", "fmnist-mini",
             "--out", str(bank_dir(a))]
 
 
@@ -168,10 +168,44 @@ def subset_table(a, k: int) -> str:
     return "\n".join(lines)
 
 
+def _per_point(a, name: str) -> dict[int, tuple[int, int, int]]:
+    """index -> (clean correct, survived the first attack, survived every attack) of a finished row."""
+    import csv
+
+    ev = Path(a.out) / name / "eval"
+    first = json.loads((ev / "report.json").read_text())["attacks"][0]["name"]
+    return {int(r["index"]): (int(r["clean_correct"]), int(r["clean_correct"]) and int(r["broken_by"] != first),
+                              int(r["robust"])) for r in csv.DictReader((ev / "results.csv").open())}
+
+
+def paired_table(a, pairs: list[tuple[str, str]]) -> str:
+    """Differences ROW - BASE on the points both evaluated, with the paired standard error (sd of the
+    per-point difference / sqrt(n)), for clean, the first attack (PGD-20) and the worst case."""
+    import math
+
+    lines = ["| row | versus | points | clean | PGD-20 | worst case |", "|---|---|---|---|---|---|"]
+    for row, base in pairs:
+        if not all((Path(a.out) / r / "eval" / "results.csv").exists() for r in (row, base)):
+            continue
+        x, y = _per_point(a, row), _per_point(a, base)
+        common = sorted(set(x) & set(y))
+        cells = []
+        for k in range(3):
+            d = [x[i][k] - y[i][k] for i in common]
+            mean = sum(d) / len(d)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in d) / max(len(d) - 1, 1))
+            cells.append(f"{100 * mean:+.1f} ± {100 * sd / math.sqrt(len(d)):.1f}")
+        lines.append(f"| {label(row)} | {label(base)} | {len(common)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated, from: " + ", ".join(ROWS))
     ap.add_argument("--out", default="runs/table")
+    ap.add_argument("--bank", default=None, help="the CSA rows' NFC bank folder (default OUT/csa-bank, built when missing)")
+    ap.add_argument("--bank-seed", type=int, default=0, help="seed of the bank's images and pairs (not --seed: "
+                    "rows trained with other seeds share one bank)")
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3)
@@ -187,6 +221,8 @@ def main(argv=None):
                     help="standard AutoAttack (adds FAB-T and Square: minutes per model on CPU) instead of APGD-CE + APGD-T")
     ap.add_argument("--markdown", action="store_true", help="only print the table of finished rows")
     ap.add_argument("--print-commands", action="store_true")
+    ap.add_argument("--paired", default="", metavar="ROW:BASE,...",
+                    help="also print ROW - BASE on the same points with the paired standard error")
     ap.add_argument("--subset", type=int, default=0, metavar="K",
                     help="also print every finished row on its first K test points (the stochastic rows' points)")
     a = ap.parse_args(argv)
@@ -215,6 +251,9 @@ def main(argv=None):
     if a.subset:
         print()
         print(subset_table(a, a.subset))
+    if a.paired:
+        print()
+        print(paired_table(a, [tuple(p.split(":", 1)) for p in a.paired.split(",") if ":" in p]))
 
 
 if __name__ == "__main__":
