@@ -6,7 +6,6 @@ import contextlib
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from advkit.errors import UserError
 
@@ -22,33 +21,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(fmnist_train):
-    """8x8 Fashion-MNIST images and a tiny CNN trained on them for a few seconds."""
-    from advkit.data import DataInfo, ImageData, TensorImages
-
-    x, y = fmnist_train.tensors()
-    x8 = F.interpolate(x[:2000], size=(8, 8), mode="area")
-    y = y[:2000]
-    with one_thread():
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 8, 3, padding=1, stride=2), torch.nn.ReLU(),
-            torch.nn.Flatten(), torch.nn.Linear(8 * 16, 10),
-        )
-        opt = torch.optim.Adam(net.parameters(), 1e-2)
-        for _ in range(60):
-            i = torch.randint(0, 2000, (64,))
-            opt.zero_grad()
-            F.cross_entropy(net(x8[i]), y[i]).backward()
-            opt.step()
-    net.eval()
-    info = DataInfo("tiny-fmnist8", 10, (1, 8, 8), (0.5,), (0.5,), split="train")
-    data = ImageData(TensorImages(x8[:300], y[:300]), info)
-    return net, x8[:4], y[:4], data
 
 
 @pytest.fixture(scope="module")
@@ -207,20 +179,6 @@ def test_bad_settings_are_user_errors(tiny):
 # ----------------------------------------------------------------------------- bank
 
 
-class Counting(torch.nn.Module):
-    """Counts forward passes; raises after ``limit`` of them (a simulated interruption)."""
-
-    def __init__(self, net, limit=None):
-        super().__init__()
-        self.net, self.calls, self.limit = net, 0, limit
-
-    def forward(self, x):
-        if self.limit is not None and self.calls + x.shape[0] > self.limit:
-            raise RuntimeError("interrupted")
-        self.calls += x.shape[0]
-        return self.net(x)
-
-
 def build(net, data, out, **kw):
     from advkit_csa.bank import build_bank
 
@@ -229,9 +187,9 @@ def build(net, data, out, **kw):
         return build_bank(net, data, out=out, **kw)
 
 
-def test_bank_by_class_holds_nfc_of_that_class(tiny, tmp_path):
+def test_bank_by_class_holds_nfc_of_that_class(tiny, tmp_path, counting):
     net, _, _, data = tiny
-    bank, path = build(Counting(net), data, tmp_path)
+    bank, path = build(counting(net), data, tmp_path)
     assert path.is_file() and path.with_suffix(".json").is_file()
     assert len(bank.labels) == 20
     x, y = data.tensors()
@@ -253,20 +211,20 @@ def test_bank_by_class_holds_nfc_of_that_class(tiny, tmp_path):
     assert torch.equal(again.real, bank.real) and torch.equal(again.labels, bank.labels)
 
 
-def test_bank_is_cached_and_resumes(tiny, tmp_path):
+def test_bank_is_cached_and_resumes(tiny, tmp_path, counting):
     net, _, _, data = tiny
-    first = Counting(net)
+    first = counting(net)
     bank, path = build(first, data, tmp_path / "a")
     assert first.calls > 0
-    second = Counting(net)
+    second = counting(net)
     again, path2 = build(second, data, tmp_path / "a")
     assert second.calls == 0 and path2 == path and torch.equal(again.real, bank.real)
 
-    broken = Counting(net, limit=first.calls // 2)
+    broken = counting(net, limit=first.calls // 2)
     with pytest.raises(RuntimeError, match="interrupted"):
         build(broken, data, tmp_path / "b")
     assert list((tmp_path / "b").glob("*.partial-*.safetensors"))  # one file per finished chunk
-    rest = Counting(net)
+    rest = counting(net)
     resumed, _ = build(rest, data, tmp_path / "b")
     assert 0 < rest.calls < first.calls
     assert broken.calls + rest.calls <= first.calls + 4 * (2 + 16 * 7)  # at most one chunk redone
@@ -274,7 +232,7 @@ def test_bank_is_cached_and_resumes(tiny, tmp_path):
     assert torch.allclose(resumed.real, bank.real, atol=1e-5)
     assert not list((tmp_path / "b").glob("*.partial*"))
 
-    other, path3 = build(Counting(net), data, tmp_path / "a", permutations=18)  # other settings, other key
+    other, path3 = build(counting(net), data, tmp_path / "a", permutations=18)  # other settings, other key
     assert path3 != path
 
 

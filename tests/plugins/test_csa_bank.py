@@ -10,38 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from advkit.errors import UserError
 
 GRID = (3, 3)  # 8 players on 8x8 images: exact enumeration is 256 coalitions
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "csa" / "reference-smallcnn-fmnist.safetensors"
 REFERENCE_ROWS = [0, 3, 6]  # the small-size check: three of the reference games (classes 0, 1, 3)
-
-
-@pytest.fixture(scope="module")
-def tiny(fmnist_train, single_thread):
-    """8x8 Fashion-MNIST images and a tiny CNN trained on them for a few seconds."""
-    from advkit.data import DataInfo, ImageData, TensorImages
-
-    x, y = fmnist_train.tensors()
-    x8 = F.interpolate(x[:2000], size=(8, 8), mode="area")
-    y = y[:2000]
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 8, 3, padding=1, stride=2), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(8 * 16, 10),
-    )
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    for _ in range(60):
-        i = torch.randint(0, 2000, (64,))
-        opt.zero_grad()
-        F.cross_entropy(net(x8[i]), y[i]).backward()
-        opt.step()
-    net.eval()
-    info = DataInfo("tiny-fmnist8", 10, (1, 8, 8), (0.5,), (0.5,), split="train")
-    return net, x8[:4], y[:4], ImageData(TensorImages(x8[:300], y[:300]), info)
 
 
 def linearized_by_enumeration(net, x, y, grid):
@@ -229,20 +203,6 @@ def test_bank_estimator_reaches_the_bank_quality_on_reference_games(reference_ga
 # ----------------------------------------------------------------------------- the bank with the gradient estimator
 
 
-class Counting(torch.nn.Module):
-    """Counts forward passes; raises after ``limit`` of them (a simulated interruption)."""
-
-    def __init__(self, net, limit=None):
-        super().__init__()
-        self.net, self.calls, self.limit = net, 0, limit
-
-    def forward(self, x):
-        if self.limit is not None and self.calls + x.shape[0] > self.limit:
-            raise RuntimeError("interrupted")
-        self.calls += x.shape[0]
-        return self.net(x)
-
-
 def build(net, data, out, **kw):
     from advkit_csa.bank import build_bank
 
@@ -250,11 +210,11 @@ def build(net, data, out, **kw):
     return build_bank(net, data, out=out, **kw)
 
 
-def test_gradient_bank_holds_nfc_and_is_cached(tiny, tmp_path):
+def test_gradient_bank_holds_nfc_and_is_cached(tiny, tmp_path, counting):
     import json
 
     net, _, _, data = tiny
-    first = Counting(net)
+    first = counting(net)
     bank, path = build(first, data, tmp_path)
     assert bank.meta["settings"]["estimator"] == "gradient" and json.loads(path.with_suffix(".json").read_text())["images"] == 20
     assert int(bank.passes.sum()) == bank.meta["forward_passes"] > 0
@@ -266,22 +226,22 @@ def test_gradient_bank_holds_nfc_and_is_cached(tiny, tmp_path):
 
     expect = nfc_spectra(src, bank.values, FrequencyPlayers((8, 8), GRID))
     assert torch.allclose(bank.spectra, expect, atol=1e-5) and mask.any() and (~mask).any()
-    second = Counting(net)
+    second = counting(net)
     again, path2 = build(second, data, tmp_path)
     assert second.calls == 0 and path2 == path and torch.equal(again.real, bank.real)
-    assert build(Counting(net), data, tmp_path, pairs=32)[1] != path  # other settings, other key
+    assert build(counting(net), data, tmp_path, pairs=32)[1] != path  # other settings, other key
 
 
-def test_gradient_bank_resumes_from_its_chunks(tiny, tmp_path):
+def test_gradient_bank_resumes_from_its_chunks(tiny, tmp_path, counting):
     net, _, _, data = tiny
-    first = Counting(net)
+    first = counting(net)
     bank, _ = build(first, data, tmp_path / "a")
-    broken = Counting(net, limit=first.calls // 2)
+    broken = counting(net, limit=first.calls // 2)
     with pytest.raises(RuntimeError, match="interrupted"):
         build(broken, data, tmp_path / "b")
     done = list((tmp_path / "b").glob("*.partial-*.safetensors"))
     assert 0 < len(done) < 5
-    rest = Counting(net)
+    rest = counting(net)
     resumed, _ = build(rest, data, tmp_path / "b")
     assert broken.calls + rest.calls <= first.calls * (1 + 1 / 5)  # at most one chunk of five redone
     assert torch.equal(resumed.values, bank.values) and torch.equal(resumed.real, bank.real)
