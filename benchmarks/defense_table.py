@@ -184,8 +184,10 @@ def paired_table(a, pairs: list[tuple[str, str]]) -> str:
     import math
 
     lines = ["| row | versus | points | clean | PGD-20 | worst case |", "|---|---|---|---|---|---|"]
+    missing = []
     for row, base in pairs:
         if not all((Path(a.out) / r / "eval" / "results.csv").exists() for r in (row, base)):
+            missing.append(f"{row}:{base}")
             continue
         x, y = _per_point(a, row), _per_point(a, base)
         common = sorted(set(x) & set(y))
@@ -196,7 +198,27 @@ def paired_table(a, pairs: list[tuple[str, str]]) -> str:
             sd = math.sqrt(sum((v - mean) ** 2 for v in d) / max(len(d) - 1, 1))
             cells.append(f"{100 * mean:+.1f} ± {100 * sd / math.sqrt(len(d)):.1f}")
         lines.append(f"| {label(row)} | {label(base)} | {len(common)} | " + " | ".join(cells) + " |")
+    if missing:
+        lines.append(f"\n(not evaluated yet, left out: {', '.join(missing)})")
     return "\n".join(lines)
+
+
+def nfc_stats(a) -> str:
+    """How large the CSA augmentation is: the bank's NFC images against the images they come from."""
+    import torch
+
+    from advkit.data import load_dataset
+    from advkit_csa.bank import NFCBank
+
+    bank = NFCBank.load(bank_dir(a))
+    nfc = bank.spatial().flatten(1)
+    x, _ = load_dataset(bank.meta["dataset"], bank.meta["split"]).tensors()
+    energy = (bank.spectra.abs() ** 2).flatten(1).sum(1)
+    total = (torch.fft.fft2(x[bank.indices].float()).abs() ** 2).flatten(1).sum(1)
+    linf = nfc.abs().amax(1)
+    return (f"NFC bank {bank_dir(a)}: {len(nfc)} images; Linf of real(IFFT(p)): median {linf.median():.3f}, "
+            f"mean {linf.mean():.3f}; L2 median {nfc.norm(dim=1).median():.3f}; share of the image's spectral "
+            f"energy: median {(energy / total).median():.3f}; negative players {(bank.values < 0).float().mean():.3f}")
 
 
 def main(argv=None):
@@ -223,6 +245,7 @@ def main(argv=None):
     ap.add_argument("--print-commands", action="store_true")
     ap.add_argument("--paired", default="", metavar="ROW:BASE,...",
                     help="also print ROW - BASE on the same points with the paired standard error")
+    ap.add_argument("--nfc-stats", action="store_true", help="also print the size of the CSA bank's NFC images")
     ap.add_argument("--subset", type=int, default=0, metavar="K",
                     help="also print every finished row on its first K test points (the stochastic rows' points)")
     a = ap.parse_args(argv)
@@ -231,6 +254,10 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     csa = any(d.startswith("csa:") for name in a.rows for d in ROWS[name])
+    a.paired = [tuple(p.split(":", 1)) for p in a.paired.split(",") if p.strip()]
+    bad = [":".join(p) for p in a.paired if len(p) != 2 or not set(p) <= set(ROWS)]
+    if bad:
+        ap.error(f"--paired takes ROW:BASE pairs of rows from {list(ROWS)}; not understood: {bad}")
     if a.print_commands:
         if csa:
             print(shlex.join(bank_command(a)))
@@ -251,9 +278,12 @@ def main(argv=None):
     if a.subset:
         print()
         print(subset_table(a, a.subset))
+    if a.nfc_stats:
+        print()
+        print(nfc_stats(a))
     if a.paired:
         print()
-        print(paired_table(a, [tuple(p.split(":", 1)) for p in a.paired.split(",") if ":" in p]))
+        print(paired_table(a, a.paired))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,10 @@ def estimator_settings(estimator: str, *, players, pairs, target_loss, permutati
     """The settings that define a bank's values (part of its key)."""
     if estimator not in ESTIMATORS:
         raise UserError(f"csa bank: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator == "gradient" and int(pairs) < 2:
+        raise UserError(f"csa bank: pairs must be >= 2, got {pairs!r}")
+    if estimator == "permutation" and int(permutations) < 1:
+        raise UserError(f"csa bank: permutations must be >= 1, got {permutations!r}")
     common = {"grid": list(players.grid), "value": value, "per_class": int(per_class), "seed": int(seed)}
     if estimator == "gradient":
         from advkit_csa.linearized import EXACT_SHARE, ROUND_PAIRS
@@ -251,7 +256,12 @@ def build_bank(
     path = out / f"nfc-bank-{key}.safetensors"
     if path.is_file() and path.with_suffix(".json").is_file():
         return NFCBank.load(path), path
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        raise UserError(f"cannot write the NFC bank into {out}: {exc.strerror or exc}") from None
     device = next(iter(model.parameters())).device
     batch_size = int(batch_size) if batch_size else default_batch_size(device)
 

@@ -347,3 +347,15 @@ def test_bad_bank_paths_and_files_are_one_line_errors(tiny, tmp_path):
     (tmp_path / "b" / "nfc-bank-0000000000000000.safetensors").write_bytes(b"x")
     with pytest.raises(UserError, match="2 banks"):
         NFCBank.load(tmp_path / "b")
+
+
+def test_bad_bank_settings_and_outputs_are_refused_before_any_work(tiny, tmp_path, capsys):
+    net, _, _, data = tiny
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot write the NFC bank into"):
+        build(net, data, tmp_path / "file" / "bank", progress=True)
+    with pytest.raises(UserError, match="pairs must be >= 2"):
+        build(net, data, tmp_path / "b", pairs=1, progress=True)
+    with pytest.raises(UserError, match="permutations must be >= 1"):
+        build(net, data, tmp_path / "b", estimator="permutation", permutations=0, progress=True)
+    assert "csa bank:" not in capsys.readouterr().err  # no cost announced for a build that cannot run
