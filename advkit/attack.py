@@ -104,6 +104,44 @@ def _model_device_dtype(model) -> tuple[torch.device | None, torch.dtype | None]
     return (p.device, p.dtype) if p is not None else (None, None)
 
 
+def _weights(model) -> dict:
+    """A private copy of the model's state (parameters and buffers), to compare after an attack."""
+    sd = model.state_dict() if hasattr(model, "state_dict") else {}
+    return {k: v.detach().clone() for k, v in sd.items() if hasattr(v, "detach")}
+
+
+def _changed(before: dict, model) -> str:
+    """``"weights (conv.weight, ...)"`` when the state differs from ``before`` bit for bit, else ``""``."""
+    import torch
+
+    after = model.state_dict() if hasattr(model, "state_dict") else {}
+    names = sorted(set(before) ^ set(after))
+    for k, v in before.items():
+        w = after.get(k)
+        if w is not None and (w.shape != v.shape or w.dtype != v.dtype
+                              or not torch.equal(_bits(w), _bits(v))):
+            names.append(k)
+    return f"weights or buffers ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})" if names else ""
+
+
+def _bits(t):
+    """The raw bytes of ``t`` (so that NaN equals NaN)."""
+    import torch
+
+    t = t.detach().contiguous().reshape(-1)
+    return t.view(torch.uint8) if t.is_floating_point() or t.is_complex() else t
+
+
+def _restore_eval(model) -> bool:
+    """Put every submodule back in eval mode; return whether the attack had left any in training mode."""
+    if not hasattr(model, "modules"):
+        return False
+    training = any(m.training for m in model.modules())
+    if training:
+        model.eval()
+    return training
+
+
 @dataclass
 class Attack:
     """A registered attack bound to a model and a threat model.
@@ -143,12 +181,20 @@ class Attack:
         was_training = bool(getattr(self.model, "training", False))
         if was_training:
             self.model.eval()
+        before = _weights(self.model)
         try:
             with torch.enable_grad():
                 out = self.fn(clean.clone(), labels.clone())
         finally:
+            left_training = _restore_eval(self.model)
             if was_training:
                 self.model.train()
+        if left_training:
+            self.stats["mode_restored"] = self.stats.get("mode_restored", 0) + 1
+        changed = _changed(before, self.model)
+        if changed:
+            raise ThreatViolation(f"attack {self.name!r} ({self.implementation}) changed the model's "
+                                  f"{changed} during its call; the run stops (an attack must leave the model as it was)")
         result = verified(f"attack {self.name!r} ({self.implementation})", self.threat, clean, out, eps=eps,
                           minimum_norm=self.minimum_norm)
         self.stats["points"] += int(clean.shape[0])
@@ -183,14 +229,19 @@ def create_attack(
 ) -> Attack:
     """Build the attack ``name`` (any registered name, alias or ``provider.name``) for ``model``.
 
-    ``threat`` defaults to Linf 8/255; ``eps`` and ``norm`` override its parts.
+    ``threat`` defaults to Linf 8/255; ``eps`` and ``norm`` build one instead (give one or the other:
+    the threat model is never an attack parameter).
     Remaining keyword arguments are the attack's own parameters (strings are
     converted to the type of the default, as on the command line, and checked
     against the ranges the plugin declared).
     """
     from advkit.plugins import registry
+    from advkit.registry import refuse_threat_params
     from advkit.threat import ThreatModel
 
+    if threat is not None and (eps is not None or norm is not None):
+        # an engine passes the run's threat model: eps/norm here came from the attack's parameters
+        refuse_threat_params("attack", name, {k: v for k, v in (("eps", eps), ("norm", norm)) if v is not None})
     threat = threat or ThreatModel()
     if eps is not None or norm is not None:
         threat = ThreatModel.parse(norm or threat.norm, eps if eps is not None else threat.eps, bounds=threat.bounds)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pluggy
 
 from advkit import hookspecs
-from advkit.registry import CAPABILITIES, KINDS, Entry, Range, Registry, introspect, summary_of
+from advkit.registry import CAPABILITIES, KINDS, THREAT_PARAMS, Entry, Range, Registry, introspect, summary_of
 
 GROUP = "advkit"
 
@@ -126,11 +126,16 @@ def plugins() -> list[PluginInfo]:
 
 def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None, ranges=None, library=None,
            **capabilities) -> Entry:
+    _check_names(kind, name, factory, aliases)
     unknown_caps = sorted(set(capabilities) - set(CAPABILITIES[kind]))
     if unknown_caps:
         allowed = ", ".join(CAPABILITIES[kind]) or "none"
         raise TypeError(f"register() got capability {unknown_caps[0]!r} for a {kind} (allowed: {allowed})")
     params = introspect(factory)
+    threat = sorted({p.name for p in params} & set(THREAT_PARAMS)) if kind == "attack" else []
+    if threat:
+        raise TypeError(f"register({name!r}): an attack factory may not take {threat[0]!r}: the run's threat "
+                        f"model arrives as the factory's ``threat`` argument")
     ranges = dict(ranges or {})
     for key, r in ranges.items():
         if not isinstance(r, Range) or key not in {p.name for p in params}:
@@ -144,6 +149,20 @@ def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None,
         params=params, capabilities={k: v for k, v in capabilities.items() if v not in (None, False)}, ranges=ranges,
         library=tuple(libraries),
     )
+
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.+/")
+
+
+def _check_names(kind: str, name, factory, aliases) -> None:
+    """A registration's name and aliases are non-empty words of the name grammar; its factory is callable."""
+    if isinstance(aliases, str) or not isinstance(aliases, (tuple, list)):
+        raise TypeError(f"register({name!r}): aliases must be a tuple of names, not {type(aliases).__name__}")
+    for n in (name, *aliases):
+        if not isinstance(n, str) or not n.strip() or not set(n.lower()) <= _NAME_CHARS:
+            raise TypeError(f"register(): {kind} name {n!r} must be a non-empty word of letters, digits and -_.+/")
+    if not callable(factory):
+        raise TypeError(f"register({name!r}): the factory must be callable, got {type(factory).__name__}")
 
 
 def _collect(kind: str) -> Registry | None:

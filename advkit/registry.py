@@ -47,6 +47,22 @@ CAPABILITIES: dict[str, dict[str, str]] = {
 # Positional arguments supplied by the engines, not by the user.
 _ENGINE_ARGS = {"model", "threat", "split", "self", "data_dir"}
 
+#: What the run's threat model fixes: never an attack's own parameter (the option that sets each).
+THREAT_PARAMS = {"eps": "--eps", "norm": "--norm", "bounds": "the dataset's input bounds"}
+
+
+def refuse_threat_params(kind: str, name: str, params) -> None:
+    """An attack parameter that would redefine the run's threat model is refused, naming the run's option."""
+    if kind != "attack":
+        return
+    for key in params:
+        k = str(key).strip().replace("-", "_").lower()
+        if k in THREAT_PARAMS:
+            where = THREAT_PARAMS[k]
+            api = f" ({k}= in the Python API)" if where.startswith("--") else ""
+            raise UserError(f"attack {name!r}: {k} belongs to the run's threat model, not to an attack; "
+                            f"set it with {where}{api}")
+
 
 @dataclass
 class Param:
@@ -226,6 +242,7 @@ def summary_of(factory: Callable) -> str:
 
 def bind_params(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
     """Check user parameters against the factory's and convert strings to the default's type."""
+    refuse_threat_params(entry.kind, entry.name, params)
     known = {p.name: p for p in entry.params}
     try:
         accepts_any = any(

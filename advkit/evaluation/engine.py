@@ -24,6 +24,7 @@ the attacks run in a cascade (:func:`cascade`), and the report is assembled
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ from torch import nn
 from advkit import distributed as D
 from advkit.attack import Attack, create_attack
 from advkit.errors import UserError
+from advkit.locking import lock_output
 from advkit.evaluation.examples import Keeper, write_examples
-from advkit.evaluation.inputs import Inputs, adaptive_name, validate
+from advkit.evaluation.inputs import Inputs, adaptive_name, model_label, say, validate
+from advkit.evaluation.probes import batch_dependence, stochasticity
 from advkit.evaluation.runner import Checked, Progress, Runner
 from advkit.runtime import model_fingerprint, versions
 from advkit.threat import ThreatModel, parse_eps
@@ -129,11 +132,17 @@ class Session:
         return atk
 
 
-def is_stochastic(model: nn.Module, x: torch.Tensor) -> bool:
-    """Do two forward passes on the same batch disagree? (NaN logits are the same, not random.)"""
-    with torch.inference_mode():
-        a, b = model(x), model(x)
-    return not torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+def probe_model(model: nn.Module, inputs: Inputs, device, who: str) -> bool:
+    """Is the model random? The probe decides over a declaration; a deterministic model's batch dependence is said."""
+    probe = inputs.x[: min(len(inputs.x), 64)].to(device, copy=True)
+    stochastic, note = stochasticity(model, probe, who, declared=bool(getattr(model, "stochastic", False)))
+    if note:
+        say(inputs.notes, note)
+    if not stochastic:
+        warning = batch_dependence(model, probe, who)
+        if warning:
+            say(inputs.notes, warning)
+    return stochastic
 
 
 def result_of(atk: Attack) -> AttackResult:
@@ -169,6 +178,10 @@ def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[
             samples[i]["broken_by"], samples[i]["norm"] = atk.name, r["norm"]
         robust = [i for i in robust if i not in newly]
         res.accuracy = len(robust) / s.n
+        if atk.stats.get("mode_restored"):
+            say(s.inputs.notes, f"attack {atk.name!r} put the model in training mode (on "
+                                f"{atk.stats['mode_restored']} batch(es)); advkit switched it back to eval mode "
+                                f"before judging its output")
         results.append(res)
     return results, robust, samples
 
@@ -269,14 +282,23 @@ def evaluate(
     ``save_adv`` the first adversarial examples of every attack
     (:mod:`advkit.evaluation.examples`).
     """
+    lock = lock_output(out) if out and D.is_main() else contextlib.nullcontext()
+    with lock:  # one run per --out: a second one refuses instead of mixing its records into this one's
+        return _evaluate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
+                         batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
+                         eot=eot, seed=seed, device=device, quiet=quiet, meta=meta, save_adv=save_adv)
+
+
+def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
+              eot, seed, device, quiet, meta, save_adv) -> Report:
     from advkit.evaluation.checks import gradient_warning, run_audit
 
+    who = model_label(model, meta)
     model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
-                             batch_size=batch_size, eot=eot, audit=audit, device=device)
+                             batch_size=batch_size, eot=eot, audit=audit, device=device, who=who)
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in (eps_sweep or ())]
     checked = Checked(model).eval()
-    probe = inputs.x[: min(len(inputs.x), 64)].to(device)
-    stochastic = bool(getattr(model, "stochastic", False)) or is_stochastic(checked, probe)
+    stochastic = probe_model(model, inputs, device, who)
     eval_model = EOTModel(checked, eot).eval() if stochastic and eot > 1 else checked
     config = {
         "model": (meta or {}).get("model", type(model).__name__), "fingerprint": model_fingerprint(model),

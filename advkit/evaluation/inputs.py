@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from advkit.errors import UserError
+from advkit.evaluation.probes import writes_input
 from advkit.plugins import registry
 from advkit.threat import ThreatModel, parse_eps, parse_norm
 
@@ -33,7 +34,7 @@ class Inputs:
     notes: list[str] = field(default_factory=list)  # what advkit changed, said as warnings too
 
 
-def _say(notes: list[str], message: str) -> None:
+def say(notes: list[str], message: str) -> None:
     notes.append(message)
     warnings.warn(message, stacklevel=3)
 
@@ -80,26 +81,30 @@ def _tensors(data, n, notes) -> tuple[torch.Tensor, torch.Tensor, dict]:
         data = data.first(n) if (n and hasattr(data, "first")) else data
         x, y = data.tensors()
         if n and n > total:
-            _say(notes, f"-n {n} asks for more points than the data holds: evaluating all {total}")
+            say(notes, f"-n {n} asks for more points than the data holds: evaluating all {total}")
         n = None
     if n and n > len(x):
-        _say(notes, f"-n {n} asks for more points than the data holds: evaluating all {len(x)}")
+        say(notes, f"-n {n} asks for more points than the data holds: evaluating all {len(x)}")
     x, y = (x[:n], y[:n]) if n else (x, y)
     if not len(x):
         raise UserError("evaluation data holds no image")
     return x, y, meta
 
 
-def check_data(x: torch.Tensor, y: torch.Tensor, num_classes: int | None, bounds) -> None:
-    """Finite images inside ``bounds``, integer labels in ``[0, num_classes)``."""
-    from advkit.data import check_images
+def check_images(x: torch.Tensor, bounds) -> None:
+    """Finite float images inside ``bounds``."""
+    from advkit.data import check_images as inside
 
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise UserError("evaluation data: expected a float tensor of images in [0, 1]")
     bad = (~torch.isfinite(x.reshape(len(x), -1)).all(1)).nonzero().flatten().tolist()
     if bad:
         raise UserError(f"evaluation data: {len(bad)} image(s) hold NaN or inf pixels (points {_few(bad)})")
-    check_images(x, bounds, where="evaluation data")
+    inside(x, bounds, where="evaluation data")
+
+
+def check_labels(y: torch.Tensor, num_classes: int | None) -> None:
+    """Integer labels in ``[0, num_classes)``."""
     if y.is_floating_point() and not torch.equal(y, y.round()):
         raise UserError("evaluation data: labels must be integers (class indices)")
     if num_classes is not None:
@@ -117,21 +122,28 @@ def model_dtype(model: nn.Module, notes: list[str]) -> nn.Module:
     """Evaluation runs in float32: a model in another float dtype is converted, and that is said."""
     dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()})
     if dtypes and dtypes != ["float32"]:
-        _say(notes, f"the model's parameters are {'/'.join(dtypes)}; converted to float32 for evaluation")
+        say(notes, f"the model's parameters are {'/'.join(dtypes)}; converted to float32 for evaluation")
         model = model.float()
     return model
 
 
 def num_classes(model: nn.Module, x: torch.Tensor, device) -> int:
-    """The model's number of classes, from its declaration or one forward pass on one point."""
+    """The model's number of classes, from its declaration or one forward pass on one point (a copy)."""
     declared = getattr(model, "num_classes", None)
     if isinstance(declared, int) and declared > 0:
         return declared
     with torch.inference_mode():
-        return int(model(x[:1].to(device)).shape[-1])
+        return int(model(x[:1].to(device, copy=True)).shape[-1])
 
 
-def validate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, eot, audit, device) -> tuple[nn.Module, Inputs]:
+def model_label(model: nn.Module, meta: dict | None) -> str:
+    """``model 'smallcnn-fmnist'``: the name the user gave, else the architecture or the class."""
+    name = (meta or {}).get("model") or getattr(model, "arch", None) or type(model).__name__
+    return f"model {str(name)!r}"
+
+
+def validate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, eot, audit, device,
+             who: str = "the model") -> tuple[nn.Module, Inputs]:
     """Check every argument once; return the model ready to evaluate (eval mode, float32, on ``device``)."""
     _positive("-n", n)
     _positive("--batch-size", batch_size)
@@ -148,13 +160,15 @@ def validate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, eot
         raise UserError(f"--attack-opt names {unused[0]!r}, which is not among --attacks {','.join(attacks)}")
     x, y, meta = _tensors(data, n, notes)
     if x.dtype != torch.float32 and x.is_floating_point():
-        _say(notes, f"the images are {str(x.dtype).replace('torch.', '')}; converted to float32")
+        say(notes, f"the images are {str(x.dtype).replace('torch.', '')}; converted to float32")
         x = x.float()
     y = torch.as_tensor(y)
     norm = parse_norm(norm)
     threat = ThreatModel(norm, parse_eps(eps if eps is not None else meta.get("default_eps", "8/255"), norm))
     if model.training:
-        _say(notes, "the model was in training mode; switched to eval mode for evaluation")
+        say(notes, "the model was in training mode; switched to eval mode for evaluation")
     model = model_dtype(model.to(device).eval(), notes)
-    check_data(x, y, num_classes(model, x, device), threat.bounds)
+    check_images(x, threat.bounds)
+    writes_input(model, x[: min(len(x), 8)].to(device, copy=True), who)
+    check_labels(y, num_classes(model, x, device))
     return model, Inputs(x.contiguous(), y.long(), threat, attacks, attack_opts, meta, notes)

@@ -49,6 +49,7 @@ single process. Validation is sharded and summed; only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ from advkit.attack import verified
 from advkit.defense import Defense, TrainContext, compose
 from advkit.distributed import barrier, shutdown
 from advkit.errors import UserError
+from advkit.locking import lock_output
 from advkit.runtime import derive_seed, generator, progress, seed_everything
 from advkit.training import records, state
 from advkit.training.batching import Augmenter, Batches, in_memory, on_device
@@ -247,7 +249,9 @@ def train(model, train_data, *, defenses=(), threat=None, val_data=None, device=
     try:
         check_device(o.amp, device)
         model, train_data, defenses, threat, val_data = resolve_inputs(model, train_data, defenses, threat, val_data, device)
-        return _run(o, model, train_data, list(defenses), threat, val_data, dist, device)
+        # one run per --out: a second one refuses instead of overwriting this one's checkpoints
+        with lock_output(o.out) if o.out is not None and dist.main else contextlib.nullcontext():
+            return _run(o, model, train_data, list(defenses), threat, val_data, dist, device)
     finally:
         if dist.owns_group:
             shutdown()

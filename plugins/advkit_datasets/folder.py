@@ -7,6 +7,7 @@ with the sizes found unless ``size=N`` resizes them all to N x N.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -60,10 +61,67 @@ def check_sizes(paths: list[str], root: Path, spec_hint: str) -> None:
                         f"them all to N x N")
 
 
+def walk_once(top: str, skip: set[str] = frozenset()):
+    """The files under ``top`` (sorted), following links but no directory twice nor any in ``skip``.
+
+    A symlink loop (``a/loop -> ..``) or two links to one folder would otherwise
+    count the same images many times (``os.walk(followlinks=True)`` stops only at
+    the system's path-length limit).
+    """
+    seen_dirs: set[str] = set(skip)
+    for root, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) not in seen_dirs)
+        for name in sorted(files):
+            yield os.path.join(root, name)
+
+
+def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+    """torchvision's ``make_dataset`` through :func:`walk_once`: each real file counts once, in the first
+    class (in sorted order) where it is found; a link back to the root or into another class folder is not followed."""
+    from torchvision.datasets.folder import has_file_allowed_extension
+
+    valid = is_valid_file or (lambda p: has_file_allowed_extension(p, extensions))
+    seen: set[str] = set()
+    out = []
+    folders = {cls: os.path.realpath(os.path.join(directory, cls)) for cls in class_to_idx}
+    for cls in sorted(class_to_idx):
+        folder = os.path.join(directory, cls)
+        skip = {os.path.realpath(directory)} | {f for c, f in folders.items() if c != cls}
+        for path in (walk_once(folder, skip) if os.path.isdir(folder) else ()):
+            real = os.path.realpath(path)
+            if valid(path) and real not in seen and os.path.isfile(real):
+                seen.add(real)
+                out.append((path, class_to_idx[cls]))
+    found = {t for _, t in out}
+    empty = [cls for cls in sorted(class_to_idx) if class_to_idx[cls] not in found]
+    if empty and not allow_empty:
+        raise FileNotFoundError(f"no image file of its own in the class folder(s) {', '.join(empty)} (a file "
+                                f"reached through links counts once, in the first class that holds it)")
+    return out
+
+
+def _folder_class():
+    from torchvision import datasets
+
+    class OnceImageFolder(datasets.ImageFolder):
+        """torchvision's ``ImageFolder`` that counts each file once (see :func:`make_dataset`)."""
+
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+            return make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+
+    return OnceImageFolder
+
+
 def imagefolder(split: str, data_dir: str | None = None, root: str = "", size: int = 0, eps: str = "8/255",
                 subset: str = "first", seed: int = 0, workers: int = -1):
     """Images in ROOT/<class>/*.png (or ROOT/<split>/<class>/...), resized to size x size if given."""
-    from torchvision import datasets, transforms
+    from torchvision import transforms
 
     from advkit.data import DataInfo
     from advkit_datasets.files import file_images
@@ -75,7 +133,7 @@ def imagefolder(split: str, data_dir: str | None = None, root: str = "", size: i
         base = base / split
     tfs = ([transforms.Resize((size, size))] if size else []) + [transforms.ToTensor()]
     try:
-        folder = datasets.ImageFolder(str(base), transform=transforms.Compose(tfs), loader=load_rgb)
+        folder = _folder_class()(str(base), transform=transforms.Compose(tfs), loader=load_rgb)
     except (FileNotFoundError, RuntimeError) as exc:
         raise UserError(f"image folder {base}: {exc}") from None
     if not size:

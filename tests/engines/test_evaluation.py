@@ -15,7 +15,8 @@ from torch import nn
 import advkit
 from advkit import plugins
 from advkit.errors import ThreatViolation, UserError
-from advkit.evaluation.engine import evaluate, is_stochastic
+from advkit.evaluation.engine import evaluate
+from advkit.evaluation.probes import stochasticity
 
 
 def _test_plugin():
@@ -149,7 +150,8 @@ class Noisy(nn.Module):
 
 def test_stochastic_model_is_detected_and_evaluated_adaptively(trained_cnn, data):
     noisy = Noisy(trained_cnn).eval()
-    assert is_stochastic(noisy, data.tensors()[0][:16]) and not is_stochastic(trained_cnn, data.tensors()[0][:16])
+    x16 = data.tensors()[0][:16]
+    assert stochasticity(noisy, x16, 'noisy', False)[0] and not stochasticity(trained_cnn, x16, 'cnn', False)[0]
     r = evaluate(noisy, data.first(40), ["pgd"], eps="0.1", eot=4, quiet=True)
     assert r.meta["stochastic"] is True
     assert any("EOT over 4" in note for note in r.meta["adaptive"])

@@ -16,7 +16,8 @@ from torch import nn
 import advkit
 from advkit import plugins
 from advkit.errors import UserError
-from advkit.evaluation.engine import evaluate, is_stochastic
+from advkit.evaluation.engine import evaluate
+from advkit.evaluation.probes import stochasticity
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_nan_logits_on_clean_inputs_stop_the_run(trained_cnn, data):
 def test_nan_on_some_points_names_them_and_is_not_called_stochastic(trained_cnn, data):
     x = data.tensors()[0]
     model = NaNOn(trained_cnn, points=[x[3], x[17]]).eval()
-    assert not is_stochastic(model, x)
+    assert not stochasticity(model, x, 'nan', False)[0]
     with pytest.raises(UserError, match=r"clean inputs at 2 point\(s\): 3, 17$"):
         evaluate(model, data, ["fgsm"], eps="0.1", quiet=True)
 
@@ -148,11 +149,12 @@ class FailsAfter(nn.Module):
 
 def test_model_that_raises_mid_run_stops_with_one_line_and_resumes(trained_cnn, data, tmp_path, capsys):
     kw = dict(eps="0.1", batch_size=8, quiet=True, out=tmp_path)
-    model = FailsAfter(trained_cnn, ok=4).eval()  # 4 calls before the batches: classes, stochastic probe x2, gradients
+    # 7 calls before the batches: input-writing probe, classes, stochastic probe x2, batch probe x2, gradients
+    model = FailsAfter(trained_cnn, ok=7).eval()
     with pytest.raises(UserError, match=r"^the model raised on batch 0 of clean \(points 0-7\): RuntimeError: "
                                         r"cuda out of memory \(simulated\); the finished batches are kept in"):
         evaluate(model, data, ["fgsm"], **kw)
-    model.ok, model.calls = 6, 0  # now batches 0 and 1 of clean pass, batch 2 fails
+    model.ok, model.calls = 9, 0  # now batches 0 and 1 of clean pass, batch 2 fails
     with pytest.raises(UserError, match=r"batch 2 of clean \(points 16-23\)"):
         evaluate(model, data, ["fgsm"], **kw)
     model.ok = None
