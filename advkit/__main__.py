@@ -1,6 +1,6 @@
 """``python -m advkit`` (also what ``torchrun -m advkit`` runs)."""
 
-from advkit.cli import main
+from advkit._internal.cli import main
 
 if __name__ == "__main__":
     main()

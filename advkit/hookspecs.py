@@ -26,9 +26,9 @@ takes::
 is a callable whose keyword parameters (with their defaults) are shown by
 ``advkit list`` and can be set from the command line (``--attack-opt
 pgd.steps=20``). ``summary`` defaults to the first line of the factory's
-docstring; ``ranges`` maps parameters to :class:`advkit.registry.Range`;
+docstring; ``ranges`` maps parameters to :class:`advkit._internal.registry.Range`;
 ``library`` names the distribution the component wraps (its version is listed);
-the capabilities a kind accepts are :data:`advkit.registry.CAPABILITIES`.
+the capabilities a kind accepts are :data:`advkit._internal.registry.CAPABILITIES`.
 docs/plugins.md describes the whole contract with an example for each hook.
 """
 
@@ -45,12 +45,12 @@ def advkit_register_attacks(register):
 
     The factory is called as ``factory(model, threat, **params)`` where
     ``model`` is an ``nn.Module`` in eval mode taking images in [0, 1] and
-    returning logits, and ``threat`` an :class:`advkit.threat.ThreatModel`.
+    returning logits, and ``threat`` an :class:`advkit._internal.threat.ThreatModel`.
     It returns a callable ``attack(x, y) -> x_adv`` (the torchattacks
     convention), which may carry ``implementation`` (e.g. ``"torchattacks
     3.5.1 PGD"``) and ``report`` (a dict) for the report, or an
-    :class:`advkit.attack.LibraryAttack`. Every call goes through
-    :meth:`advkit.attack.Attack.run`: a private copy of the batch, eval mode,
+    :class:`advkit._internal.attack.LibraryAttack`. Every call goes through
+    :meth:`advkit._internal.attack.Attack.run`: a private copy of the batch, eval mode,
     and verification of ``x_adv`` against the threat model (an attack not
     registered ``minimum_norm=True`` that leaves the ball stops the run).
     Capabilities: ``minimum_norm``, ``black_box``, ``adaptive``, ``reference``.
@@ -71,7 +71,7 @@ def advkit_register_defenses(register):
     """Register training-time defenses.
 
     The factory is called as ``factory(**params)`` and returns an
-    :class:`advkit.defense.Defense`, which contributes at one or more of the
+    :class:`advkit._internal.defense.Defense`, which contributes at one or more of the
     four points of the training engine: ``model`` (transform the backbone),
     ``data`` (transform a clean batch), ``adversary`` (make the training
     perturbation) and ``objective`` (the loss). ``--defense trades --defense
@@ -90,8 +90,8 @@ def advkit_register_explainers(register):
     """Register explainers.
 
     The factory is called as ``factory(**params)`` and returns a callable
-    ``explain(model, x, y, ctx) -> advkit.explainer.Explanation`` with ``ctx``
-    an :class:`advkit.explainer.ExplainContext` (dataset, data_dir, device,
+    ``explain(model, x, y, ctx) -> advkit._internal.explainer.Explanation`` with ``ctx``
+    an :class:`advkit._internal.explainer.ExplainContext` (dataset, data_dir, device,
     quiet, seed); the engine writes its arrays (``.npz``), figures (``.png``)
     and a JSON summary.
 
@@ -113,7 +113,7 @@ def advkit_register_backbones(register):
     an ``nn.Module`` producing logits from *normalized* inputs; advkit wraps it
     with the normalization of the data, so the model the user sees takes
     images in [0, 1]. A factory may instead return an
-    :class:`advkit.models.ImageClassifier` that already carries its
+    :class:`advkit._internal.models.ImageClassifier` that already carries its
     normalization (a pretrained checkpoint does). Capabilities: ``prefix``
     (a model-name prefix it resolves; the rest arrives as ``name``) and
     ``claims``.
@@ -132,10 +132,10 @@ def advkit_register_datasets(register):
 
     The factory is called as ``factory(split, data_dir=None, **params)`` with
     ``split`` ``"train"`` or ``"test"``, and returns a
-    :class:`advkit.data.ImageData` (a torch ``Dataset`` of ``(image, label)``
+    :class:`advkit._internal.data.ImageData` (a torch ``Dataset`` of ``(image, label)``
     pairs with images in [0, 1], plus ``num_classes``, ``classes``,
     ``input_shape``, ``mean`` and ``std``). A source that needs files it cannot
-    find raises :class:`advkit.errors.UserError` saying where to put them.
+    find raises :class:`advkit._internal.errors.UserError` saying where to put them.
     """
 
 

@@ -102,8 +102,8 @@ def part_train(a, device):
     import contextlib
 
     import advkit
-    from advkit.adversary import pgd
-    from advkit.data import DataInfo, ImageData, TensorImages
+    from advkit._internal.adversary import pgd
+    from advkit._internal.data import DataInfo, ImageData, TensorImages
 
     n = a.n_train
     g = torch.Generator().manual_seed(0)

@@ -207,7 +207,7 @@ def nfc_stats(a) -> str:
     """How large the CSA augmentation is: the bank's NFC images against the images they come from."""
     import torch
 
-    from advkit.data import load_dataset
+    from advkit._internal.data import load_dataset
     from advkit_csa.bank import NFCBank
 
     bank = NFCBank.load(bank_dir(a))

@@ -17,14 +17,14 @@ torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 @pytest.fixture(scope="session")
 def fmnist_test():
-    from advkit.data import load_dataset
+    from advkit._internal.data import load_dataset
 
     return load_dataset("fmnist-mini", "test")
 
 
 @pytest.fixture(scope="session")
 def fmnist_train():
-    from advkit.data import load_dataset
+    from advkit._internal.data import load_dataset
 
     return load_dataset("fmnist-mini", "train")
 
@@ -34,7 +34,7 @@ def trained_cnn(fmnist_train):
     """A SmallCNN trained for one quick epoch on 4,000 embedded images (~85% test accuracy)."""
     import torch.nn.functional as F
 
-    from advkit.models import load_model
+    from advkit._internal.models import load_model
 
     torch.manual_seed(0)
     info = fmnist_train.info
@@ -87,7 +87,7 @@ def advkit_cli(single_thread):
     """Run the CLI in this process (one thread, like the killed runs); fails on a non-zero exit."""
     from click.testing import CliRunner
 
-    from advkit.cli import load_commands
+    from advkit._internal.cli import load_commands
 
     cli = load_commands()
 

@@ -14,8 +14,8 @@ import contextlib
 import importlib.util
 import inspect
 
-from advkit.errors import UserError
-from advkit.attack import LibraryAttack, dist_version
+from advkit.plugin import UserError
+from advkit.plugin import LibraryAttack, dist_version
 from advkit_art.catalog import ART_VERSION, Spec
 
 

@@ -11,7 +11,7 @@ until an attack is built.
 
 from __future__ import annotations
 
-from advkit import hookimpl
+from advkit.plugin import hookimpl
 
 
 @hookimpl

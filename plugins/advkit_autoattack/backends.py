@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 IMPLEMENTATIONS = ("autoattack", "pyautoattack", "torchattacks")
 ENV = "ADVKIT_AUTOATTACK"

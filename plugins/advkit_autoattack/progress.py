@@ -4,7 +4,7 @@ A batch of standard AutoAttack can run for an hour on a CPU; the engine's bar
 moves once per batch. :func:`track` wraps the sub-attack objects of a fra31
 ``AutoAttack`` (``autoattack`` or ``pyautoattack``: the same attack code) so
 that each sub-attack, each of its restarts or target classes, and each of
-Square's queries is shown next to the bar through :func:`advkit.runtime.activity`
+Square's queries is shown next to the bar through :func:`advkit.plugin.activity`
 ("AutoAttack: APGD-T 3/9"). The library's own logging (``verbose``) is no use
 here: it is off by default, and on it prints every iteration's loss. Only
 counters are added; the attacks themselves run unchanged.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 
-from advkit import runtime
+from advkit.plugin import activity
 
 LABELS = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab": "FAB", "fab-t": "FAB-T",
           "square": "Square"}
@@ -94,7 +94,7 @@ class Tracker:
         def perturb(*args, **kwargs):
             self.current = self._name(obj)
             self.unit, self.units, self.queries = 0, self._units(self.current, obj), 0
-            runtime.activity(self.text(), force=True)
+            activity(self.text(), force=True)
             return fn(*args, **kwargs)
 
         return perturb
@@ -104,7 +104,7 @@ class Tracker:
         def unit(*args, **kwargs):
             self.unit += 1
             self.queries = 0
-            runtime.activity(self.text(), force=True)
+            activity(self.text(), force=True)
             return fn(*args, **kwargs)
 
         return unit
@@ -113,7 +113,7 @@ class Tracker:
         @functools.wraps(fn)
         def query(*args, **kwargs):
             self.queries += 1
-            runtime.activity(self.text())
+            activity(self.text())
             return fn(*args, **kwargs)
 
         return query

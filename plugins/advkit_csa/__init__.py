@@ -11,7 +11,7 @@ See docs/csa.md.
 
 from __future__ import annotations
 
-from advkit import hookimpl
+from advkit.plugin import hookimpl
 
 
 @hookimpl

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from advkit.errors import UserError
-from advkit.runtime import model_fingerprint
+from advkit.plugin import UserError
+from advkit.plugin import model_fingerprint
 
 FORMAT = "advkit-csa-bank/1"
 
@@ -94,7 +94,7 @@ class NFCBank:
 
     def save(self, path: Path) -> None:
         """Write ``path`` (.safetensors) and its .json sidecar."""
-        from advkit.checkpoint import atomic_write_json, save_tensors
+        from advkit.plugin import atomic_write_json, save_tensors
 
         tensors = {"real": self.real, "imag": self.imag, "labels": self.labels, "indices": self.indices,
                    "values": self.values, "stderr": self.stderr}
@@ -106,7 +106,7 @@ class NFCBank:
     @classmethod
     def load(cls, path: str | Path) -> "NFCBank":
         """Load a bank from its ``.safetensors``/``.json`` pair, or a directory holding exactly one."""
-        from advkit.checkpoint import load_tensors
+        from advkit.plugin import load_tensors
 
         path = Path(path)
         if not path.exists():
@@ -197,7 +197,7 @@ def announce_cost(model, data, todo: torch.Tensor, labels: torch.Tensor, setting
     """Print the cost of the images still to compute (from the first ``sample`` of them) before a build starts."""
     import sys
 
-    from advkit import distributed as D
+    from advkit.plugin import world
     from advkit_csa.cost import bank_cost, cost_line
 
     sel = todo[:sample]
@@ -208,7 +208,7 @@ def announce_cost(model, data, todo: torch.Tensor, labels: torch.Tensor, setting
         cost = bank_cost(model, xs, labels[sel].to(device), len(todo), settings, players, batch_size)
     finally:
         model.train(was_training)
-    print(f"advkit: {cost_line(cost, settings, D.world()[1])}", file=sys.stderr, flush=True)
+    print(f"advkit: {cost_line(cost, settings, world()[1])}", file=sys.stderr, flush=True)
 
 
 def build_bank(
@@ -236,7 +236,7 @@ def build_bank(
     ``torchrun`` the ranks share the chunks of ``chunk`` images and all return
     the same bank.
     """
-    from advkit import distributed as D
+    from advkit.plugin import barrier, is_main
     from advkit_csa.players import FrequencyPlayers
     from advkit_csa.shards import chunk_bounds, missing_chunks, remove_partials, run_chunks
 
@@ -273,7 +273,7 @@ def build_bank(
         return {"values": r.values, "stderr": r.stderr, "real": spec.real, "imag": spec.imag, "passes": r.passes}
 
     missing = missing_chunks(out, key, len(positions), int(chunk))
-    if progress and missing and D.is_main():
+    if progress and missing and is_main():
         todo = torch.cat([torch.arange(a, b) for a, b in (chunk_bounds(len(positions), int(chunk))[c] for c in missing)])
         announce_cost(model, data, positions[todo], labels, settings, players, batch_size, device)
     t = run_chunks(out, key, len(positions), int(chunk), compute, progress=progress, desc=f"NFC bank ({info.name})",
@@ -282,9 +282,9 @@ def build_bank(
             "num_classes": info.num_classes, "input_shape": list(shape), "players": players.describe(),
             "settings": settings, "images": len(positions), "forward_passes": int(t["passes"].sum())}
     bank = NFCBank(t["real"], t["imag"], labels[positions].long(), base_idx.long(), t["values"], t["stderr"], meta, t["passes"])
-    D.barrier()  # every rank has read the chunk files
-    if D.is_main():
+    barrier()  # every rank has read the chunk files
+    if is_main():
         bank.save(path)
         remove_partials(out, key)
-    D.barrier()
+    barrier()
     return bank, path

@@ -31,14 +31,14 @@ def add_command(cli: click.Group) -> None:
     def csa_bank(opts, model, weights, dataset, data_dir, split, per_class, estimator, pairs, target_loss, permutations,
                  target_se, grid, value, batch_size, chunk, out):
         """Compute the class-wise NFC bank used by the csa defense (cached, resumable; under torchrun, sharded)."""
-        from advkit import distributed as D
-        from advkit.data import load_dataset
-        from advkit.models import load_model
+        from advkit.plugin import init_distributed, is_main, local_device, shutdown_distributed
+        from advkit.plugin import load_dataset
+        from advkit.plugin import load_model
         from advkit_csa.bank import build_bank
         from advkit_csa.grid import parse_grid
 
-        D.init_from_env(opts.device)
-        device = D.local_device(opts.device)  # the root CLI's --device, checked and resolved; this rank's GPU
+        init_distributed(opts.device)
+        device = local_device(opts.device)  # the root CLI's --device, checked and resolved; this rank's GPU
         data = load_dataset(dataset, split, data_dir=data_dir)
         info = data.info
         m = load_model(model, dataset=info, weights=weights, device=device)
@@ -46,9 +46,9 @@ def add_command(cli: click.Group) -> None:
                                 pairs=pairs, target_loss=target_loss or None,
                                 permutations=permutations, target_se=target_se, grid=parse_grid(grid), value=value,
                                 batch_size=batch_size, chunk=chunk, seed=opts.seed, progress=not opts.quiet)
-        if D.is_main():
+        if is_main():
             passes = bank.meta.get("forward_passes")
             click.echo(f"csa-bank: {len(bank.labels)} NFC spectra ({per_class} per class) in {path}"
                        + (f" ({passes:,} forward passes)" if passes else ""))
             click.echo(f"use it with: advkit train --dataset {dataset} --defense pgd-at --defense csa:bank={path}")
-        D.shutdown()
+        shutdown_distributed()

@@ -5,14 +5,14 @@ and per coalition pair two gradient evaluations plus two exact differences per
 energy-heavy player; its stop rule ends an image between ``2 x round_pairs`` and
 ``pairs`` pairs. The permutation estimator spends ``P - 1`` forward passes per
 permutation. :func:`bank_cost` turns these counts into a time range with
-:func:`advkit.runtime.calibrate` on a batch of the bank's own images.
+:func:`advkit.plugin.calibrate` on a batch of the bank's own images.
 """
 
 from __future__ import annotations
 
 import torch
 
-from advkit.runtime import calibrate, format_seconds
+from advkit.plugin import calibrate, format_seconds
 
 
 def pair_range(settings: dict) -> tuple[int, int]:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
     import torch
 
-from advkit.defense import Defense, TrainContext
-from advkit.errors import UserError
+from advkit.plugin import Defense, TrainContext
+from advkit.plugin import UserError
 
 SCHEDULES = ("constant", "linear")
 ESTIMATORS = ("gradient", "permutation")  # as in advkit_csa.bank, which imports torch
@@ -57,7 +57,7 @@ class CSA(Defense):
     # ------------------------------------------------------------------ setup
 
     def _pretrained(self, data, device):
-        from advkit.models import load_model
+        from advkit.plugin import load_model
 
         spec = self.params["pretrained"]
         name = getattr(getattr(data, "info", None), "name", "")

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 from advkit_csa.players import FrequencyPlayers
 from advkit_csa.shapley import VALUES, ShapleyResult, _device_of, _Forward, _value
 

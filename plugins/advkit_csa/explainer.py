@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from advkit.explainer import Explanation
+from advkit.plugin import Explanation
 
 
 def reconstructions(x: torch.Tensor, values: torch.Tensor, players) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +36,7 @@ def seed_figure(x: torch.Tensor, pfc: torch.Tensor, nfc: torch.Tensor, heat: tor
     import matplotlib.colors
     import matplotlib.pyplot as plt
 
-    from advkit.checkpoint import atomic_write_bytes
+    from advkit.plugin import atomic_write_bytes
 
     n = x.shape[0]
     fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.9 * n), dpi=110, squeeze=False)
@@ -80,7 +80,7 @@ class FreqShapley:
                  value: str = "prob", antithetic: bool = True, control_variate: bool = True,
                  adaptive: bool = True, estimator: str = "permutation", pairs: int = 128, batch_size: int = 1024,
                  seed: int = 0, progress: bool = True, figure: str | None = None):
-        from advkit.errors import UserError
+        from advkit.plugin import UserError
         from advkit_csa.grid import parse_grid
         from advkit_csa.shapley import VALUES
 

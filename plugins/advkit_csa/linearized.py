@@ -63,8 +63,8 @@ import time
 
 import torch
 
-from advkit.errors import UserError
-from advkit.runtime import progress as progress_bar
+from advkit.plugin import UserError
+from advkit.plugin import progress as progress_bar
 from advkit_csa.chains import _value
 from advkit_csa.players import FrequencyPlayers
 from advkit_csa.quality import expected_sign_loss

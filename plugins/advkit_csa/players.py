@@ -23,7 +23,7 @@ from functools import cached_property
 
 import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 
 def default_grid(h: int, w: int) -> tuple[int, int]:

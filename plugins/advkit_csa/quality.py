@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 REFERENCE_FORMAT = "advkit-csa-reference/1"
 
@@ -101,7 +101,7 @@ class ReferenceGames:
 
     @classmethod
     def load(cls, path: str | Path) -> "ReferenceGames":
-        from advkit.checkpoint import load_tensors
+        from advkit.plugin import load_tensors
 
         path = Path(path)
         side = path.with_suffix(".json")

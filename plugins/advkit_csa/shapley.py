@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advkit.errors import UserError
-from advkit.runtime import progress as progress_bar
+from advkit.plugin import UserError
+from advkit.plugin import progress as progress_bar
 from advkit_csa.chains import (ImageSamples, _value, focused_logits, full_logits, needed_prefixes, record_focused,
                                record_full)
 from advkit_csa.combine import MIN_UNITS_CV, allocate, estimate

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from advkit import distributed as D
+from advkit.plugin import all_gather, barrier, world
 
 FIELDS = ("values", "stderr", "real", "imag", "passes")
 
@@ -29,8 +29,8 @@ def partial_path(out: Path, key: str, chunk: int) -> Path:
 
 
 def _load_chunk(out: Path, key: str, chunk: int, rows: int) -> dict | None:
-    from advkit.checkpoint import load_tensors
-    from advkit.errors import UserError
+    from advkit.plugin import load_tensors
+    from advkit.plugin import UserError
 
     path = partial_path(out, key, chunk)
     if not path.is_file():
@@ -51,7 +51,7 @@ def chunk_bounds(total: int, chunk: int) -> list[tuple[int, int]]:
 def missing_chunks(out: Path, key: str, total: int, chunk: int) -> list[int]:
     """The chunks with no valid partial file, as rank 0 sees them (so that every chunk has exactly one owner)."""
     missing = [c for c, (a, b) in enumerate(chunk_bounds(total, chunk)) if _load_chunk(out, key, c, b - a) is None]
-    return D.all_gather(missing)[0]
+    return all_gather(missing)[0]
 
 
 def run_chunks(out: Path, key: str, total: int, chunk: int, compute, *, progress: bool, desc: str,
@@ -62,14 +62,14 @@ def run_chunks(out: Path, key: str, total: int, chunk: int, compute, *, progress
     Every rank returns the assembled ``FIELDS`` over all entries; the partial
     files are removed once rank 0 has read them. The bar (rank 0's) counts images.
     """
-    from advkit.checkpoint import save_tensors
-    from advkit.runtime import progress as progress_bar
+    from advkit.plugin import save_tensors
+    from advkit.plugin import progress as progress_bar
 
-    rank, world = D.world()
+    rank, size = world()
     bounds = chunk_bounds(total, chunk)
     missing = missing_chunks(out, key, total, chunk) if missing is None else missing
-    mine = missing[rank::world]
-    suffix = f" (rank 0 of {world}: its share)" if world > 1 else ""
+    mine = missing[rank::size]
+    suffix = f" (rank 0 of {size}: its share)" if size > 1 else ""
     bar = progress_bar(sum(bounds[c][1] - bounds[c][0] for c in mine), desc + suffix, quiet=not progress or not mine,
                        unit="img")
     try:
@@ -80,7 +80,7 @@ def run_chunks(out: Path, key: str, total: int, chunk: int, compute, *, progress
             bar.update(b - a)
     finally:
         bar.close()
-    D.barrier()
+    barrier()
     parts = [_load_chunk(out, key, c, b - a) for c, (a, b) in enumerate(bounds)]
     if any(p is None for p in parts):  # only if files vanished under us
         raise RuntimeError(f"csa bank: chunk files of {key} are missing in {out}")

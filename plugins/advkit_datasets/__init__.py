@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advkit import hookimpl
+from advkit.plugin import hookimpl
 from advkit_datasets import folder, scale
 
 DATA = Path(__file__).parent / "data"
@@ -35,7 +35,7 @@ def fmnist_mini(split: str, data_dir: str | None = None):
     import numpy as np
     import torch
 
-    from advkit.data import DataInfo, ImageData, TensorImages
+    from advkit.plugin import DataInfo, ImageData, TensorImages
 
     arrays = np.load(DATA / "fmnist_mini.npz")
     images = torch.from_numpy(arrays[f"{split}_images"].copy()).unsqueeze(1)
@@ -53,7 +53,7 @@ def in_memory(base):
     import numpy as np
     import torch
 
-    from advkit.data import TensorImages
+    from advkit.plugin import TensorImages
 
     images = torch.as_tensor(np.asarray(base.data))
     if images.dim() == 3:  # MNIST-like: (N, H, W)
@@ -71,8 +71,8 @@ def _torchvision_factory(name: str):
         import torchvision
         from torchvision import transforms
 
-        from advkit.data import DataInfo, ImageData
-        from advkit.errors import UserError
+        from advkit.plugin import DataInfo, ImageData
+        from advkit.plugin import UserError
 
         from advkit_datasets.scale import data_root
 

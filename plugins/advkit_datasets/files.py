@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from advkit.data import ImageData
-from advkit.errors import UserError
+from advkit.plugin import ImageData
+from advkit.plugin import UserError
 
 SUBSETS = ("balanced", "first")
 
@@ -69,7 +69,7 @@ class FileImages(ImageData):
     def tensors(self):
         import torch
 
-        from advkit.data import TensorImages
+        from advkit.plugin import TensorImages
 
         if isinstance(self.base, TensorImages) and self.base.transform is None:
             idx = torch.as_tensor(self.indices if self.indices is not None else range(len(self.base)))

@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 
 class UnreadableImage(UserError):
@@ -123,7 +123,7 @@ def imagefolder(split: str, data_dir: str | None = None, root: str = "", size: i
     """Images in ROOT/<class>/*.png (or ROOT/<split>/<class>/...), resized to size x size if given."""
     from torchvision import transforms
 
-    from advkit.data import DataInfo
+    from advkit.plugin import DataInfo
     from advkit_datasets.files import file_images
 
     base = Path(root or data_dir or "")

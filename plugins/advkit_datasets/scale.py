@@ -44,7 +44,7 @@ def _standard_index() -> tuple[dict[str, int], list[str]]:
 
 def _to_standard_index(folder, where: Path) -> list[int]:
     """Relabel an ImageFolder whose classes are WordNet ids with the standard class index."""
-    from advkit.errors import UserError
+    from advkit.plugin import UserError
 
     index, _ = _standard_index()
     wnids = list(getattr(folder, "wnids", None) or folder.classes)
@@ -66,8 +66,8 @@ def imagenet(split: str, data_dir: str | None = None, root: str = "", subset: st
     """ImageNet (val for test): DIR/val/<wnid>/*.JPEG or torchvision's layout, Resize 256 + CenterCrop 224"""
     from torchvision import datasets, transforms
 
-    from advkit.data import DataInfo
-    from advkit.errors import UserError
+    from advkit.plugin import DataInfo
+    from advkit.plugin import UserError
 
     folder_split = "val" if split == "test" else "train"
     candidates = [Path(root)] if root else [data_root(data_dir) / "imagenet", data_root(data_dir)]
@@ -94,7 +94,7 @@ def imagenet(split: str, data_dir: str | None = None, root: str = "", subset: st
 
 
 def _check_corruption(corruption: str, severity: int, dataset: str) -> None:
-    from advkit.errors import UserError, closest
+    from advkit.plugin import UserError, closest
 
     if not corruption:
         raise UserError(f"{dataset} needs a corruption: {dataset}:corruption=NAME,severity=1..5 "
@@ -113,8 +113,8 @@ def cifar10_c(split: str, data_dir: str | None = None, root: str = "", corruptio
     import numpy as np
     import torch
 
-    from advkit.data import DataInfo, TensorImages
-    from advkit.errors import UserError
+    from advkit.plugin import DataInfo, TensorImages
+    from advkit.plugin import UserError
     from advkit_datasets import CIFAR10_CLASSES
 
     _check_corruption(corruption, severity, "cifar10-c")
@@ -148,8 +148,8 @@ def imagenet_c(split: str, data_dir: str | None = None, root: str = "", corrupti
     """ImageNet-C (test only): DIR/ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG, CenterCrop 224"""
     from torchvision import datasets, transforms
 
-    from advkit.data import DataInfo
-    from advkit.errors import UserError
+    from advkit.plugin import DataInfo
+    from advkit.plugin import UserError
 
     _check_corruption(corruption, severity, "imagenet-c")
     if split != "test":

@@ -13,7 +13,7 @@ features, named as such). docs/explainers.md has the details.
 
 from __future__ import annotations
 
-from advkit import hookimpl
+from advkit.plugin import hookimpl
 
 
 @hookimpl

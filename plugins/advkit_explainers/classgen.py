@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from advkit.errors import UserError
-from advkit.explainer import Explanation
+from advkit.plugin import UserError
+from advkit.plugin import Explanation
 
 from advkit_explainers.common import parse_ints, reference_data, target_logits
 from advkit_explainers.mvn import ShrunkNormal

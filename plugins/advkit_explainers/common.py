@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 TARGETS = ("label", "pred")
 
@@ -44,7 +44,7 @@ def reference_data(dataset: str, split: str, like: torch.Tensor, ctx, n: int = 0
 
     The images must have the shape of the explained ones (``like``).
     """
-    from advkit.data import load_dataset
+    from advkit.plugin import load_dataset
 
     name, data_dir = dataset_name(dataset, ctx)
     data = load_dataset(name, split, data_dir=data_dir, n=n if n > 0 else None)

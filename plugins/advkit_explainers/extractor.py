@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 from advkit_explainers.inception import fid_inception
 from advkit_explainers.layers import Representation
@@ -81,7 +81,7 @@ def load_extractor(where: str, spec: str, layer: str, weights: str, model, x: to
         raise UserError(f"{where}: extractor must be inception, model or a model spec")
     from types import SimpleNamespace
 
-    from advkit.models import load_model
+    from advkit.plugin import load_model
 
     # a new backbone gets the explained model's classes, input shape and normalization; a complete model
     # (a bundled or saved one) keeps its own

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from advkit.errors import UserError
-from advkit.explainer import Explanation
+from advkit.plugin import UserError
+from advkit.plugin import Explanation
 
 from advkit_explainers.common import check_choice, reference_data
 from advkit_explainers.layers import Representation

@@ -16,8 +16,8 @@ import warnings
 
 import torch
 
-from advkit.errors import UserError
-from advkit.explainer import Explanation
+from advkit.plugin import UserError
+from advkit.plugin import Explanation
 
 from advkit_explainers.classgen import generate
 from advkit_explainers.common import reference_data

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 
 def _check(feats_a, feats_b) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 CACHED_NAMES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
@@ -69,7 +69,7 @@ class FIDInception:
     def __init__(self, path: Path, feature: str = "2048", device="cpu"):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        from advkit.checkpoint import load_weights_file
+        from advkit.plugin import load_weights_file
 
         if feature not in FEATURES:
             raise UserError(f"FID Inception features must be one of {', '.join(FEATURES)}; got {feature!r}")

@@ -21,8 +21,8 @@ import warnings
 
 import torch
 
-from advkit.errors import UserError
-from advkit.explainer import Explanation
+from advkit.plugin import UserError
+from advkit.plugin import Explanation
 
 from advkit_explainers.common import check_choice
 from advkit_explainers.extractor import InceptionExtractor

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from advkit.errors import UserError, closest
+from advkit.plugin import UserError, closest
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 
 class ShrunkNormal:

@@ -11,9 +11,9 @@ from typing import Callable
 
 import torch
 
-from advkit.adversary import l2_normalize, l2_project
-from advkit.errors import UserError
-from advkit.explainer import ExplainContext
+from advkit.plugin import l2_normalize, l2_project
+from advkit.plugin import UserError
+from advkit.plugin import ExplainContext
 
 
 def l2_pgd(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from advkit.errors import UserError
-from advkit.explainer import Explanation
+from advkit.plugin import UserError
+from advkit.plugin import Explanation
 
 from advkit_explainers.common import dataset_name, reference_data, target_classes, target_logits
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import warnings
 
-from advkit import hookimpl
-from advkit.defense import Defense
-from advkit.errors import UserError
+from advkit.plugin import hookimpl
+from advkit.plugin import Defense
+from advkit.plugin import UserError
 
 
 class LWTADefense(Defense):

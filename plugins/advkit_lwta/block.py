@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 
 class LWTA(nn.Module):

@@ -22,8 +22,7 @@ import textwrap
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.errors import UserError
-from advkit_lwta.block import LWTA
+from advkit.plugin import UserError
 
 _TORCH = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish)
 _TIMM = ("Swish", "Mish", "HardSwish", "HardMish", "PReLU", "GELU", "GELUTanh", "QuickGELU",

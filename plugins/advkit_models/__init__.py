@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advkit import hookimpl
+from advkit.plugin import hookimpl
 from advkit_models import zoo
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -44,7 +44,7 @@ def timm_model(name: str = "resnet18", num_classes: int = 10, in_chans: int = 3,
     """Any timm architecture by name (random init; hub weights with pretrained=true when online)."""
     import timm
 
-    from advkit.errors import UserError, unknown
+    from advkit.plugin import UserError, unknown
 
     if not timm.is_model(name):
         raise unknown("backbone", f"timm/{name}", [f"timm/{n}" for n in timm.list_models()])
@@ -70,8 +70,8 @@ def timm_knows(name: str) -> bool:
 
 def bundled(name: str):
     def factory():
-        from advkit.errors import UserError
-        from advkit.models import load_checkpoint
+        from advkit.plugin import UserError
+        from advkit.plugin import load_checkpoint
 
         path = WEIGHTS / f"{name}.safetensors"
         if not path.is_file():

@@ -36,7 +36,7 @@ RB_DEFAULT_DIR = "./models"  # robustbench.utils.load_model's default model_dir
 
 
 def _rb_target(dataset: str, norm: str, threat_model: str) -> tuple[str, str]:
-    from advkit.errors import UserError
+    from advkit.plugin import UserError
 
     base = (dataset or "cifar10").split(":")[0].lower()
     if base not in RB_DATASETS:
@@ -77,8 +77,8 @@ def _missing_line(name: str, files: list[Path], rb_dataset: str, threat: str) ->
 def robustbench_model(name: str, dataset: str = "cifar10", norm: str = "Linf", threat_model: str = "",
                       model_dir: str = RB_DEFAULT_DIR, arch: str = "", download: bool = False):
     """A RobustBench model zoo entry: --model robustbench:NAME (model_dir=, threat_model=, download=; arch= reads the file without the package)"""
-    from advkit.errors import UserError
-    from advkit.models import ImageClassifier
+    from advkit.plugin import UserError
+    from advkit.plugin import ImageClassifier
 
     rb_dataset, threat = _rb_target(dataset, norm, threat_model)
     num_classes, shape = RB_SHAPES[rb_dataset]
@@ -107,7 +107,7 @@ def _load_with_package(package, name: str, rb_dataset: str, threat: str, model_d
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     from robustbench.utils import load_model
 
-    from advkit.errors import UserError, unknown
+    from advkit.plugin import UserError, unknown
 
     entries = model_dicts[BenchmarkDataset(rb_dataset)][ThreatModel(threat)]
     if name not in entries:
@@ -127,16 +127,16 @@ def _load_with_package(package, name: str, rb_dataset: str, threat: str, model_d
 
 def _load_layout(name: str, rb_dataset: str, threat: str, model_dir: Path, arch: str, num_classes: int, shape):
     """RobustBench's file layout read by advkit into a registered backbone (no robustbench package)."""
-    from advkit.checkpoint import load_state, load_weights_file
-    from advkit.errors import UserError
-    from advkit.models import build_backbone
+    from advkit.plugin import apply_weights, load_weights_file
+    from advkit.plugin import UserError
+    from advkit.plugin import build_backbone
 
     files = _rb_files(model_dir, rb_dataset, threat, name, None)
     if not files[0].is_file():
         raise UserError(_missing_line(name, files, rb_dataset, threat))
     net = build_backbone(arch, num_classes, shape)
     state = {_strip(k): v for k, v in load_weights_file(files[0]).items()}
-    load_state(net, state, str(files[0]))
+    apply_weights(net, state, str(files[0]))
     return net, files, f"advkit reader of RobustBench's layout into {arch}"
 
 
@@ -149,7 +149,7 @@ def _strip(key: str) -> str:
 
 def robustbench_arch(name: str, dataset: str = "cifar10", threat_model: str = "Linf"):
     """A RobustBench architecture without its weights (rebuilds checkpoints made from robustbench:NAME)"""
-    from advkit.errors import UserError
+    from advkit.plugin import UserError
 
     package = _robustbench_package()
     if package is None:
@@ -164,8 +164,8 @@ def hf_hub_model(name: str, cache_dir: str = ""):
     """A timm model with its weights from the Hugging Face hub (or the local cache offline): --model hf-hub:ORG/NAME"""
     import timm
 
-    from advkit.errors import UserError
-    from advkit.models import ImageClassifier
+    from advkit.plugin import UserError
+    from advkit.plugin import ImageClassifier
 
     if name.count("/") != 1 or not all(name.split("/")):
         raise UserError(f"hf-hub:{name}: expected hf-hub:ORG/NAME (a timm model repository on the hub)")

@@ -9,9 +9,9 @@ clean training alone the noise scales tend to shrink. Only weight noise
 
 from __future__ import annotations
 
-from advkit import hookimpl
-from advkit.defense import Defense
-from advkit.errors import UserError
+from advkit.plugin import hookimpl
+from advkit.plugin import Defense
+from advkit.plugin import UserError
 
 
 class NoiseInjection(Defense):

@@ -12,7 +12,7 @@ See docs/part.md.
 
 from __future__ import annotations
 
-from advkit import hookimpl
+from advkit.plugin import hookimpl
 
 
 @hookimpl

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
     import torch
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 DEFAULT_RATIO = 7 / 8  # 7/255 at eps 8/255, the paper's setting
 

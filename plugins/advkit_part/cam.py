@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
     import torch
 
-from advkit.errors import UserError, closest
-from advkit.explainer import ExplainContext, create_explainer
+from advkit.plugin import UserError, closest
+from advkit.plugin import ExplainContext, create_explainer
 
 CAM_EXPLAINER = "gradcam"
 VARIANTS = ("gradcam", "xgradcam", "layercam")
@@ -36,7 +36,7 @@ def check_choice(param: str, value: str, choices) -> str:
 @contextlib.contextmanager
 def inspecting(model):
     """Eval mode and frozen weights (no parameter gradients), restored afterwards."""
-    from advkit.adversary import frozen
+    from advkit.plugin import frozen
 
     was_training = model.training
     model.eval()

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
     import torch
 
-from advkit.defense import Defense, TrainContext
-from advkit.errors import UserError
+from advkit.plugin import Defense, TrainContext
+from advkit.plugin import UserError
 from advkit_part.budget import budget_map, check_low, check_threshold, important, low_budget
 from advkit_part.cam import TARGETS, VARIANTS, cam_maps, check_choice, find_layer
 from advkit_part.masks import MaskBank
@@ -136,7 +136,7 @@ class PART(Defense):
         return budget_map(high.to(x.device), self.eps, self.eps_low, x.dtype)
 
     def perturb(self, model, x, y, ctx: TrainContext) -> torch.Tensor:
-        from advkit.adversary import pgd
+        from advkit.plugin import pgd_perturbation as pgd
 
         threat = ctx.threat
         eps = threat.eps
@@ -151,7 +151,7 @@ class PART(Defense):
         """Steps, step size (eps/4 on every pixel unless set), start and start std of the adversary."""
         if self._pgd is not None:
             return self._pgd
-        from advkit.adversary import PGDSettings
+        from advkit.plugin import PGDSettings
 
         cfg = ctx.adversary or PGDSettings()  # the objective's own adversary settings
         steps = cfg.steps if self.params["steps"] is None else int(self.params["steps"])

@@ -24,14 +24,14 @@ def trained_with(model) -> dict:
 
 def default_eps(model, ctx) -> float:
     """The eps the model was trained at, else the usual eps of the dataset being explained, else 8/255."""
-    from advkit.threat import parse_eps
+    from advkit.plugin import parse_eps
 
     threat = (getattr(model, "info", None) or {}).get("threat") or {}
     if threat.get("eps") is not None:
         return float(threat["eps"])
     name, data_dir = ctx.dataset, ctx.data_dir
     if name:
-        from advkit.data import load_dataset
+        from advkit.plugin import load_dataset
 
         return parse_eps(load_dataset(name, "test", data_dir=data_dir, n=1).info.default_eps)
     return 8 / 255
@@ -60,7 +60,7 @@ def part_map(cam: str = "", layer: str = "", threshold: float | None = None, eps
     check_low(eps_low, ratio)
 
     def explain(model, x, y, ctx):
-        from advkit.explainer import Explanation
+        from advkit.plugin import Explanation
 
         rec = trained_with(model)
         variant = check_choice("cam", cam or rec.get("cam") or "gradcam", VARIANTS)

@@ -9,7 +9,7 @@ torchattacks is imported only when an attack is built.
 
 from __future__ import annotations
 
-from advkit import hookimpl
+from advkit.plugin import hookimpl
 
 
 @hookimpl

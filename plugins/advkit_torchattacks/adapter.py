@@ -7,7 +7,7 @@ torchattacks object is built on first use and then reused, so its random
 state behaves exactly as when calling torchattacks directly.
 
 Square's queries are shown next to the engine's progress bar as they happen
-(:func:`advkit.runtime.activity`), and each attack declares its worst-case
+(:func:`advkit.plugin.activity`), and each attack declares its worst-case
 passes per point (``report["passes"]``) for the engine's cost estimate.
 """
 
@@ -18,9 +18,9 @@ import functools
 import inspect
 import io
 
-from advkit.errors import UserError
-from advkit.attack import LibraryAttack, dist_version
-from advkit import runtime
+from advkit.plugin import UserError
+from advkit.plugin import LibraryAttack, dist_version
+from advkit.plugin import activity
 from advkit_torchattacks.catalog import TORCHATTACKS_VERSION, Spec
 
 _REDUCED_AA = "(reduced: 10-step APGD; not the standard AutoAttack)"
@@ -148,7 +148,7 @@ def _track_queries(atk) -> None:
     count = {"restart": 0, "query": 0}
 
     def show(force: bool) -> None:
-        runtime.activity(f"Square: restart {count['restart']}/{atk.n_restarts}, query "
+        activity(f"Square: restart {count['restart']}/{atk.n_restarts}, query "
                  f"{min(count['query'], atk.n_queries)}/{atk.n_queries}", force=force)
 
     perturb, single, margin = atk.perturb, atk.attack_single_run, atk.margin_and_loss

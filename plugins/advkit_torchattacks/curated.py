@@ -7,8 +7,8 @@ adapted here.
 
 from __future__ import annotations
 
-from advkit.errors import UserError
-from advkit.registry import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
+from advkit.plugin import UserError
+from advkit.plugin import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from advkit_torchattacks.adapter import bind
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advkit.errors import UserError
+from advkit.plugin import UserError
 
 
 def nonneg(name: str, value) -> float:

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from advkit.defense import Defense
-from advkit.errors import UserError
+from advkit.plugin import Defense
+from advkit.plugin import UserError
 
 if TYPE_CHECKING:  # torch is imported when training starts, so that `advkit list` stays fast
     import torch
@@ -51,7 +51,7 @@ def _registered_name(name: str) -> str:
     if name in BUILTIN or "_" not in name:
         return name
     try:
-        from advkit import get_registry as registry
+        from advkit.plugin import registry as registry
 
         reg = registry("attack")
     except Exception:  # listing attacks must not break building the defense
@@ -96,7 +96,7 @@ class Mixed(Defense):
         self._attacks: dict = {}
 
     def _resolve(self, name: str) -> str:
-        from advkit import get_registry as registry
+        from advkit.plugin import registry as registry
 
         registry("attack").get(name)  # an unknown name raises the UserError listing close ones
         return name
@@ -108,8 +108,8 @@ class Mixed(Defense):
 
     def on_epoch_end(self, model, data, ctx):
         """Report this epoch's minimum-norm attacks: how many of their examples fitted the budget (all ranks)."""
-        from advkit import get_registry as registry
-        from advkit.distributed import all_sum
+        from advkit.plugin import registry as registry
+        from advkit.plugin import all_sum
 
         names = [n for n in self.names if n not in BUILTIN]
         counts: list[float] = []
@@ -128,7 +128,7 @@ class Mixed(Defense):
     def _attack(self, name, model, threat):
         key = (name, id(model), threat)
         if key not in self._attacks:
-            from advkit.attack import create_attack
+            from advkit.plugin import create_attack
 
             self._attacks[key] = create_attack(self._resolve(name), model, threat, **self.options.get(name, {}))
         return self._attacks[key]
@@ -150,7 +150,7 @@ class Mixed(Defense):
         return source
 
     def perturb(self, model, x, y, ctx):
-        from advkit.adversary import project, random_start
+        from advkit.plugin import project, random_start
 
         threat = ctx.threat
         source = self.assign(x.shape[0], ctx.generator, x.device).to(x.device)

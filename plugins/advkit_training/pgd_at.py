@@ -9,7 +9,7 @@ through ``ctx.cross_entropy``, so ``--defense label-smoothing`` smooths them.
 
 from __future__ import annotations
 
-from advkit.defense import Defense
+from advkit.plugin import Defense
 from advkit_training import _checks
 
 
@@ -27,7 +27,7 @@ class PGDAT(Defense):
         self.clean_weight = _checks.fraction("pgd-at.clean_weight", clean_weight)
 
     def default_adversary(self) -> Defense:
-        from advkit.adversary import PGDAdversary
+        from advkit.plugin import PGDAdversary
 
         return PGDAdversary(self.steps, self.step_size, self.random_start)
 

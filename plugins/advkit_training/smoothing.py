@@ -11,8 +11,8 @@ is PGD-AT with smoothed labels.
 
 from __future__ import annotations
 
-from advkit.defense import Defense
-from advkit.errors import UserError
+from advkit.plugin import Defense
+from advkit.plugin import UserError
 from advkit_training import _checks
 
 

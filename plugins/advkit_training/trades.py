@@ -9,7 +9,7 @@ from ``x + 0.001·N(0, 1)``. The natural cross-entropy goes through
 
 from __future__ import annotations
 
-from advkit.defense import Defense
+from advkit.plugin import Defense
 from advkit_training import _checks
 
 
@@ -25,7 +25,7 @@ class TRADES(Defense):
         self.step_size = _checks.step_size("trades.step_size", step_size)
 
     def default_adversary(self) -> Defense:
-        from advkit.adversary import PGDAdversary
+        from advkit.plugin import PGDAdversary
 
         return PGDAdversary(self.steps, self.step_size, start="normal", start_std=0.001)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from advkit.cli import cli
+from advkit._internal.cli import cli
 
 
 def run(*args):

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from advkit.cli import cli
+from advkit._internal.cli import cli
 
 
 def run(*args):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from advkit.data import check_images, load_dataset
-from advkit.errors import UserError
+from advkit._internal.data import check_images, load_dataset
+from advkit._internal.errors import UserError
 
 
 def test_embedded_default_is_real_balanced_fashion_mnist():
@@ -54,7 +54,7 @@ def test_torchvision_reader_with_local_files(tmp_path):
     import torchvision
     from torchvision import transforms
 
-    from advkit.data import TensorImages
+    from advkit._internal.data import TensorImages
 
     assert isinstance(data.base, TensorImages)
     reference = torchvision.datasets.FashionMNIST(str(tmp_path), train=False, transform=transforms.ToTensor())

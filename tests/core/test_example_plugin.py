@@ -19,8 +19,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from advkit import plugins
-from advkit.cli import cli
+from advkit._internal import plugins
+from advkit._internal.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "advkit-plugin-example"

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from advkit.checkpoint import save_checkpoint
-from advkit.errors import UserError
-from advkit.models import ImageClassifier, load_checkpoint, load_model
+from advkit._internal.checkpoint import save_checkpoint
+from advkit._internal.errors import UserError
+from advkit._internal.models import ImageClassifier, load_model
+from advkit._internal.checkpoint import load_checkpoint
 
 
 class Flat(nn.Module):
@@ -267,8 +268,8 @@ def test_checkpoint_names_the_plugin_package_it_needs(tmp_path):
     import types
 
     import advkit
-    from advkit import plugins
-    from advkit.defense import Defense
+    from advkit._internal import plugins
+    from advkit._internal.defense import Defense
 
     class Widen(Defense):
         """A model-point defense of a third-party plugin."""
@@ -277,8 +278,8 @@ def test_checkpoint_names_the_plugin_package_it_needs(tmp_path):
             return nn.Sequential(backbone, nn.Identity())
 
     module = types.ModuleType("advkit_thirdparty")
-    module.advkit_register_backbones = advkit.hookimpl(lambda register: register("flat-net", make_flat))
-    module.advkit_register_defenses = advkit.hookimpl(lambda register: register("widen", Widen))
+    module.advkit_register_backbones = advkit.plugin.hookimpl(lambda register: register("flat-net", make_flat))
+    module.advkit_register_defenses = advkit.plugin.hookimpl(lambda register: register("widen", Widen))
     try:
         plugins.load_plugins()
         plugins.register_plugin(module, plugins.PluginInfo("thirdparty", "advkit_thirdparty", "advkit-thirdparty", "1.2.3"))
@@ -320,7 +321,7 @@ def test_written_files_respect_the_umask(tmp_path, umask):
     import os
     import stat
 
-    from advkit.checkpoint import atomic_write_json
+    from advkit._internal.files import atomic_write_json
 
     old = os.umask(umask)
     try:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from advkit import plugins
-from advkit.errors import UserError
+from advkit._internal import plugins
+from advkit._internal.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "advkit-plugin-example"
@@ -73,7 +73,7 @@ def test_plugin_that_raises_on_import_is_isolated(tmp_path):
 def test_plugin_that_raises_in_a_hook_is_isolated(tmp_path):
     source = (
         "import advkit\n"
-        "@advkit.hookimpl\n"
+        "@advkit.plugin.hookimpl\n"
         "def advkit_register_attacks(register):\n"
         "    raise ValueError('bad hook')\n"
     )
@@ -117,9 +117,9 @@ def test_plugin_failing_in_a_later_hook_is_marked_failed_and_keeps_nothing():
     """Its attack, backbone and command, registered in hooks that did not fail, are all gone; it is FAILED."""
     from click.testing import CliRunner
 
-    from advkit.cli import cli
-    from advkit.listing import format_listing, list_components
-    from advkit.models import load_model
+    from advkit._internal.cli import cli
+    from advkit._internal.listing import format_listing, list_components
+    from advkit._internal.models import load_model
 
     before = dict(cli.commands)
     try:
@@ -196,7 +196,7 @@ def test_registration_declares_the_wrapped_library():
 
     from click.testing import CliRunner
 
-    from advkit.cli import cli
+    from advkit._internal.cli import cli
 
     pgd = plugins.registry("attack").get("pgd").as_dict()
     assert pgd["library"] == {"name": "torchattacks", "version": md.version("torchattacks")}
@@ -213,7 +213,7 @@ def test_registration_declares_the_wrapped_library():
 
 
 def test_library_must_name_distributions():
-    from advkit.registry import Entry
+    from advkit._internal.registry import Entry
 
     with pytest.raises(TypeError, match="library must be"):
         plugins._entry("attack", plugins.PluginInfo("p", "p", "", ""), "x", lambda model, threat: None, library=3)

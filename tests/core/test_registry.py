@@ -2,8 +2,8 @@
 
 import pytest
 
-from advkit.errors import UserError
-from advkit.registry import Entry, Registry, bind_params, introspect, parse_number, parse_options, parse_spec
+from advkit._internal.errors import UserError
+from advkit._internal.registry import Entry, Registry, bind_params, introspect, parse_number, parse_options, parse_spec
 
 
 def factory(model, threat, steps: int = 10, alpha: float | None = None, random_start: bool = True):
@@ -66,8 +66,8 @@ def test_listing_filters_by_wildcard_pattern():
     """``list_components(kind, pattern)`` keeps what shell wildcards match in a name, alias or qualified name."""
     import fnmatch
 
-    from advkit.listing import list_components
-    from advkit.plugins import registry
+    from advkit._internal.listing import list_components
+    from advkit._internal.plugins import registry
 
     def expected(kind, pattern):
         return sorted(e.name for e in registry(kind)
@@ -85,7 +85,7 @@ def test_listing_filters_by_wildcard_pattern():
 def test_list_command_with_a_pattern():
     from click.testing import CliRunner
 
-    from advkit.cli import cli
+    from advkit._internal.cli import cli
 
     def run(*args):
         r = CliRunner().invoke(cli, ["list", *args])

@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from advkit.errors import ThreatViolation, UserError
-from advkit.threat import ThreatModel, parse_eps, parse_norm
+from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.threat import ThreatModel, parse_eps, parse_norm
 
 
 @pytest.mark.parametrize("text,value", [("8/255", 8 / 255), ("0.031", 0.031), ("2e-2", 0.02), ("0", 0.0)])

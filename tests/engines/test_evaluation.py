@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 import advkit
-from advkit import plugins
-from advkit.errors import ThreatViolation, UserError
-from advkit.evaluation.engine import evaluate
-from advkit.evaluation.probes import stochasticity
+import advkit.plugin
+from advkit._internal import plugins
+from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.evaluation.engine import evaluate
+from advkit._internal.evaluation.probes import stochasticity
 
 
 def _test_plugin():
@@ -40,7 +41,7 @@ def _test_plugin():
 
         return attack
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         register("broken", broken)
         register("flaky", flaky)
@@ -177,7 +178,7 @@ class Rounding(nn.Module):
 
 @pytest.fixture(scope="module")
 def robust_cnn(fmnist_test):
-    from advkit.models import load_model
+    from advkit._internal.models import load_model
 
     info = fmnist_test.info
     return load_model("smallcnn-fmnist-at", num_classes=10, input_shape=info.input_shape).eval()
@@ -205,7 +206,7 @@ def test_images_outside_range_are_refused(trained_cnn):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(trained_cnn, tmp_path):
-    from advkit.checkpoint import save_checkpoint
+    from advkit._internal.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(trained_cnn, tmp_path / "m")
     args = ["-m", "advkit", "--quiet", "eval", "--model", str(ckpt), "--attacks", "fgsm,pgd", "-n", "90", "--batch-size", "20"]

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 from torch import nn
 
 import advkit
-from advkit import plugins
-from advkit.cli import cli
-from advkit.errors import ThreatViolation
-from advkit.evaluation.engine import evaluate
+import advkit.plugin
+from advkit._internal import plugins
+from advkit._internal.cli import cli
+from advkit._internal.errors import ThreatViolation
+from advkit._internal.evaluation.engine import evaluate
 
 EVAL = ["-q", "eval", "-n", "8", "--eps", "0.1", "--batch-size", "8"]
 
@@ -68,7 +69,7 @@ def aa_minimum_norm():
 
     mod = types.ModuleType("advkit_test_aa_mn")
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         register("aa-mn", lambda model, threat: build(model, threat, version="standard", attacks="apgd-ce"),
                  minimum_norm=True)
@@ -130,7 +131,7 @@ def inplace_plugin():
         spy.last = run
         return run
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         register("inplace", inplace)
         register("spy", spy)
@@ -191,7 +192,7 @@ def rgb_folder(tmp_path_factory):
 
 
 def test_every_attack_family_runs_on_an_rgb_image_folder(rgb_folder, tmp_path):
-    from advkit.data import load_dataset
+    from advkit._internal.data import load_dataset
 
     data = load_dataset(str(rgb_folder), "test")
     assert data.tensors()[0].shape == (12, 3, 32, 32)
@@ -214,7 +215,7 @@ def _fake_pgd(root: Path, name: str) -> Path:
         "import advkit\n"
         "def pgd(model, threat):\n"
         "    return lambda x, y: x.clone()\n"
-        "@advkit.hookimpl\n"
+        "@advkit.plugin.hookimpl\n"
         "def advkit_register_attacks(register):\n"
         "    register('pgd', pgd)\n"
     )

@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from advkit.checkpoint import load_tensors
-from advkit.cli import cli
-from advkit.models import load_model
+from advkit._internal.checkpoint import load_tensors
+from advkit._internal.cli import cli
+from advkit._internal.models import load_model
 
 
 def test_save_adv_writes_verified_examples_and_a_picture(tmp_path):
@@ -18,7 +18,7 @@ def test_save_adv_writes_verified_examples_and_a_picture(tmp_path):
                                  "--out", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     model = load_model("smallcnn-fmnist")
-    from advkit.data import load_dataset
+    from advkit._internal.data import load_dataset
 
     x, y = load_dataset("fmnist-mini", "test", n=12).tensors()
     for stem in ("cascade_0_fgsm", "cascade_1_pgd"):

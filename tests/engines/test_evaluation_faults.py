@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 import advkit
-from advkit import plugins
-from advkit.errors import UserError
-from advkit.evaluation.engine import evaluate
-from advkit.evaluation.probes import stochasticity
+import advkit.plugin
+from advkit._internal import plugins
+from advkit._internal.errors import UserError
+from advkit._internal.evaluation.engine import evaluate
+from advkit._internal.evaluation.probes import stochasticity
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,7 @@ def raising_plugin():
 
         return run
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         register("explodes", explodes)
 

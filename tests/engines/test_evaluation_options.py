@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from advkit.cli import cli
-from advkit.cli.evaluate import merged_options, parse_attack_list
-from advkit.errors import UserError
+from advkit._internal.cli import cli
+from advkit._internal.cli.evaluate import merged_options, parse_attack_list
+from advkit._internal.errors import UserError
 
 
 @pytest.mark.parametrize("text, names, opts", [
@@ -64,7 +64,7 @@ def test_auto_batch_size(monkeypatch):
     """auto: 250 on a CPU; on a GPU half the largest power of two whose forward+backward fits."""
     import torch
 
-    from advkit.cli.evaluate import largest_batch, resolve_batch_size
+    from advkit._internal.cli.evaluate import largest_batch, resolve_batch_size
 
     class Limited(torch.nn.Module):  # runs out of memory above 300 images
         input_shape = (1, 4, 4)

@@ -7,8 +7,8 @@ import json
 import torch
 from PIL import Image
 
-from advkit.explainer import Explanation
-from advkit.explanation import figure, figure_names, write_outputs
+from advkit._internal.explainer import Explanation
+from advkit._internal.explanation.engine import figure, figure_names, write_outputs
 
 
 def explanation(n: int, maps: bool = True) -> Explanation:

@@ -46,7 +46,7 @@ def test_eval_killed_in_each_write_resumes_to_the_uninterrupted_result(tmp_path,
 
 @pytest.mark.slow
 def test_training_killed_inside_its_writes_resumes_to_the_uninterrupted_weights(tmp_path, kill_at, advkit_cli):
-    from advkit.checkpoint import load_tensors
+    from advkit._internal.checkpoint import load_tensors
 
     args = ["--seed", "1", "-q", "train", "--model", "smallcnn:width=8", "--dataset", "fmnist-mini", "--n-train", "64",
             "--epochs", "2", "--batch-size", "32", "--n-val", "32", "--val-attack", "none", "--eps", "0.1",

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from advkit.evaluation.engine import AttackResult, Report
-from advkit.evaluation.report import as_json, format_comparison, markdown, per_class, wilson, write_reports
-from advkit.threat import ThreatModel
+from advkit._internal.evaluation.engine import AttackResult, Report
+from advkit._internal.evaluation.report import as_json, markdown, per_class, wilson, write_reports
+from advkit._internal.threat import ThreatModel
 
 Z = NormalDist().inv_cdf(0.975)
 
@@ -140,7 +140,7 @@ def _write_run(path, report):
 
 
 def test_advkit_report_compares_runs(tmp_path):
-    from advkit.cli import cli
+    from advkit._internal.cli import cli
 
     a = _write_run(tmp_path / "a", _report())
     other = _report()
@@ -176,7 +176,7 @@ def test_advkit_report_compares_runs(tmp_path):
 
 
 def test_advkit_report_user_errors(tmp_path):
-    from advkit.cli import cli
+    from advkit._internal.cli import cli
 
     runner = CliRunner()
     res = runner.invoke(cli, ["report", str(tmp_path / "missing")])
@@ -189,8 +189,8 @@ def test_advkit_report_user_errors(tmp_path):
 
 
 def test_a_real_run_reports_what_its_samples_say(tmp_path, fmnist_test, single_thread):
-    from advkit.evaluation.engine import evaluate
-    from advkit.models import load_model
+    from advkit._internal.evaluation.engine import evaluate
+    from advkit._internal.models import load_model
 
     report = evaluate(load_model("smallcnn-fmnist"), fmnist_test.first(40), ["fgsm", "pgd"], eps="0.1", out=tmp_path, quiet=True,
                       attack_opts={"pgd": {"steps": 3}})

@@ -13,16 +13,17 @@ import torch
 from click.testing import CliRunner
 
 import advkit
-from advkit.cli import cli
-from advkit.data import load_dataset
-from advkit.defense import Defense
-from advkit.errors import ThreatViolation, UserError
-from advkit.models import load_checkpoint, load_model
-from advkit.threat import ThreatModel
-from advkit.training.batching import apply_augmentation, augmentation_for, draw_augmentation, epoch_batches
-from advkit.training.optim import lr_at
-from advkit.training.trainer import train
-from advkit.runtime import derive_seed
+from advkit._internal.cli import cli
+from advkit._internal.data import load_dataset
+from advkit._internal.defense import Defense
+from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.checkpoint import load_checkpoint
+from advkit._internal.models import load_model
+from advkit._internal.threat import ThreatModel
+from advkit._internal.training.batching import apply_augmentation, augmentation_for, draw_augmentation, epoch_batches
+from advkit._internal.training.optim import lr_at
+from advkit._internal.training.trainer import train
+from advkit._internal.seeds import derive_seed
 
 LINF = ThreatModel.parse("Linf", "0.1")
 
@@ -46,7 +47,7 @@ def smallcnn(seed: int = 0):
 
 
 def has_attack(name: str) -> bool:
-    from advkit.plugins import registry
+    from advkit._internal.plugins import registry
 
     return name in registry("attack")
 
@@ -59,7 +60,7 @@ def run_cli(*args):
 
 
 def test_api_name():
-    import advkit.training.trainer as module
+    import advkit._internal.training.trainer as module
 
     assert callable(advkit.train) and module.train is train
 
@@ -173,7 +174,7 @@ class ColourSet(torch.utils.data.Dataset):
 
 
 def test_colour_data_served_item_by_item():
-    from advkit.data import DataInfo, ImageData
+    from advkit._internal.data import DataInfo, ImageData
 
     info = DataInfo("colour", 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
     data = ImageData(ColourSet(), info)

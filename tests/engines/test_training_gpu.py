@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from advkit.checkpoint import load_tensors
-from advkit.cli import cli
-from advkit.data import DataInfo, ImageData, TensorImages, load_dataset
-from advkit.errors import UserError
-from advkit.models import load_model
-from advkit.threat import ThreatModel
-from advkit.training.batching import epoch_batches, in_memory
-from advkit.training.precision import Precision
-from advkit.training.trainer import loader_workers, train
+from advkit._internal.checkpoint import load_tensors
+from advkit._internal.cli import cli
+from advkit._internal.data import DataInfo, ImageData, TensorImages, load_dataset
+from advkit._internal.errors import UserError
+from advkit._internal.models import load_model
+from advkit._internal.threat import ThreatModel
+from advkit._internal.training.batching import epoch_batches, in_memory
+from advkit._internal.training.precision import Precision
+from advkit._internal.training.trainer import loader_workers, train
 
 LINF = ThreatModel.parse("Linf", "0.1")
 
@@ -150,7 +150,7 @@ def test_channels_last_applies_and_matches_contiguous(tmp_path, data):
         result = train(model, data, epochs=1, batch_size=32, augment=False, val_attack="none", threat=LINF,
                        channels_last=flag, out=tmp_path / str(flag), quiet=True)
         runs[flag] = result, seen
-    (cl, seen_cl), (plain, seen_plain) = runs[True], runs[False]
+    (cl, seen_cl), (plain, _) = runs[True], runs[False]
     convs = [m.weight for m in cl.model.modules() if isinstance(m, torch.nn.Conv2d)][1:]  # in_channels > 1
     assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
     assert all(m.weight.is_contiguous() for m in plain.model.modules() if isinstance(m, torch.nn.Conv2d))

@@ -12,12 +12,13 @@ import torch
 from click.testing import CliRunner
 
 import advkit
-from advkit.cli import cli
-from advkit.data import load_dataset
-from advkit.models import load_model
-from advkit.threat import ThreatModel
-from advkit.training import records
-from advkit.training.trainer import epoch_line, train
+import advkit.plugin
+from advkit._internal.cli import cli
+from advkit._internal.data import load_dataset
+from advkit._internal.models import load_model
+from advkit._internal.threat import ThreatModel
+from advkit._internal.training import records
+from advkit._internal.training.trainer import epoch_line, train
 
 LINF = ThreatModel.parse("Linf", "0.1")
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -129,11 +130,11 @@ def test_config_file_errors(tmp_path):
 @pytest.fixture(scope="module")
 def probe_plugin():
     """Test attacks: ``outside`` writes x + 3 eps into its input and returns it; ``probe`` records its model."""
-    from advkit.plugins import register_plugin
+    from advkit._internal.plugins import register_plugin
 
     seen = {}
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         def outside(model, threat):
             def attack(x, y):
@@ -163,7 +164,7 @@ def test_val_attack_leaving_the_ball_stops_training(tmp_path, probe_plugin):
 
 @pytest.mark.parametrize("eot,label", [(3, "EOT 3"), (1, "single sample, not adaptive")])
 def test_val_attack_on_a_stochastic_model_is_adaptive(data, val, probe_plugin, eot, label, capsys):
-    from advkit.evaluation.engine import EOTModel
+    from advkit._internal.evaluation.engine import EOTModel
 
     result = train(smallcnn(), data, defenses=["lwta"], epochs=1, batch_size=16, lr=1e-3, optimizer="adam",
                    threat=LINF, val_data=val, val_attack="probe", val_eot=eot, quiet=False)

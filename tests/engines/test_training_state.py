@@ -8,13 +8,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import advkit.checkpoint
-from advkit.cli import cli
-from advkit.data import load_dataset
-from advkit.errors import UserError
-from advkit.models import load_model
-from advkit.threat import ThreatModel
-from advkit.training.trainer import train
+import advkit._internal.checkpoint
+import advkit._internal.files
+from advkit._internal.cli import cli
+from advkit._internal.data import load_dataset
+from advkit._internal.errors import UserError
+from advkit._internal.models import load_model
+from advkit._internal.threat import ThreatModel
+from advkit._internal.training.trainer import train
 
 LINF = ThreatModel.parse("Linf", "0.1")
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -42,7 +43,7 @@ class Kill:
 
     def __init__(self, at=None):
         self.at, self.calls, self.names = at, 0, []
-        self.real = advkit.checkpoint.atomic_write_bytes
+        self.real = advkit._internal.files.atomic_write_bytes
 
     def __call__(self, path, data):
         self.calls += 1
@@ -67,15 +68,15 @@ def _history(out):
 @pytest.fixture
 def quick_curves(monkeypatch):
     """curves.png stays one atomic write of its own, without drawing (the order of writes is under test here)."""
-    from advkit.training import records
+    from advkit._internal.training import records
 
     monkeypatch.setattr(records, "write_curves",
-                        lambda out, history: advkit.checkpoint.atomic_write_bytes(out / "curves.png", b"png"))
+                        lambda out, history: advkit._internal.files.atomic_write_bytes(out / "curves.png", b"png"))
 
 
 def test_a_kill_at_any_write_of_an_epoch_end_resumes_to_the_same_run(tmp_path, data, monkeypatch, quick_curves):
     counter = Kill()
-    monkeypatch.setattr(advkit.checkpoint, "atomic_write_bytes", counter)
+    monkeypatch.setattr(advkit._internal.files, "atomic_write_bytes", counter)
     full = _run(data, tmp_path / "full")
     names = counter.names
     assert names[0] == "config.json" and names.count("train_state.safetensors") == 2
@@ -84,10 +85,10 @@ def test_a_kill_at_any_write_of_an_epoch_end_resumes_to_the_same_run(tmp_path, d
     cases = [first_commit] + list(range(first_commit + 2, len(names) + 1))
     for k in cases:
         out = tmp_path / f"kill{k}"
-        monkeypatch.setattr(advkit.checkpoint, "atomic_write_bytes", Kill(at=k))
+        monkeypatch.setattr(advkit._internal.files, "atomic_write_bytes", Kill(at=k))
         with pytest.raises(KeyboardInterrupt):
             _run(data, out)
-        monkeypatch.setattr(advkit.checkpoint, "atomic_write_bytes", counter.real)
+        monkeypatch.setattr(advkit._internal.files, "atomic_write_bytes", counter.real)
         committed = (out / "train_state.safetensors").is_file()
         assert committed == (k > first_commit), names[k - 1]
         resumed = _run(data, out, init=7 if committed else 0, resume=committed, overwrite=not committed)

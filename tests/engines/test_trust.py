@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 import advkit
-from advkit import plugins
-from advkit.errors import ThreatViolation, UserError
-from advkit.evaluation.engine import evaluate
+import advkit.plugin
+from advkit._internal import plugins
+from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.evaluation.engine import evaluate
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -130,11 +131,11 @@ def test_two_trainings_on_one_out_refuse(tmp_path):
 
 
 def test_lock_is_released_and_reentrant(tmp_path):
-    from advkit.locking import lock_output
+    from advkit._internal.files import lock_output
 
     with lock_output(tmp_path / "o") as a, lock_output(tmp_path / "o") as b:
         assert a is b
-    code = "from advkit.locking import lock_output; lock_output(%r); print('ok')" % str(tmp_path / "o")
+    code = "from advkit._internal.files import lock_output; lock_output(%r); print('ok')" % str(tmp_path / "o")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
 
 
@@ -157,7 +158,7 @@ def rogue_attacks():
             return x
         return run
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         register("rogue-trains", trains)
         register("rogue-tampers", tampers)

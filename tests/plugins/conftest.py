@@ -10,7 +10,7 @@ import torch.nn.functional as F
 @pytest.fixture(scope="module")
 def tiny(fmnist_train):
     """8x8 Fashion-MNIST images and a tiny CNN trained on them for a few seconds (one thread)."""
-    from advkit.data import DataInfo, ImageData, TensorImages
+    from advkit._internal.data import DataInfo, ImageData, TensorImages
 
     x, y = fmnist_train.tensors()
     x8 = F.interpolate(x[:2000], size=(8, 8), mode="area")

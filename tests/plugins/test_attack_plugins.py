@@ -17,10 +17,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from advkit.attack import create_attack
-from advkit.errors import UserError
-from advkit.plugins import register_plugin, registry
-from advkit.threat import ThreatModel
+from advkit._internal.attack import create_attack
+from advkit._internal.errors import UserError
+from advkit._internal.plugins import register_plugin, registry
+from advkit._internal.threat import ThreatModel
 
 EPS = 0.1  # Linf; large enough to break an undefended Fashion-MNIST model
 
@@ -128,7 +128,7 @@ def run(name, model, x, y, threat=None, **params):
 
 def test_names_registered_without_importing_the_libraries():
     code = (
-        "import sys, advkit.plugins as p\n"
+        "import sys, advkit._internal.plugins as p\n"
         "reg = p.registry('attack')\n"
         "names = {e.name for e in reg if e.provider in ('torchattacks', 'art', 'autoattack')}\n"
         "heavy = [m for m in ('torch', 'torchattacks', 'art', 'pyautoattack', 'autoattack') if m in sys.modules]\n"

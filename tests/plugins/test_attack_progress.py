@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from advkit import runtime
-from advkit.attack import create_attack
-from advkit.plugins import register_plugin, registry
-from advkit.threat import ThreatModel
+from advkit._internal import cost
+from advkit._internal import progress as runtime
+from advkit._internal.attack import create_attack
+from advkit._internal.plugins import register_plugin, registry
+from advkit._internal.threat import ThreatModel
 
 
 class Tiny(nn.Module):
@@ -48,9 +49,13 @@ def setup():
 
 @pytest.fixture
 def shown(monkeypatch):
-    """What attacks pass to ``advkit.runtime.activity``, in order."""
+    """What attacks pass to ``advkit._internal.progress.activity``, in order."""
     lines: list[str] = []
-    monkeypatch.setattr(runtime, "activity", lambda text, force=False: lines.append(text))
+    import advkit_autoattack.progress
+    import advkit_torchattacks.adapter
+
+    for module in (runtime, advkit_autoattack.progress, advkit_torchattacks.adapter):
+        monkeypatch.setattr(module, "activity", lambda text, force=False: lines.append(text))
     return lines
 
 
@@ -159,21 +164,21 @@ def test_cost_estimate_from_calibration(setup, monkeypatch):
     from types import SimpleNamespace
 
     model, x, y = setup
-    per = runtime.calibrate(model, x, y)
+    per = cost.calibrate(model, x, y)
     assert per["forward"] > 0 and per["backward"] > 0
     slow = nn.Sequential(model)  # another target model (as an EOT average would be), timed on its own
     times = {id(model): {"forward": 0.002, "backward": 0.006}, id(slow): {"forward": 0.02, "backward": 0.06}}
-    monkeypatch.setattr(runtime, "calibrate", lambda m, *a, **k: times[id(m)])
+    monkeypatch.setattr(cost, "calibrate", lambda m, *a, **k: times[id(m)])
     passes = {"backward": 1900, "forward": 5000}
     # by hand: 14 points x (1900 x 6 ms + 5000 x 2 ms) = 14 x 21.4 s = 299.6 s
-    assert runtime.estimate_seconds(times[id(model)], passes, 14) == pytest.approx(299.6)
+    assert cost.estimate_seconds(times[id(model)], passes, 14) == pytest.approx(299.6)
     aa = SimpleNamespace(name="aa", model=model, extra={"passes": passes})
     pgd = SimpleNamespace(name="pgd", model=slow, extra={"passes": {"backward": 100}})  # 14 x 100 x 60 ms = 84 s
     other = SimpleNamespace(name="ta.vmifgsm", model=model, extra={})
-    line = runtime.cost_estimate([aa, pgd, other], x, y, 14)
+    line = cost.cost_estimate([aa, pgd, other], x, y, 14)
     assert line.startswith("estimated time: about 6 min for 2 attack(s) on up to 14 points "
                            "(aa 5 min, pgd 84 s; ta.vmifgsm not estimated;"), line
-    assert runtime.cost_estimate([SimpleNamespace(name="p", model=model, extra={"passes": {"backward": 10}})], x, y, 14) is None
-    assert runtime.cost_estimate([other], x, y, 14) is None
-    assert [runtime.format_seconds(s) for s in (42, 420, 5700)] == ["42 s", "7 min", "1 h 35 min"]
+    assert cost.cost_estimate([SimpleNamespace(name="p", model=model, extra={"passes": {"backward": 10}})], x, y, 14) is None
+    assert cost.cost_estimate([other], x, y, 14) is None
+    assert [cost.format_seconds(s) for s in (42, 420, 5700)] == ["42 s", "7 min", "1 h 35 min"]
 

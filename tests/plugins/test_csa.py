@@ -7,7 +7,7 @@ import contextlib
 import pytest
 import torch
 
-from advkit.errors import UserError
+from advkit._internal.errors import UserError
 
 GRID = (3, 3)  # 8 players on 8x8 images: exact enumeration is 256 coalitions
 
@@ -240,7 +240,7 @@ def test_bank_is_cached_and_resumes(tiny, tmp_path, counting):
 
 
 def test_csa_transform(tiny, tmp_path):
-    from advkit.defense import TrainContext, create_defense
+    from advkit._internal.defense import TrainContext, create_defense
 
     net, _, _, data = tiny
     _, path = build(net, data, tmp_path)
@@ -263,7 +263,7 @@ def test_csa_transform(tiny, tmp_path):
 
 
 def test_csa_needs_a_pretrained_model_or_a_bank(tiny):
-    from advkit.defense import TrainContext, create_defense
+    from advkit._internal.defense import TrainContext, create_defense
 
     _, _, _, data = tiny
     d = create_defense("csa")
@@ -277,8 +277,8 @@ def test_csa_with_pgd_at_trains(tmp_path):
     import json
 
     from advkit import train
-    from advkit.data import load_dataset
-    from advkit.plugins import registry
+    from advkit._internal.data import load_dataset
+    from advkit._internal.plugins import registry
 
     if "pgd-at" not in registry("defense"):
         pytest.skip("the pgd-at defense is not installed")
@@ -296,7 +296,7 @@ def test_csa_with_pgd_at_trains(tmp_path):
 
 
 def test_freq_shapley_explainer(tiny, tmp_path):
-    from advkit.explanation import explain, figure
+    from advkit._internal.explanation.engine import explain, figure
 
     net, x, y, _ = tiny
     with one_thread():
@@ -311,7 +311,7 @@ def test_freq_shapley_explainer(tiny, tmp_path):
 
 
 def test_csa_bank_command(tmp_path, capsys):
-    from advkit.cli import main
+    from advkit._internal.cli import main
 
     with one_thread(), pytest.raises(SystemExit) as exit_:
         main(["-q", "csa-bank", "--model", "smallcnn-fmnist", "--dataset", "fmnist-mini", "--per-class", "1",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advkit.errors import UserError
+from advkit._internal.errors import UserError
 
 GRID = (3, 3)  # 8 players on 8x8 images: exact enumeration is 256 coalitions
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "csa" / "reference-smallcnn-fmnist.safetensors"
@@ -307,7 +307,7 @@ def test_torchrun_two_processes_build_the_same_bank(tmp_path):
 
 
 def test_explainer_offers_the_gradient_estimator(tiny):
-    from advkit.explanation import explain
+    from advkit._internal.explanation.engine import explain
 
     net, x, y, _ = tiny
     e = explain(net, x, y, "freq-shapley", estimator="gradient", pairs=32, grid="3x3", progress=False)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from advkit.data import load_dataset
-from advkit.errors import UserError
+from advkit._internal.data import load_dataset
+from advkit._internal.errors import UserError
 
 # three WordNet ids and their places in the standard ImageNet class index
 WNIDS = {"n01440764": 0, "n01443537": 1, "n15075141": 999}
@@ -183,7 +183,7 @@ def test_imagefolder_truncated_image_is_one_line_also_from_a_worker(tmp_path, wo
 def test_list_datasets_shows_the_new_sets():
     from click.testing import CliRunner
 
-    from advkit.cli import cli
+    from advkit._internal.cli import cli
 
     out = CliRunner().invoke(cli, ["list", "datasets"]).output
     for name in ("imagenet", "cifar10-c", "imagenet-c", "imagefolder"):

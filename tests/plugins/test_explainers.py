@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from torch import nn
 
 import advkit
-from advkit.cli import cli
-from advkit.errors import UserError
-from advkit.explanation import explain
-from advkit.models import ImageClassifier, load_model
+from advkit._internal.cli import cli
+from advkit._internal.errors import UserError
+from advkit._internal.explanation.engine import explain
+from advkit._internal.models import ImageClassifier, load_model
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def linear():
 
 
 def test_registered_with_defaults():
-    from advkit.plugins import registry
+    from advkit._internal.plugins import registry
 
     reg = registry("explainer")
     for name in ("ig", "shap", "gradcam", "feature-viz", "invert", "class-gen", "fid"):

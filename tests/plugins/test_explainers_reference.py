@@ -11,9 +11,9 @@ from scipy import linalg
 from torch import nn
 
 import advkit
-from advkit.errors import UserError
-from advkit.explanation import explain
-from advkit.models import ImageClassifier
+from advkit._internal.errors import UserError
+from advkit._internal.explanation.engine import explain
+from advkit._internal.models import ImageClassifier
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

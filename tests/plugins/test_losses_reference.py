@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from advkit.defense import TrainContext, create_defense
-from advkit.threat import ThreatModel
+from advkit._internal.defense import TrainContext, create_defense
+from advkit._internal.threat import ThreatModel
 
 
 class Table(nn.Module):

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.defense import create_defense
-from advkit.errors import UserError
-from advkit.models import load_model
+from advkit._internal.defense import create_defense
+from advkit._internal.errors import UserError
+from advkit._internal.models import load_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import advkit
-from advkit.errors import UserError
+from advkit._internal.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def _robustbench_file(model_dir: Path, name: str, state: dict) -> Path:
 
 
 def test_robustbench_layout_loads_into_the_named_architecture(tmp_path):
-    from advkit.models import build_backbone
+    from advkit._internal.models import build_backbone
 
     torch.manual_seed(1)
     reference = build_backbone("smallcnn", 10, (3, 32, 32)).eval()
@@ -64,8 +64,8 @@ def test_robustbench_layout_loads_into_the_named_architecture(tmp_path):
 
 
 def test_robustbench_model_checkpoint_rebuilds(tmp_path):
-    from advkit.checkpoint import save_checkpoint
-    from advkit.models import build_backbone
+    from advkit._internal.checkpoint import save_checkpoint
+    from advkit._internal.models import build_backbone
 
     torch.manual_seed(4)
     _robustbench_file(tmp_path, "Tiny2026Test", build_backbone("smallcnn", 10, (3, 32, 32)).state_dict())
@@ -186,7 +186,7 @@ def test_hf_hub_missing_model_is_one_line(offline_hub):
 
 
 def test_model_sources_are_prefix_resolvers_of_the_models_plugin():
-    from advkit.plugins import registry
+    from advkit._internal.plugins import registry
 
     reg = registry("backbone")
     assert reg.get("robustbench").can("prefix") == "robustbench:"

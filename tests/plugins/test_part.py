@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from advkit.data import load_dataset
-from advkit.defense import create_defense
-from advkit.errors import UserError
-from advkit.models import load_model
-from advkit.threat import ThreatModel
-from advkit.training.batching import apply_augmentation
-from advkit.training.trainer import train
+from advkit._internal.data import load_dataset
+from advkit._internal.defense import create_defense
+from advkit._internal.errors import UserError
+from advkit._internal.models import load_model
+from advkit._internal.threat import ThreatModel
+from advkit._internal.training.batching import apply_augmentation
+from advkit._internal.training.trainer import train
 from advkit_part.budget import budget_map, important, low_budget, zscore
 from advkit_part.cam import cam_maps
 from advkit_part.defense import PART, default_warmup
@@ -214,7 +214,7 @@ def test_every_perturbation_respects_its_own_budget(data, objective):
 
 
 def test_warmup_is_plain_adversarial_training(data):
-    from advkit.adversary import pgd
+    from advkit._internal.adversary import pgd_perturbation as pgd
 
     part = Spy(warmup=1)
     fit(pretrained(), data, ["pgd-at:steps=2", part], epochs=2)
@@ -246,7 +246,7 @@ def test_mask_schedule():
 
 def test_pgd_settings_come_from_the_objective(data):
     """The engine hands PART the objective's own adversary settings through ctx.adversary."""
-    from advkit.adversary import PGDSettings
+    from advkit._internal.adversary import PGDSettings
 
     seen = {}
 
@@ -292,8 +292,8 @@ def test_part_with_csa(data, tmp_path):
 
 
 def test_cli_train_then_part_map(tmp_path, capsys):
-    from advkit.cli import main
-    from advkit.checkpoint import load_tensors
+    from advkit._internal.cli import main
+    from advkit._internal.checkpoint import load_tensors
 
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:
@@ -326,7 +326,7 @@ def test_cli_train_then_part_map(tmp_path, capsys):
 
 
 def test_warns_when_the_adversary_cannot_pass_eps_low(data):
-    from advkit.defense import TrainContext
+    from advkit._internal.defense import TrainContext
 
     model = tiny()
     for objective, inert in (("trades:steps=3", True), ("trades:steps=5", False), ("pgd-at:steps=1", False)):

@@ -9,13 +9,15 @@ import torch
 import torch.nn.functional as F
 
 import advkit
-from advkit.data import load_dataset
-from advkit.defense import Defense, TrainContext, compose, create_defense
-from advkit.errors import UserError
-from advkit.models import load_checkpoint, load_model
-from advkit.threat import ThreatModel
-from advkit.training.optim import build_optimizer
-from advkit.training.trainer import train
+import advkit.plugin
+from advkit._internal.data import load_dataset
+from advkit._internal.defense import Defense, TrainContext, compose, create_defense
+from advkit._internal.errors import UserError
+from advkit._internal.checkpoint import load_checkpoint
+from advkit._internal.models import load_model
+from advkit._internal.threat import ThreatModel
+from advkit._internal.training.optim import build_optimizer
+from advkit._internal.training.trainer import train
 
 LINF = ThreatModel.parse("Linf", "0.1")
 
@@ -47,7 +49,7 @@ def ctx(threat=LINF, seed=0, **kw):
 
 
 def test_defenses_are_registered():
-    from advkit.plugins import registry
+    from advkit._internal.plugins import registry
 
     names = registry("defense").names()
     for name in ("pgd-at", "trades", "mart", "label-smoothing", "mixed", "lwta", "noise-injection"):
@@ -90,7 +92,7 @@ def test_bad_parameters(spec, match):
 
 @pytest.mark.parametrize("norm,eps", [("Linf", "0.1"), ("L2", "1.0")])
 def test_training_pgd_stays_inside_and_raises_the_loss(norm, eps, batch):
-    from advkit.adversary import pgd
+    from advkit._internal.adversary import pgd_perturbation as pgd
 
     model = smallcnn().eval()
     x, y = batch
@@ -102,7 +104,7 @@ def test_training_pgd_stays_inside_and_raises_the_loss(norm, eps, batch):
 
 
 def test_training_pgd_per_pixel_budget(batch):
-    from advkit.adversary import PGDAdversary
+    from advkit._internal.adversary import PGDAdversary
 
     model = smallcnn().eval()
     x, y = batch
@@ -118,7 +120,7 @@ def test_training_pgd_per_pixel_budget(batch):
 
 
 def test_training_pgd_maximises_the_given_loss(batch):
-    from advkit.adversary import pgd
+    from advkit._internal.adversary import pgd_perturbation as pgd
 
     model = smallcnn().eval()
     x, y = batch
@@ -129,7 +131,7 @@ def test_training_pgd_maximises_the_given_loss(batch):
 
 
 def test_training_pgd_computes_clean_logits_only_for_losses_that_read_them(batch):
-    from advkit.adversary import pgd
+    from advkit._internal.adversary import pgd_perturbation as pgd
 
     model = smallcnn().eval()
     calls = []
@@ -272,7 +274,7 @@ def test_label_smoothing_refused_where_it_cannot_act(data):
 def _shift_attack_plugin():
     """A tiny attack plugin: moves every pixel by +eps/2 (so its examples are recognisable)."""
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         def shift(model, threat, scale: float = 0.5):
             return lambda x, y: (x + scale * threat.eps).clamp(0, 1)
@@ -284,7 +286,7 @@ def _shift_attack_plugin():
 
 @pytest.fixture(scope="module")
 def shift_attack():
-    from advkit.plugins import register_plugin
+    from advkit._internal.plugins import register_plugin
 
     register_plugin(_shift_attack_plugin())
     return "test-shift"
@@ -347,7 +349,7 @@ def test_mixed_defaults_and_unknown_attack(batch):
 
 
 def test_mixed_with_registered_attacks(batch):
-    from advkit.plugins import registry
+    from advkit._internal.plugins import registry
 
     if not {"fgsm", "pgd"} <= set(registry("attack").names()):
         pytest.skip("fgsm/pgd attacks are not registered here")
@@ -478,9 +480,9 @@ def test_noise_injection_checkpoint_reloads(tmp_path, data):
 @pytest.fixture(scope="module")
 def halfnorm():
     """A minimum-norm test attack: leaves labels 0-4 in place (inside any ball), moves 5-9 by 3 eps (outside)."""
-    from advkit.plugins import register_plugin
+    from advkit._internal.plugins import register_plugin
 
-    @advkit.hookimpl
+    @advkit.plugin.hookimpl
     def advkit_register_attacks(register):
         def factory(model, threat):
             def attack(x, y):

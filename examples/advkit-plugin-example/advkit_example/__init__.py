@@ -7,51 +7,52 @@
 - dataset ``bars``: synthetic 16x16 images of bars in four orientations, made offline;
 - command ``advkit example-info``: what this plugin registered, and the run's device and seed.
 
-Only the contract (``advkit`` and the modules in ``advkit.CONTRACT``) is imported;
+Only the plugin API (``advkit.plugin``) is imported;
 heavy imports (torch) happen inside the factories, so ``advkit --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import advkit
+from advkit.plugin import Range, hookimpl
 
-@advkit.hookimpl
+
+@hookimpl
 def advkit_register_attacks(register):
     from advkit_example.attack import noise_attack
 
-    register("noise", noise_attack, aliases=("random-noise",), black_box=True, ranges={"draws": advkit.Range(1)})
+    register("noise", noise_attack, aliases=("random-noise",), black_box=True, ranges={"draws": Range(1)})
 
 
-@advkit.hookimpl
+@hookimpl
 def advkit_register_defenses(register):
     from advkit_example.defense import GaussianAugment
 
     register("gaussian-augment", GaussianAugment, aliases=("gauss-aug",),
-             ranges={"sigma": advkit.Range(0, None, lo_open=True), "p": advkit.Range(0, 1)})
+             ranges={"sigma": Range(0, None, lo_open=True), "p": Range(0, 1)})
 
 
-@advkit.hookimpl
+@hookimpl
 def advkit_register_explainers(register):
     from advkit_example.explainer import saliency
 
     register("saliency", saliency)
 
 
-@advkit.hookimpl
+@hookimpl
 def advkit_register_backbones(register):
     from advkit_example.backbone import tinynet
 
-    register("tinynet", tinynet, ranges={"width": advkit.Range(1)})
+    register("tinynet", tinynet, ranges={"width": Range(1)})
 
 
-@advkit.hookimpl
+@hookimpl
 def advkit_register_datasets(register):
     from advkit_example.dataset import bars
 
-    register("bars", bars, ranges={"n": advkit.Range(1)})
+    register("bars", bars, ranges={"n": Range(1)})
 
 
-@advkit.hookimpl
+@hookimpl
 def advkit_register_commands(cli):
     from advkit_example.command import example_info
 

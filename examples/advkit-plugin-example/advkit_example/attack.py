@@ -1,13 +1,13 @@
 """Attack ``noise``: the best of ``draws`` uniform random perturbations in the eps-ball (a sanity baseline).
 
 A factory ``factory(model, threat, **params)`` returns ``attack(x, y) -> x_adv``.
-advkit calls it through ``advkit.Attack.run``, which hands it a private copy of
+advkit calls it through its one attack call path, which hands it a private copy of
 the batch and verifies the result against the threat model.
 """
 
 from __future__ import annotations
 
-import advkit
+from advkit.plugin import dist_version
 
 
 def noise_attack(model, threat, draws: int = 8):
@@ -30,5 +30,5 @@ def noise_attack(model, threat, draws: int = 8):
             best[wrong] = cand[wrong]
         return best
 
-    attack.implementation = f"advkit-plugin-example {advkit.dist_version('advkit-plugin-example')} noise"
+    attack.implementation = f"advkit-plugin-example {dist_version('advkit-plugin-example')} noise"
     return attack

@@ -8,7 +8,7 @@ dataset's normalization.
 
 from __future__ import annotations
 
-from advkit import UserError
+from advkit.plugin import UserError
 
 
 def tinynet(num_classes: int = 10, in_chans: int = 1, input_shape: tuple = (1, 28, 28), width: int = 16):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-import advkit
+from advkit.plugin import dist_version, registry
 
 
 @click.command("example-info")
@@ -12,8 +12,8 @@ import advkit
 @click.pass_obj
 def example_info(opts, kind):
     """Show what advkit-plugin-example registered, with the run's device and seed."""
-    click.echo(f"advkit-plugin-example {advkit.dist_version('advkit-plugin-example')} "
+    click.echo(f"advkit-plugin-example {dist_version('advkit-plugin-example')} "
                f"(device {opts.device}, seed {opts.seed})")
     for k in [kind] if kind else ["attack", "defense", "explainer", "backbone", "dataset"]:
-        names = [e.name for e in advkit.get_registry(k) if e.package == "advkit-plugin-example"]
+        names = [e.name for e in registry(k) if e.package == "advkit-plugin-example"]
         click.echo(f"  {k}s: {', '.join(names) or '-'}")

@@ -33,7 +33,7 @@ def _draw(n: int, seed: int):
 
 def bars(split: str, data_dir: str | None = None, n: int | None = None):
     """Synthetic 16x16 bars in 4 orientations (2,000 train / 400 test; N overrides the size); offline."""
-    from advkit import DataInfo, ImageData, TensorImages
+    from advkit.plugin import DataInfo, ImageData, TensorImages
 
     size = n or (2000 if split == "train" else 400)
     images, labels = _draw(size, seed=0 if split == "train" else 1)

@@ -7,7 +7,7 @@ Gaussian data augmentation is the training recipe of randomized smoothing
 
 from __future__ import annotations
 
-from advkit import Defense
+from advkit.plugin import Defense
 
 
 class GaussianAugment(Defense):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def saliency(target: str = "label"):
     """Absolute input gradient of the target logit (TARGET: label or pred)."""
-    from advkit import Explanation, UserError
+    from advkit.plugin import Explanation, UserError
 
     if target not in ("label", "pred"):
         raise UserError(f"saliency: target must be 'label' or 'pred', got {target!r}")

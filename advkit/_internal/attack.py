@@ -1,0 +1,246 @@
+"""The attack contract: one call path that every attack goes through, and what wrapping plugins return.
+
+An attack plugin's factory ``factory(model, threat, **params)`` returns any
+callable ``run(x, y) -> x_adv`` (usually a :class:`LibraryAttack` around a
+torchattacks, ART or AutoAttack object). :func:`create_attack` binds it into
+an :class:`Attack`, and :meth:`Attack.run` is the only way the engines call it
+(the template method of torchattacks' ``Attack.__call__``):
+
+1. the inputs are checked (float, contiguous, on the model's device and
+   dtype) and the engine keeps its own copy of the clean batch, so an attack
+   that writes into its input cannot move the reference point;
+2. the model is put in eval mode for the call (restored afterwards) and
+   gradients are enabled, also under ``torch.no_grad()``;
+3. the output is checked: a tensor of the input's shape, finite, inside the
+   input bounds;
+4. against the threat model (:func:`verified`): an attack **declared
+   minimum-norm** at registration keeps only its points inside the budget, the
+   others count as not broken and are reported (``dropped``); **any other
+   attack** that leaves the ball stops the run with a
+   :class:`~advkit._internal.errors.ThreatViolation` naming it. Nothing is clipped.
+
+The training engine verifies its adversary's output with the same
+:func:`verified`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from advkit._internal.errors import ThreatViolation
+from advkit._internal.registry import Entry, bind_params
+
+if TYPE_CHECKING:  # torch is imported when an attack runs, so that registering attacks stays light
+    import torch
+
+    from advkit._internal.threat import ThreatModel
+
+
+@dataclass
+class LibraryAttack:
+    """What a wrapping plugin returns: ``run(x, y) -> x_adv`` plus what the report should say about it.
+
+    ``implementation``: the library, its version and the class
+    (``"torchattacks 3.5.1 PGD"``); ``report``: JSON-able details (the
+    library's own parameters...), shared with the report, so a run may add
+    notes to it; ``state``: the library's attack object once built.
+    """
+
+    run: Callable
+    implementation: str
+    report: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+    def __call__(self, x, y):
+        return self.run(x, y)
+
+
+@dataclass
+class AttackOutput:
+    """One verified batch: the adversarial examples and which points were dropped (minimum-norm only)."""
+
+    x_adv: torch.Tensor
+    dropped: torch.Tensor  # bool per point: outside the budget, replaced by its clean input
+
+
+def verified(who: str, threat: ThreatModel, clean: torch.Tensor, out, *, eps=None,
+             minimum_norm: bool = False) -> AttackOutput:
+    """Check ``out`` against ``threat`` around ``clean``; see the module docstring (step 4).
+
+    ``eps`` overrides the budget (a per-pixel Linf map for PART's adversary).
+    Raises :class:`ThreatViolation` naming ``who``.
+    """
+    import torch
+
+    if not torch.is_tensor(out):
+        raise ThreatViolation(f"{who} returned {type(out).__name__}, not a tensor")
+    if out.shape != clean.shape:
+        raise ThreatViolation(f"{who} returned shape {tuple(out.shape)} for inputs of shape {tuple(clean.shape)}")
+    out = out.detach().to(device=clean.device, dtype=clean.dtype)
+    if minimum_norm:
+        v = threat.check(clean, out, eps=float("inf"))  # finite, same shape, inside the bounds
+        if v is not None:
+            raise ThreatViolation(f"{who} violated the threat model {threat}: {v}")
+        dropped = ~threat.inside(clean, out, eps=eps)
+        if dropped.any():
+            out = torch.where(dropped.view((-1,) + (1,) * (clean.dim() - 1)), clean, out)
+        return AttackOutput(out, dropped)
+    threat.verify(clean, out, who=who, eps=eps)
+    return AttackOutput(out, torch.zeros(clean.shape[0], dtype=torch.bool, device=clean.device))
+
+
+def _model_device_dtype(model) -> tuple[torch.device | None, torch.dtype | None]:
+    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return (p.device, p.dtype) if p is not None else (None, None)
+
+
+def _weights(model) -> dict:
+    """A private copy of the model's state (parameters and buffers), to compare after an attack."""
+    sd = model.state_dict() if hasattr(model, "state_dict") else {}
+    return {k: v.detach().clone() for k, v in sd.items() if hasattr(v, "detach")}
+
+
+def _changed(before: dict, model) -> str:
+    """``"weights (conv.weight, ...)"`` when the state differs from ``before`` bit for bit, else ``""``."""
+    import torch
+
+    after = model.state_dict() if hasattr(model, "state_dict") else {}
+    names = sorted(set(before) ^ set(after))
+    for k, v in before.items():
+        w = after.get(k)
+        if w is not None and (w.shape != v.shape or w.dtype != v.dtype
+                              or not torch.equal(_bits(w), _bits(v))):
+            names.append(k)
+    return f"weights or buffers ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})" if names else ""
+
+
+def _bits(t):
+    """The raw bytes of ``t`` (so that NaN equals NaN)."""
+    import torch
+
+    t = t.detach().contiguous().reshape(-1)
+    return t.view(torch.uint8) if t.is_floating_point() or t.is_complex() else t
+
+
+def _restore_eval(model) -> bool:
+    """Put every submodule back in eval mode; return whether the attack had left any in training mode."""
+    if not hasattr(model, "modules"):
+        return False
+    training = any(m.training for m in model.modules())
+    if training:
+        model.eval()
+    return training
+
+
+@dataclass
+class Attack:
+    """A registered attack bound to a model and a threat model.
+
+    ``attack(x, y)`` returns verified adversarial examples; :meth:`run` also
+    says which points a minimum-norm attack had dropped. ``stats`` counts, over
+    all calls, the points attacked and dropped.
+    """
+
+    name: str
+    entry: Entry
+    model: Any
+    threat: ThreatModel
+    params: dict[str, Any]
+    fn: Any
+    implementation: str = ""
+    extra: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=lambda: {"points": 0, "dropped": 0})
+
+    @property
+    def minimum_norm(self) -> bool:
+        return bool(self.entry.can("minimum_norm"))
+
+    @property
+    def black_box(self) -> bool:
+        return bool(self.entry.can("black_box"))
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, eps=None) -> AttackOutput:
+        """Attack a batch: the only path from an engine to a plugin's attack (see the module docstring)."""
+        import torch
+
+        device, dtype = _model_device_dtype(self.model)
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError(f"attack {self.name!r}: inputs must be a float tensor")
+        clean = x.detach().to(device=device or x.device, dtype=dtype or x.dtype).contiguous().clone()
+        labels = torch.as_tensor(y).detach().to(clean.device).long()
+        was_training = bool(getattr(self.model, "training", False))
+        if was_training:
+            self.model.eval()
+        before = _weights(self.model)
+        try:
+            with torch.enable_grad():
+                out = self.fn(clean.clone(), labels.clone())
+        finally:
+            left_training = _restore_eval(self.model)
+            if was_training:
+                self.model.train()
+        if left_training:
+            self.stats["mode_restored"] = self.stats.get("mode_restored", 0) + 1
+        changed = _changed(before, self.model)
+        if changed:
+            raise ThreatViolation(f"attack {self.name!r} ({self.implementation}) changed the model's "
+                                  f"{changed} during its call; the run stops (an attack must leave the model as it was)")
+        result = verified(f"attack {self.name!r} ({self.implementation})", self.threat, clean, out, eps=eps,
+                          minimum_norm=self.minimum_norm)
+        self.stats["points"] += int(clean.shape[0])
+        self.stats["dropped"] += int(result.dropped.sum())
+        return result
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.run(x, y).x_adv
+
+    def describe(self) -> dict:
+        """What the report says about this attack: provider, implementation, capabilities, parameters."""
+        simple = (int, float, str, bool, type(None))
+        return {
+            "name": self.name,
+            **self.entry.provenance(),
+            "implementation": self.implementation,
+            "minimum_norm": self.minimum_norm,
+            "black_box": self.black_box,
+            "params": {k: (v if isinstance(v, simple) else repr(v)) for k, v in self.params.items()},
+            **self.extra,
+        }
+
+
+def create_attack(
+    name: str,
+    model: torch.nn.Module,
+    threat: ThreatModel | None = None,
+    *,
+    eps=None,
+    norm: str | None = None,
+    **params,
+) -> Attack:
+    """Build the attack ``name`` (any registered name, alias or ``provider.name``) for ``model``.
+
+    ``threat`` defaults to Linf 8/255; ``eps`` and ``norm`` build one instead (give one or the other:
+    the threat model is never an attack parameter).
+    Remaining keyword arguments are the attack's own parameters (strings are
+    converted to the type of the default, as on the command line, and checked
+    against the ranges the plugin declared).
+    """
+    from advkit._internal.plugins import registry
+    from advkit._internal.registry import refuse_threat_params
+    from advkit._internal.threat import ThreatModel
+
+    if threat is not None and (eps is not None or norm is not None):
+        # an engine passes the run's threat model: eps/norm here came from the attack's parameters
+        refuse_threat_params("attack", name, {k: v for k, v in (("eps", eps), ("norm", norm)) if v is not None})
+    threat = threat or ThreatModel()
+    if eps is not None or norm is not None:
+        threat = ThreatModel.parse(norm or threat.norm, eps if eps is not None else threat.eps, bounds=threat.bounds)
+    entry = registry("attack").get(name)
+    kwargs = bind_params(entry, params)
+    fn = entry.factory(model, threat, **kwargs)
+    impl = getattr(fn, "implementation", "") or f"{entry.package} {entry.version}".strip() or entry.qualified
+    return Attack(
+        name=name.lower(), entry=entry, model=model, threat=threat, params=kwargs, fn=fn,
+        implementation=impl, extra=getattr(fn, "report", None) or {},
+    )

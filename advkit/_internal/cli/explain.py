@@ -1,0 +1,54 @@
+"""``advkit explain``: load the models and the data, run the explainer, write the outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from advkit._internal.errors import UserError
+
+
+def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, opts_list, out):
+    """Explain ``model`` (and ``compare``) on the first ``n`` images of ``dataset``; write npz, png and json."""
+    import torch
+
+    from advkit._internal.data import load_dataset
+    from advkit._internal.explainer import ExplainContext, create_explainer
+    from advkit._internal.explanation.engine import explain, figure_names, write_outputs
+    from advkit._internal.models import load_model
+    from advkit._internal.registry import parse_spec
+    from advkit._internal.provenance import versions
+
+    torch.manual_seed(opts.seed)
+    params = {}
+    for item in opts_list:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise UserError(f"--opt {item!r} must look like PARAM=VALUE")
+        params[k.strip()] = v
+    name, spec_params = parse_spec(method)
+    params = {**spec_params, **params}
+    create_explainer(name, **params)  # fail early on a bad name or parameter
+    data = load_dataset(dataset, "test", data_dir=data_dir, n=n)
+    x, y = data.tensors()
+    x, y = x.to(opts.device), y.to(opts.device)
+    info = data.info
+    ctx = ExplainContext(dataset=dataset, data_dir=data_dir, device=opts.device, quiet=opts.quiet, seed=opts.seed)
+    results = []
+    for spec in [model] + ([compare] if compare else []):
+        m = load_model(spec, dataset=info,
+                       weights=weights if spec == model else None, device=opts.device, context={"dataset": info.name})
+        torch.manual_seed(opts.seed)
+        results.append((spec, explain(m, x, y, name, ctx=ctx, **params)))
+    if info.classes:
+        for _, e in results:  # caption the explained images with their labels
+            if "input_captions" not in e.meta and e.inputs.shape == x.shape and torch.equal(e.inputs, x):
+                e.meta["input_captions"] = [info.classes[int(c)] if int(c) < len(info.classes) else str(int(c)) for c in y]
+    summary = {"method": name, "params": params, "dataset": info.name, "n": int(x.shape[0]), "seed": opts.seed,
+               "versions": versions()}
+    write_outputs(results, Path(out), summary)
+    figures = figure_names(int(x.shape[0]))
+    shown = figures[0] if len(figures) == 1 else f"{figures[0]} ... {figures[-1]} ({len(figures)} pages of 10 images)"
+    click.echo(f"{name}: wrote {os.path.join(out, 'explanation.npz')}, {shown} and summary.json")

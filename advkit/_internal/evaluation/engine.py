@@ -1,0 +1,340 @@
+"""The evaluation engine behind ``advkit eval`` and ``advkit.evaluate``.
+
+Three steps: the arguments are checked once (:mod:`advkit._internal.evaluation.inputs`),
+the attacks run in a cascade (:func:`cascade`), and the report is assembled
+(:func:`assemble`).
+
+- The model is evaluated in eval mode, in float32 (a model found otherwise is
+  switched, and the run says so).
+- Clean accuracy, then each attack in order. By default an attack runs only on
+  the points every earlier attack failed on (AutoAttack's cascade);
+  ``independent=True`` runs each attack on every clean-correct point. The worst
+  case per sample is over all attacks.
+- Every adversarial batch goes through :meth:`advkit._internal.attack.Attack.run`: a
+  violation of the threat model stops the run naming the attack.
+- A stochastic model (two forward passes disagree) is evaluated adaptively: an
+  attack with a declared adaptive counterpart is replaced by it, the others see
+  the expectation of the logits over ``eot`` samples (EOT).
+- Input gradients are checked on the first batch of every run: all-zero or NaN
+  gradients make gradient attacks fail silently, so the run warns.
+- Batches are seeded and logged (:mod:`advkit._internal.evaluation.runner`), so an
+  interrupted run resumes to the same result; under torchrun the batches are
+  shared among ranks and the result equals a single process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advkit._internal import distributed as D
+from advkit._internal.attack import Attack, create_attack
+from advkit._internal.errors import UserError
+from advkit._internal.files import lock_output
+from advkit._internal.evaluation.examples import Keeper, write_examples
+from advkit._internal.evaluation.inputs import Inputs, adaptive_name, model_label, say, validate
+from advkit._internal.evaluation.probes import batch_dependence, stochasticity
+from advkit._internal.evaluation.runner import Checked, Progress, Runner
+from advkit._internal.provenance import model_fingerprint, versions
+from advkit._internal.threat import ThreatModel, parse_eps
+
+
+class EOTModel(nn.Module):
+    """Expectation over transformation: the mean of ``samples`` forward passes of a random model."""
+
+    def __init__(self, model: nn.Module, samples: int = 20):
+        super().__init__()
+        self.model = model
+        self.samples = samples
+
+    def forward(self, x):
+        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
+
+
+@dataclass
+class AttackResult:
+    """Outcome of one attack in a run, with the registration that provided it."""
+
+    name: str
+    implementation: str = ""
+    provider: str = ""  # the plugin that registered the attack
+    package: str = ""  # the distribution that ships that plugin
+    version: str = ""
+    qualified: str = ""  # provider.name, always reachable
+    minimum_norm: bool = False
+    black_box: bool = False
+    attempted: int = 0
+    broken: int = 0
+    seconds: float = 0.0
+    accuracy: float | None = None  # cascade: accuracy after this and all earlier attacks
+    independent_accuracy: float | None = None
+    dropped: int = 0  # minimum-norm attacks: points whose perturbation did not fit the budget (not broken)
+    params: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    """Everything an evaluation found; written by :mod:`advkit._internal.evaluation.report`."""
+
+    n: int
+    clean_accuracy: float
+    robust_accuracy: float
+    attacks: list[AttackResult]
+    threat: ThreatModel
+    samples: list[dict]
+    meta: dict = field(default_factory=dict)
+    sweep: list[dict] = field(default_factory=list)
+    audit: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            **self.meta,
+            "threat_model": self.threat.as_dict(),
+            "n": self.n,
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy,
+            "attacks": [a.__dict__ for a in self.attacks],
+            "eps_sweep": self.sweep,
+            "audit": self.audit,
+        }
+
+
+@dataclass
+class Session:
+    """What the cascade, the sweep and the audit share in one run."""
+
+    runner: Runner
+    model: nn.Module  # the model, deterministic forward as given
+    eval_model: nn.Module  # what gradient attacks see: the model, or its EOT average when stochastic
+    inputs: Inputs
+    stochastic: bool
+    correct: list[int] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.inputs.x)
+
+    def build(self, name: str, threat: ThreatModel | None = None, **override) -> Attack:
+        """The attack to run for ``name`` (its adaptive counterpart on a stochastic model)."""
+        run_name = adaptive_name(name, self.stochastic)
+        opts = self.inputs.attack_opts
+        params = {**opts.get(name.lower(), {}), **opts.get(run_name.lower(), {}), **override}
+        target = self.model if run_name != name else self.eval_model  # a counterpart does its own EOT
+        atk = create_attack(run_name, target, threat or self.inputs.threat, **params)
+        atk.name = run_name
+        return atk
+
+
+def probe_model(model: nn.Module, inputs: Inputs, device, who: str) -> bool:
+    """Is the model random? The probe decides over a declaration; a deterministic model's batch dependence is said."""
+    probe = inputs.x[: min(len(inputs.x), 64)].to(device, copy=True)
+    stochastic, note = stochasticity(model, probe, who, declared=bool(getattr(model, "stochastic", False)))
+    if note:
+        say(inputs.notes, note)
+    if not stochastic:
+        warning = batch_dependence(model, probe, who)
+        if warning:
+            say(inputs.notes, warning)
+    return stochastic
+
+
+def result_of(atk: Attack) -> AttackResult:
+    desc = atk.describe()
+    top = {k: desc.pop(k) for k in ("provider", "package", "version", "qualified", "minimum_norm", "black_box")}
+    desc.pop("name")
+    return AttackResult(name=atk.name, implementation=desc.pop("implementation"), params=desc.pop("params"),
+                        extra=desc, **top)
+
+
+def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[AttackResult], list[int], list[dict]]:
+    """Run the attacks in order; return their results, the robust points and the per-sample records."""
+    x, y = s.inputs.x, s.inputs.y
+    preds = s.runner.predict("clean", list(range(s.n)))
+    s.correct = [i for i in range(s.n) if preds[i] == int(y[i])]
+    samples = [{"index": i, "label": int(y[i]), "clean_pred": preds[i], "clean_correct": preds[i] == int(y[i]),
+                "broken_by": "", "norm": None} for i in range(len(x))]
+    robust, results = list(s.correct), []
+    announce_cost(s, attacks)
+    mode = "alone" if independent else "cascade"
+    for k, atk in enumerate(attacks):
+        res = result_of(atk)
+        points = s.correct if independent else robust
+        ran, res.seconds = s.runner.attack(f"{'ind' if independent else 'cascade'}:{k}:{atk.name}", atk, points,
+                                           key=f"{k}:{atk.name}", label=f"{atk.name} ({mode} {k + 1}/{len(attacks)})")
+        alive = set(robust)
+        newly = {i: r for i, r in ran.items() if r["broken"] and i in alive}
+        if independent:
+            res.independent_accuracy = sum(1 for i in s.correct if not ran[i]["broken"]) / s.n
+        res.attempted, res.broken = len(points), len(newly)
+        res.dropped = sum(1 for r in ran.values() if r["dropped"])
+        for i, r in newly.items():
+            samples[i]["broken_by"], samples[i]["norm"] = atk.name, r["norm"]
+        robust = [i for i in robust if i not in newly]
+        res.accuracy = len(robust) / s.n
+        if atk.stats.get("mode_restored"):
+            say(s.inputs.notes, f"attack {atk.name!r} put the model in training mode (on "
+                                f"{atk.stats['mode_restored']} batch(es)); advkit switched it back to eval mode "
+                                f"before judging its output")
+        results.append(res)
+    return results, robust, samples
+
+
+def announce_cost(s: Session, attacks: list[Attack]) -> None:
+    """Print an estimate before a run expected to take more than a few minutes (from a short calibration)."""
+    from advkit._internal.cost import cost_estimate
+
+    first = s.correct[: s.runner.batch_size]
+    if not first or s.runner.quiet or not D.is_main():
+        return
+    x, y = s.inputs.x[first].to(s.runner.device), s.inputs.y[first].to(s.runner.device)
+    note = cost_estimate(attacks, x, y, len(s.correct))
+    if note:
+        print(f"advkit: {note}", file=sys.stderr, flush=True)
+
+
+def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> list[dict]:
+    """Independent accuracy of every attack, and the worst case, at each budget."""
+    rows = []
+    for eps, label in budgets:
+        t = s.inputs.threat.with_eps(eps)
+        broken_any: set[int] = set()
+        row = {"eps": t.eps, "eps_label": label, "attacks": {}}
+        for k, name in enumerate(attacks):
+            atk = s.build(name, t)
+            with swapped_threat(s.runner, t):
+                res, _ = s.runner.attack(f"sweep:{t.eps:.8g}:{k}:{atk.name}", atk, s.correct, key=f"{k}:{atk.name}",
+                                         label=f"{atk.name} at eps {label} ({len(rows) + 1}/{len(budgets)})")
+            broken = {i for i, r in res.items() if r["broken"]}
+            broken_any |= broken
+            row["attacks"][atk.name] = (len(s.correct) - len(broken)) / s.n
+        row["worst_case"] = (len(s.correct) - len(broken_any)) / s.n
+        rows.append(row)
+    return rows
+
+
+class swapped_threat:
+    """Measure perturbations under another budget for a while (the sweep, the audit)."""
+
+    def __init__(self, runner: Runner, threat: ThreatModel):
+        self.runner, self.threat = runner, threat
+
+    def __enter__(self):
+        self.saved, self.runner.threat = self.runner.threat, self.threat
+
+    def __exit__(self, *exc):
+        self.runner.threat = self.saved
+
+
+def assemble(s: Session, results, robust, samples, *, seed, independent, meta, config) -> Report:
+    """The report of a finished run."""
+    adaptive = []
+    if s.stochastic:
+        adaptive.append(f"stochastic model: predictions vary between forward passes; gradient attacks use EOT "
+                        f"over {config['eot']} samples (mean logits)")
+        adaptive += [f"{a} replaced by its adaptive counterpart {adaptive_name(a, True)}"
+                     for a in s.inputs.attacks if adaptive_name(a, True) != a]
+    return Report(
+        n=s.n, clean_accuracy=len(s.correct) / s.n, robust_accuracy=len(robust) / s.n, attacks=results,
+        threat=s.inputs.threat, samples=samples,
+        meta={
+            **(meta or {}), "seed": seed, "dataset": s.inputs.data_meta, "model_fingerprint": config["fingerprint"],
+            "mode": "independent" if independent else "cascade", "stochastic": s.stochastic,
+            "adaptive": adaptive, "notes": s.inputs.notes,
+            "resumed_batches": s.runner.progress.resumed, "device": str(s.runner.device),
+            "world_size": D.world()[1], "versions": config["versions"],
+        },
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    data,
+    attacks=("pgd", "cw", "aa"),
+    *,
+    eps=None,
+    norm: str = "Linf",
+    attack_opts: dict[str, dict] | None = None,
+    n: int | None = None,
+    batch_size: int = 250,
+    independent: bool = False,
+    out: str | os.PathLike | None = None,
+    eps_sweep=None,
+    audit: bool = False,
+    eot: int = 20,
+    seed: int = 0,
+    device: str = "cpu",
+    quiet: bool = False,
+    meta: dict | None = None,
+    save_adv: int = 0,
+) -> Report:
+    """Evaluate ``model`` on ``data`` (an :class:`advkit._internal.data.ImageData` or an ``(x, y)`` pair).
+
+    ``eps`` defaults to the dataset's usual budget; ``attack_opts`` maps an
+    attack name to its parameters (``{"pgd": {"steps": 20}}``). Returns a
+    :class:`Report`; with ``out`` the reports are written there too, and with
+    ``save_adv`` the first adversarial examples of every attack
+    (:mod:`advkit._internal.evaluation.examples`).
+    """
+    lock = lock_output(out) if out and D.is_main() else contextlib.nullcontext()
+    with lock:  # one run per --out: a second one refuses instead of mixing its records into this one's
+        return _evaluate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
+                         batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
+                         eot=eot, seed=seed, device=device, quiet=quiet, meta=meta, save_adv=save_adv)
+
+
+def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
+              eot, seed, device, quiet, meta, save_adv) -> Report:
+    from advkit._internal.evaluation.checks import gradient_warning, run_audit
+
+    who = model_label(model, meta)
+    model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
+                             batch_size=batch_size, eot=eot, audit=audit, device=device, who=who)
+    budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in (eps_sweep or ())]
+    checked = Checked(model).eval()
+    stochastic = probe_model(model, inputs, device, who)
+    eval_model = EOTModel(checked, eot).eval() if stochastic and eot > 1 else checked
+    config = {
+        "model": (meta or {}).get("model", type(model).__name__), "fingerprint": model_fingerprint(model),
+        "data": inputs.data_meta.get("name", ""), "n": len(inputs.x), "attacks": inputs.attacks,
+        "attack_opts": inputs.attack_opts, "threat": inputs.threat.as_dict(), "seed": seed,
+        "independent": independent, "eot": eot if stochastic else None, "versions": versions(),
+    }
+    if int(save_adv) < 0 or (save_adv and not out):
+        raise UserError(f"save_adv needs an output directory and a count >= 0, got {save_adv!r} (out={out!r})")
+    progress = Progress(Path(out) if out else None, config)
+    keeper = Keeper(save_adv) if save_adv else None
+    runner = Runner(checked, inputs.x, inputs.y, inputs.threat, batch_size=batch_size, seed=seed,
+                    progress=progress, quiet=quiet, device=device, keeper=keeper)
+    s = Session(runner, checked, eval_model, inputs, stochastic)
+    built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
+    gradient_warning(eval_model, inputs.x[:batch_size][:64].to(device), inputs.y[:batch_size][:64].to(device))
+    results, robust, samples = cascade(s, built, independent)
+    report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
+    if budgets:
+        if not quiet and D.is_main():
+            print(f"advkit: eps sweep: {', '.join(b.name for b in built)} on each of the {len(s.correct)} "
+                  f"clean-correct points at {len(budgets)} budgets ({', '.join(label for _, label in budgets)}): "
+                  f"{len(built) * len(budgets)} attack runs", file=sys.stderr, flush=True)
+        report.sweep = sweep(s, inputs.attacks, budgets)
+    if audit:
+        report.audit = run_audit(s, robust)
+    if progress.resumed and D.is_main():
+        print(f"advkit: resumed {progress.resumed} of {progress.batches} batches from {out}", file=sys.stderr)
+    if keeper is not None:
+        saved = write_examples(keeper, Path(out), inputs.threat, list(inputs.data_meta.get("classes") or []))
+        report.meta["adversarial_examples"] = [f"adv/{stem}.safetensors" for stem in saved]
+        if progress.resumed:
+            report.meta.setdefault("notes", []).append(
+                "--save-adv: batches read back from the earlier run were not attacked again; their examples are missing")
+    if out and D.is_main():
+        from advkit._internal.evaluation.report import write_reports
+
+        write_reports(report, Path(out))
+    return report

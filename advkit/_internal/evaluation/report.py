@@ -1,0 +1,342 @@
+"""Writing evaluation reports: ``report.json``, ``report.md``, ``results.csv``, ``per_class.png`` and
+``robustness_curve.png``; and the table comparing several runs (``advkit report DIR...``).
+
+Every accuracy comes with its counts (attempted, broken) and a 95 % Wilson score interval (Wilson
+1927), written here because it is one line of arithmetic: the interval stays inside [0, 1] and is
+sensible at 0 % and 100 %, where the normal approximation collapses to a point. An attack that ran on
+no point (earlier attacks broke everything) shows ``n/a (no points left)``, not 0 %.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from advkit._internal.files import atomic_write_bytes, atomic_write_json
+from advkit._internal.errors import UserError
+
+Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
+NO_POINTS = "n/a (no points left)"
+MAX_CLASSES_SHOWN = 100  # per-class table and chart; report.json always has every class
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval for ``k`` successes in ``n`` trials (``None`` when ``n`` is 0)."""
+    if n <= 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def _ci(v, n: int) -> str:
+    ci = None if v is None else wilson(round(v * n), n)
+    return "" if ci is None else f"{100 * ci[0]:.1f} to {100 * ci[1]:.1f}"
+
+
+def minimum_norm(a) -> bool:
+    """Is this a minimum-norm attack (whose out-of-budget points are dropped)?"""
+    return bool(getattr(a, "minimum_norm", False) or a.extra.get("minimum_norm") or a.dropped)
+
+
+def ran_on_nothing(a) -> bool:
+    """Did this attack run on no point at all (cascade: every point broken before it)?"""
+    return a.attempted == 0 and a.independent_accuracy is None
+
+
+def per_class(report) -> list[dict]:
+    """Clean and robust (worst-case) accuracy per true class, from the per-sample results."""
+    names = list(report.meta.get("dataset", {}).get("classes") or [])
+    by: dict[int, list[int]] = {}
+    for s in report.samples:
+        row = by.setdefault(int(s["label"]), [0, 0, 0])
+        row[0] += 1
+        row[1] += bool(s["clean_correct"])
+        row[2] += bool(s["clean_correct"] and not s["broken_by"])
+    return [
+        {"class": c, "name": names[c] if c < len(names) else str(c), "n": n, "clean_correct": cc, "robust": rb,
+         "clean_accuracy": cc / n, "robust_accuracy": rb / n}
+        for c, (n, cc, rb) in sorted(by.items())
+    ]
+
+
+def _attack_table(report) -> list[str]:
+    n = report.n
+    indep = any(a.independent_accuracy is not None for a in report.attacks)
+    minnorm = any(minimum_norm(a) for a in report.attacks)
+    head = ["attack", "implementation", "attempted", "broken"] + (["dropped"] if minnorm else [])
+    head += ["accuracy after (%)", "95 % CI (%)"] + (["alone (%)"] if indep else []) + ["time (s)"]
+
+    def row(cells: dict) -> str:
+        return "| " + " | ".join(str(cells.get(h, "")) for h in head) + " |"
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines.append(row({"attack": "clean", "attempted": n,
+                      "accuracy after (%)": _pct(report.clean_accuracy), "95 % CI (%)": _ci(report.clean_accuracy, n)}))
+    for a in report.attacks:
+        none = ran_on_nothing(a)
+        cells = {"attack": a.name, "implementation": a.implementation, "attempted": a.attempted, "broken": a.broken,
+                 "dropped": a.dropped if minimum_norm(a) else "",
+                 "accuracy after (%)": NO_POINTS if a.attempted == 0 else _pct(a.accuracy),
+                 "95 % CI (%)": "" if a.attempted == 0 else _ci(a.accuracy, n),
+                 "alone (%)": _pct(a.independent_accuracy), "time (s)": "n/a" if none else f"{a.seconds:.1f}"}
+        lines.append(row(cells))
+    lines.append(row({"attack": "**worst case**", "accuracy after (%)": f"**{_pct(report.robust_accuracy)}**",
+                      "95 % CI (%)": _ci(report.robust_accuracy, n)}))
+    return lines
+
+
+def _notes(report) -> list[str]:
+    indep = any(a.independent_accuracy is not None for a in report.attacks)
+    mode = ("each attack on every clean-correct point, worst case over all" if indep
+            else "each attack on the points earlier attacks failed on")
+    lines = ["", f"Mode: {mode}. Attempted: the points an attack ran on in the cascade; broken: those it "
+             "misclassified; 95 % CI: Wilson score interval over all points."]
+    if any(minimum_norm(a) for a in report.attacks):
+        lines.append("Dropped: points where a minimum-norm attack found a perturbation larger than eps; "
+                     "they count as not broken.")
+    if any(a.attempted == 0 for a in report.attacks):
+        lines.append(f"{NO_POINTS}: earlier attacks had broken every point, so this attack did not run.")
+    return lines
+
+
+def _per_class_table(report) -> list[str]:
+    rows = per_class(report)
+    if not rows:
+        return []
+    lines = ["", "## Per class", ""]
+    if len(rows) > MAX_CLASSES_SHOWN:
+        return lines + [f"{len(rows)} classes: see `per_class` in report.json."]
+    lines += ["| class | n | clean (%) | robust (%) |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['n']} | {_pct(r['clean_accuracy'])} | {_pct(r['robust_accuracy'])} |")
+    return lines
+
+
+def _normalization(norm: dict) -> str:
+    """``mean (0.286) / std (0.353), from the dataset``: what the model does to its [0, 1] inputs."""
+    if norm.get("source") == "none":
+        return "none (the model takes [0, 1] images as they are)"
+
+    def nums(v):
+        return ", ".join(f"{float(t):.4g}" for t in v or [])
+
+    return f"mean ({nums(norm.get('mean'))}) / std ({nums(norm.get('std'))}), from the {norm.get('source', '?')}"
+
+
+def markdown(report, *, per_class_table: bool = True) -> str:
+    """The result report; ``advkit eval`` prints it without the per-class table (long for many classes)."""
+    m = report.meta
+    lines = [
+        f"# advkit eval: {m.get('model', '')} on {m.get('dataset', {}).get('name', '')} "
+        f"({report.n} points, {report.threat}, seed {m.get('seed')})",
+        "",
+    ]
+    norm = (m.get("model_info") or {}).get("normalization")
+    if norm:
+        lines += [f"Normalization inside the model: {_normalization(norm)}.", ""]
+    notes = list(m.get("adaptive") or []) + list(m.get("notes") or [])
+    if m.get("resumed_batches"):
+        notes.append(f"resumed: {m['resumed_batches']} batches were read back from an earlier run in this directory")
+    lines += [f"> {note}" for note in notes] + ([""] if notes else [])
+    lines += _attack_table(report) + _notes(report) + (_per_class_table(report) if per_class_table else [])
+    if report.sweep:
+        names = list(report.sweep[0]["attacks"])
+        lines += ["", "## Robust accuracy (%) vs eps", "", "| eps | " + " | ".join(names) + " | worst case |", "|---" * (len(names) + 2) + "|"]
+        for row in report.sweep:
+            lines.append(f"| {row['eps_label']} | " + " | ".join(_pct(row["attacks"][k]) for k in names) + f" | {_pct(row['worst_case'])} |")
+    if report.audit:
+        lines += ["", "## Audit (Carlini et al. 2019)", "", "| check | result | detail |", "|---|---|---|"]
+        for c in report.audit:
+            lines.append(f"| {c['check']} | {'pass' if c['passed'] else '**FLAGGED**'} | {c['detail']} |")
+    return "\n".join(lines) + "\n"
+
+
+def as_json(report) -> dict:
+    """``report.as_dict()`` with the intervals and the per-class accuracies added."""
+    d = report.as_dict()
+    n = report.n
+    d["clean_accuracy_ci95"] = wilson(round(report.clean_accuracy * n), n)
+    d["robust_accuracy_ci95"] = wilson(round(report.robust_accuracy * n), n)
+    attacks = []
+    for a, entry in zip(report.attacks, d["attacks"]):
+        entry = dict(entry)  # as_dict shares the dataclasses' own dicts
+        entry["accuracy_ci95"] = None if a.attempted == 0 or a.accuracy is None else wilson(round(a.accuracy * n), n)
+        entry["ran"] = not ran_on_nothing(a)
+        attacks.append(entry)
+    d["attacks"] = attacks
+    d["per_class"] = per_class(report)
+    return d
+
+
+def write_csv(report, path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["index", "label", "clean_pred", "clean_correct", "robust", "broken_by", "perturbation_norm"])
+    for s in report.samples:
+        robust = s["clean_correct"] and not s["broken_by"]
+        w.writerow([s["index"], s["label"], s["clean_pred"], int(s["clean_correct"]), int(robust), s["broken_by"], "" if s["norm"] is None else f"{s['norm']:.6g}"])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curve(report, path: Path) -> None:
+    """Accuracy vs eps, one line per attack and the worst case."""
+    plt = _pyplot()
+    eps = [r["eps"] for r in report.sweep]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name in report.sweep[0]["attacks"]:
+        ax.plot(eps, [100 * r["attacks"][name] for r in report.sweep], marker="o", label=name)
+    ax.plot(eps, [100 * r["worst_case"] for r in report.sweep], marker="s", color="black", linewidth=2, label="worst case")
+    ax.set_xlabel(f"eps ({report.threat.norm})")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{report.meta.get('model', '')} on {report.meta.get('dataset', {}).get('name', '')}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_per_class(report, path: Path) -> None:
+    """Clean and robust accuracy per class as paired bars (one figure, one axis)."""
+    plt = _pyplot()
+    rows = per_class(report)
+    width = max(6.0, 0.45 * len(rows) + 1.5)
+    fig, ax = plt.subplots(figsize=(width, 4), dpi=100)
+    pos = range(len(rows))
+    ax.bar([p - 0.2 for p in pos], [100 * r["clean_accuracy"] for r in rows], width=0.4, label="clean")
+    ax.bar([p + 0.2 for p in pos], [100 * r["robust_accuracy"] for r in rows], width=0.4, label="robust (worst case)")
+    ax.set_xticks(list(pos), [r["name"] for r in rows], rotation=45 if len(rows) > 6 else 0, ha="right" if len(rows) > 6 else "center")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 118)  # room for the legend above the 100 % bars
+    ax.set_yticks(range(0, 101, 20))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper center", ncol=2, frameon=False)
+    ax.set_title(f"{report.meta.get('model', '')}: per-class accuracy ({report.threat})")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_reports(report, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "report.json", as_json(report))
+    atomic_write_bytes(out / "report.md", markdown(report).encode())
+    write_csv(report, out / "results.csv")
+    if report.samples and len(per_class(report)) <= MAX_CLASSES_SHOWN:
+        plot_per_class(report, out / "per_class.png")
+    if report.sweep:
+        plot_curve(report, out / "robustness_curve.png")
+
+
+# --- comparing runs -------------------------------------------------------------------------------
+
+def load_run(path: str | Path) -> dict:
+    """A run's ``report.json``; a missing or unreadable one is a :class:`UserError`."""
+    p = Path(path)
+    f = p / "report.json" if p.is_dir() or not p.suffix else p
+    if not f.is_file():
+        raise UserError(f"{path}: no report.json there (write one with advkit eval --out {path})")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{f}: not a readable report ({exc.msg} at line {exc.lineno})") from None
+
+
+def _eps_label(norm: str, eps) -> str:
+    """As :class:`advkit._internal.threat.ThreatModel` prints it: ``8/255`` for Linf multiples of 1/255, else ``0.1``."""
+    if not isinstance(eps, (int, float)):
+        return ""
+    k = eps * 255
+    return f"{round(k)}/255" if norm == "Linf" and eps and abs(k - round(k)) < 1e-6 else f"{eps:g}"
+
+
+def comparison(runs: dict[str, dict]) -> tuple[list[str], list[list]]:
+    """One row per run: model, data, threat, n, clean, each attack's accuracy after it, worst case, CI.
+
+    Cells are strings, or floats (fractions) for accuracies; an attack a run did not have is ``None``,
+    one that ran on no point is :data:`NO_POINTS`.
+    """
+    names: list[str] = []
+    for r in runs.values():
+        names += [a["name"] for a in r.get("attacks", []) if a["name"] not in names]
+    head = ["run", "model", "dataset", "threat", "n", "clean"] + names + ["worst case", "95 % CI"]
+    rows = []
+    for label, r in runs.items():
+        t = r.get("threat_model", {})
+        eps = _eps_label(t.get("norm", ""), t.get("eps"))
+        acc = {a["name"]: (NO_POINTS if a.get("attempted") == 0 else a.get("accuracy")) for a in r.get("attacks", [])}
+        n = int(r.get("n", 0))
+        rows.append([label, r.get("model", ""), (r.get("dataset") or {}).get("name", ""), f"{t.get('norm', '')} {eps}".strip(),
+                     n, r.get("clean_accuracy")] + [acc.get(k) for k in names]
+                    + [r.get("robust_accuracy"), wilson(round(r.get("robust_accuracy", 0) * n), n)])
+    return head, rows
+
+
+def _cell(v, fmt: str) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, tuple):
+        return f"{100 * v[0]:.1f}{'--' if fmt == 'latex' else ' to '}{100 * v[1]:.1f}"
+    if isinstance(v, float):
+        return f"{100 * v:.2f}"
+    if v == NO_POINTS and fmt != "md":
+        return "n/a"
+    return str(v)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(c, c) for c in text)
+
+
+def format_comparison(runs: dict[str, dict], fmt: str = "md") -> str:
+    """The comparison table as Markdown (``md``), ``csv`` or ``latex`` (booktabs); accuracies in %."""
+    head, rows = comparison(runs)
+    pct = {h: h + (" (%)" if i >= 5 else "") for i, h in enumerate(head)}
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow([pct[h] for h in head[:-1]] + ["ci95 low (%)", "ci95 high (%)"])
+        for r in rows:
+            ci = r[-1]
+            w.writerow([_cell(v, fmt) for v in r[:-1]] + (["", ""] if ci is None else [f"{100 * ci[0]:.2f}", f"{100 * ci[1]:.2f}"]))
+        return buf.getvalue()
+    if fmt == "latex":
+        lines = [r"\begin{tabular}{" + "l" * 4 + "r" * (len(head) - 4) + "}", r"\toprule",
+                 " & ".join(_latex_escape(pct[h]) for h in head) + r" \\", r"\midrule"]
+        lines += [" & ".join(_latex_escape(_cell(v, fmt)) for v in r) + r" \\" for r in rows]
+        return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+    if fmt != "md":
+        raise UserError(f"--format must be md, csv or latex, got {fmt!r}")
+    lines = ["| " + " | ".join(pct[h] for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cell(v, fmt).replace("|", "\\|") for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

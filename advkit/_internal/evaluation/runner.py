@@ -1,0 +1,213 @@
+"""Seeded, resumable, shardable batches: how the evaluation runs a model or an attack over points.
+
+- Each batch's randomness is seeded from ``(seed, what runs, the points in the
+  batch)``: it does not depend on the run's mode or on the batch's position, so
+  with ``batch_size=1`` every point's attack noise is its own and the cascade's
+  worst case equals the independent run's.
+- Results are appended to ``OUT/progress.jsonl`` batch by batch; a re-run with
+  the same settings (``OUT/run.json``, which includes the versions of advkit,
+  torch and the attack libraries) resumes and says how many batches it reused.
+- Non-finite logits, and a model or attack that raises, stop the run with one
+  line naming the points or the batch; finished batches stay in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advkit._internal import distributed as D
+from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.seeds import derive_seed, seed_everything
+from advkit._internal.progress import progress
+
+
+class ModelFailure(Exception):
+    """The model raised during a forward pass (wrapped so the engine can tell it from an attack failure)."""
+
+
+class Checked(nn.Module):
+    """The user's model, with its exceptions marked as the model's (nothing else changes)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        try:
+            return self.model(x)
+        except (ModelFailure, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise ModelFailure(f"{type(exc).__name__}: {exc}") from exc
+
+
+def finite_logits(logits: torch.Tensor, index: list[int], what: str) -> None:
+    """Stop the run when ``logits`` hold NaN or inf, naming the points (dataset indices)."""
+    bad = (~torch.isfinite(logits.reshape(len(index), -1)).all(1)).nonzero().flatten().tolist()
+    if bad:
+        pts = [index[i] for i in bad]
+        shown = ", ".join(map(str, pts[:8])) + (f" and {len(pts) - 8} more" if len(pts) > 8 else "")
+        raise UserError(f"the model returned NaN or inf logits on {what} at {len(pts)} point(s): {shown}")
+
+
+class Progress:
+    """Per-batch results appended to ``progress.jsonl`` and read back on resume."""
+
+    def __init__(self, out: Path | None, config: dict):
+        self.out = out
+        self.done: dict[tuple[str, int], dict] = {}
+        self.batches = self.resumed = 0
+        if out is None:
+            return
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        cfg_path = out / "run.json"
+        config = json.loads(json.dumps(config, default=str))
+        if cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            if old != config:
+                diff = [k for k in sorted(set(config) | set(old)) if old.get(k) != config.get(k)]
+                raise UserError(
+                    f"{out} holds a run with other settings ({', '.join(diff)}); use another --out or delete it"
+                )
+        elif D.is_main():
+            from advkit._internal.files import atomic_write_json
+
+            atomic_write_json(cfg_path, config)
+        path = out / "progress.jsonl"
+        if path.exists():
+            text = path.read_text()
+            for line in text.splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by an interruption
+                self.done[(rec["stage"], rec["batch"])] = rec
+            if text and not text.endswith("\n") and D.is_main():
+                with open(path, "a") as f:  # the cut line stays alone; new records start on their own line
+                    f.write("\n")
+
+    def get(self, stage: str, batch: int):
+        return self.done.get((stage, batch))
+
+    def put(self, recs: list[dict]) -> None:
+        for rec in recs:
+            self.done[(rec["stage"], rec["batch"])] = rec
+        if self.out is None or not D.is_main() or not recs:
+            return
+        with open(self.out / "progress.jsonl", "a") as f:
+            for rec in recs:
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class Runner:
+    """Runs the model or an attack over indexed points in seeded, resumable, shardable batches."""
+
+    def __init__(self, model, x, y, threat, *, batch_size, seed, progress: Progress, quiet, device, keeper=None):
+        self.model, self.x, self.y, self.threat = model, x, y, threat
+        self.batch_size, self.seed, self.progress, self.quiet, self.device = batch_size, seed, progress, quiet, device
+        self.keeper = keeper  # collects adversarial examples for --save-adv (None: keep nothing)
+
+    def _batches(self, idx: list[int]):
+        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+
+    def predict(self, stage: str, idx: list[int]) -> dict[int, int]:
+        """Predictions on clean points (seeded per batch, so random models are reproducible)."""
+
+        def run(b, chunk):
+            seed_everything(derive_seed(self.seed, stage, *chunk))
+            with torch.inference_mode():
+                logits = self.model(self.x[chunk].to(self.device))
+            finite_logits(logits, chunk, "clean inputs")
+            return {"stage": stage, "batch": b, "index": chunk, "pred": logits.argmax(1).cpu().tolist()}
+
+        out = {}
+        for rec in self._run(stage, idx, run, None, "the model"):
+            out.update(zip(rec["index"], rec["pred"]))
+        return out
+
+    def attack(self, stage: str, attack, idx: list[int], eps=None, key: str | None = None,
+               label: str | None = None) -> tuple[dict[int, dict], float]:
+        """Run ``attack`` on ``idx``; per point: broken, perturbation norm, dropped. Verifies every batch.
+
+        ``key`` names the attack for seeding (default ``stage``): the same key and
+        the same points give the same randomness in any mode. ``label`` is what
+        the progress bar says (default ``stage``).
+        """
+
+        def run(b, chunk):
+            seed_everything(derive_seed(self.seed, key or stage, *chunk))
+            xb, yb = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
+            result = attack.run(xb, yb, eps=eps)  # verified against the threat model, or stops the run
+            with torch.inference_mode():
+                logits = self.model(result.x_adv)
+            finite_logits(logits, chunk, f"the adversarial inputs of attack {attack.name!r}")
+            if self.keeper is not None:
+                self.keeper.add(stage, chunk, yb, xb, result.x_adv, logits.argmax(1))
+            return {
+                "stage": stage, "batch": b, "index": chunk, "broken": (logits.argmax(1) != yb).cpu().tolist(),
+                "norm": [float(v) for v in self.threat.norms(xb, result.x_adv).cpu()],
+                "dropped": result.dropped.cpu().tolist(),
+            }
+
+        out: dict[int, dict] = {}
+        seconds = 0.0
+        bar = progress(len(idx), label or stage, quiet=self.quiet, unit="img")
+        for rec in self._run(stage, idx, run, bar, f"attack {attack.name!r}"):
+            seconds += rec.get("seconds", 0.0)
+            for i, br, nm, dr in zip(rec["index"], rec["broken"], rec["norm"], rec["dropped"]):
+                out[i] = {"broken": bool(br), "norm": nm, "dropped": bool(dr)}
+        bar.close()
+        return out, seconds
+
+    def _call(self, fn, b, chunk, who: str, stage: str):
+        """``fn(b, chunk)``, with a failure of the model or the attack turned into one line."""
+        try:
+            return fn(b, chunk)
+        except (UserError, ThreatViolation):
+            raise
+        except Exception as exc:
+            culprit = "the model" if isinstance(exc, ModelFailure) else who
+            kept = f"; the finished batches are kept in {self.progress.out}: re-run to resume" if self.progress.out else ""
+            detail = str(exc) if isinstance(exc, ModelFailure) else f"{type(exc).__name__}: {exc}"
+            raise UserError(f"{culprit} raised on batch {b} of {stage} (points {chunk[0]}-{chunk[-1]}): "
+                            f"{detail.splitlines()[0] if detail else ''}{kept}") from exc
+
+    def _run(self, stage, idx, fn, bar, who):
+        """Do the batches not yet in the progress log, shared round-robin among ranks."""
+        rank, size = D.world()
+        recs, pending = [], []
+        for b, chunk in enumerate(self._batches(idx)):
+            rec = self.progress.get(stage, b)
+            self.progress.batches += 1
+            if rec is not None and rec["index"] == chunk:
+                self.progress.resumed += 1
+                recs.append(rec)
+                if bar is not None:
+                    bar.update(len(chunk))
+            else:
+                pending.append((b, chunk))
+        # Rounds of one batch per rank; all ranks gather each round, so every rank sees every result.
+        for start in range(0, len(pending), size):
+            group = pending[start : start + size]
+            t0 = time.perf_counter()
+            local = [self._call(fn, b, c, who, stage) for (b, c) in group[rank : rank + 1]]
+            gathered = [rec for part in D.all_gather(local) for rec in part]
+            share = (time.perf_counter() - t0) / max(len(gathered), 1)
+            for rec in gathered:  # wall-clock share of the round, so a resumed run reports the original time
+                rec["seconds"] = share
+            self.progress.put(gathered)
+            recs.extend(gathered)
+            if bar is not None:
+                bar.update(sum(len(rec["index"]) for rec in gathered))
+        return recs

@@ -1,0 +1,377 @@
+"""Name -> factory tables for attacks, defenses, explainers, backbones and datasets.
+
+Names are case-insensitive. Every entry is also reachable by its qualified
+name ``provider.name``. When two plugins register the same bare name, the
+first registration keeps it (advkit's own plugins load first, then the others
+in a fixed order), the collision is reported once, and the other provider's
+entry stays reachable as ``provider.name``; ``ADVKIT_PREFER=provider.name``
+(comma-separated) hands the bare name over explicitly, and that is reported
+too. Unknown names raise a :class:`UserError` listing the closest valid ones.
+
+What a component *is* is declared when it registers (see :data:`CAPABILITIES`)
+so that the engines ask the registry instead of knowing names. Any
+registration may also name the library it wraps (``library="torchattacks"``,
+or a tuple of alternative distributions, the first installed one counts): the
+listing then shows that library's name and version.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from advkit._internal.errors import UserError, closest, unknown
+
+KINDS = ("attack", "defense", "explainer", "backbone", "dataset")
+
+#: Capabilities a registration may declare, per kind, with their meaning.
+CAPABILITIES: dict[str, dict[str, str]] = {
+    "attack": {
+        "minimum_norm": "returns the smallest perturbation it finds, of any size: points outside the budget "
+                        "count as not broken (and are counted in the report) instead of stopping the run",
+        "black_box": "uses model outputs only, no gradients",
+        "adaptive": "name of the attack to run instead on a stochastic (randomized) model",
+        "reference": "'white-box' or 'black-box': the attack the gradient-masking audit uses in that role",
+    },
+    "backbone": {
+        "prefix": "a model-name prefix this factory resolves (a scheme such as hf-hub:); the rest of the "
+                  "name is passed as the factory's ``name`` parameter",
+        "claims": "a callable name -> bool: bare names this prefix resolver also accepts",
+    },
+    "defense": {},
+    "explainer": {},
+    "dataset": {},
+}
+
+# Positional arguments supplied by the engines, not by the user.
+_ENGINE_ARGS = {"model", "threat", "split", "self", "data_dir"}
+
+#: What the run's threat model fixes: never an attack's own parameter (the option that sets each).
+THREAT_PARAMS = {"eps": "--eps", "norm": "--norm", "bounds": "the dataset's input bounds"}
+
+
+def refuse_threat_params(kind: str, name: str, params) -> None:
+    """An attack parameter that would redefine the run's threat model is refused, naming the run's option."""
+    if kind != "attack":
+        return
+    for key in params:
+        k = str(key).strip().replace("-", "_").lower()
+        if k in THREAT_PARAMS:
+            where = THREAT_PARAMS[k]
+            api = f" ({k}= in the Python API)" if where.startswith("--") else ""
+            raise UserError(f"attack {name!r}: {k} belongs to the run's threat model, not to an attack; "
+                            f"set it with {where}{api}")
+
+
+@dataclass
+class Param:
+    """One user-settable parameter of a factory."""
+
+    name: str
+    default: Any = inspect.Parameter.empty
+    annotation: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    def as_dict(self) -> dict:
+        d = {"name": self.name, "type": self.annotation}
+        if not self.required:
+            d["default"] = self.default if _jsonable(self.default) else repr(self.default)
+        else:
+            d["required"] = True
+        return d
+
+
+def _jsonable(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str, list, tuple))
+
+
+def _annotation_name(a) -> str:
+    if a is inspect.Parameter.empty:
+        return ""
+    return a if isinstance(a, str) else getattr(a, "__name__", str(a))
+
+
+def introspect(factory: Callable) -> list[Param]:
+    """The keyword parameters of ``factory`` that a user can set."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for p in sig.parameters.values():
+        if p.name in _ENGINE_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out.append(Param(p.name, p.default, _annotation_name(p.annotation)))
+    return out
+
+
+@dataclass
+class Entry:
+    """A registered component."""
+
+    kind: str
+    name: str
+    factory: Callable
+    provider: str
+    package: str = ""
+    version: str = ""
+    aliases: tuple[str, ...] = ()
+    summary: str = ""
+    params: list[Param] = field(default_factory=list)
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    ranges: dict[str, "Range"] = field(default_factory=dict)
+    library: tuple[str, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.provider}.{self.name}"
+
+    def wrapped(self) -> dict | None:
+        """The library this entry wraps (``register(..., library=...)``): the first of the declared
+        distributions that is installed, with its version; ``None`` when nothing was declared."""
+        if not self.library:
+            return None
+        import importlib.metadata as md
+
+        for dist in self.library:
+            try:
+                return {"name": dist, "version": md.version(dist)}
+            except md.PackageNotFoundError:
+                continue
+        return {"name": self.library[0], "version": "not installed"}
+
+    def can(self, capability: str):
+        """The declared value of ``capability`` (``None`` when not declared)."""
+        return self.capabilities.get(capability)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "provider": self.provider,
+            "package": self.package,
+            "version": self.version,
+            "aliases": list(self.aliases),
+            "summary": self.summary,
+            "params": [p.as_dict() for p in self.params],
+            "capabilities": {k: v for k, v in self.capabilities.items() if _jsonable(v)},
+            "library": self.wrapped(),
+        }
+
+    def provenance(self) -> dict:
+        """Who provided this entry: for reports."""
+        return {"provider": self.provider, "package": self.package, "version": self.version, "qualified": self.qualified}
+
+
+class Registry:
+    """One table of components of one kind."""
+
+    def __init__(self, kind: str, prefer: set[str] | None = None, warn: Callable[[str], None] | None = None):
+        self.kind = kind
+        self._entries: list[Entry] = []
+        self._by_name: dict[str, Entry] = {}
+        self._by_qualified: dict[str, Entry] = {}
+        self._prefer = {p.lower() for p in (prefer or ())}
+        self._warn = warn or (lambda message: None)
+        self.notes: list[str] = []  # collisions and explicit preferences, as reported
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        self._warn(message)
+
+    def add(self, entry: Entry) -> None:
+        """Add ``entry``; a bare name already taken stays with its first provider unless ``prefer`` says otherwise."""
+        self._entries.append(entry)
+        self._by_qualified.setdefault(entry.qualified.lower(), entry)
+        preferred = entry.qualified.lower() in self._prefer
+        for key in (entry.name, *entry.aliases):
+            key = key.lower()
+            holder = self._by_name.get(key)
+            if holder is None or holder is entry:
+                self._by_name[key] = entry
+            elif holder.provider == entry.provider:
+                continue  # a plugin's own alias clash: its first registration keeps the name
+            elif preferred:
+                self._by_name[key] = entry
+                self._note(f"{self.kind} {key!r} is {entry.qualified!r} (ADVKIT_PREFER); "
+                           f"{holder.qualified!r} stays reachable by that name")
+            else:
+                self._note(f"plugin {entry.provider!r} also registers {self.kind} {key!r}, which {holder.provider!r} "
+                           f"provides: {key!r} stays {holder.qualified!r}; use {entry.qualified!r} "
+                           f"(or ADVKIT_PREFER={entry.qualified})")
+
+    def with_capability(self, capability: str, value=True) -> list[Entry]:
+        """Entries that declared ``capability`` (with ``value``), in registration order."""
+        return [e for e in self._entries if e.capabilities.get(capability) == value]
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted({e.name for e in self._entries})
+
+    def all_names(self) -> list[str]:
+        """Names, aliases and qualified names: everything ``get`` accepts."""
+        return sorted(set(self._by_name) | set(self._by_qualified))
+
+    def find(self, name: str) -> Entry | None:
+        key = name.strip().lower()
+        return self._by_name.get(key) or self._by_qualified.get(key)
+
+    def get(self, name: str) -> Entry:
+        entry = self.find(name)
+        if entry is None:
+            raise unknown(self.kind, name, self.all_names())
+        return entry
+
+    def __contains__(self, name: str) -> bool:
+        return self.find(name) is not None
+
+
+def summary_of(factory: Callable) -> str:
+    doc = inspect.getdoc(factory) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def bind_params(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
+    """Check user parameters against the factory's and convert strings to the default's type."""
+    refuse_threat_params(entry.kind, entry.name, params)
+    known = {p.name: p for p in entry.params}
+    try:
+        accepts_any = any(
+            p.kind == p.VAR_KEYWORD for p in inspect.signature(entry.factory).parameters.values()
+        )
+    except (TypeError, ValueError):
+        accepts_any = True
+    out = {}
+    for key, value in params.items():
+        k = key.replace("-", "_")
+        if k not in known and not accepts_any:
+            hits = closest(k, list(known))
+            hint = f"; did you mean {hits[0]!r}?" if hits else ""
+            listing = ", ".join(known) or "none"
+            raise UserError(
+                f"{entry.kind} {entry.name!r} has no parameter {k!r}{hint} (its parameters: {listing})"
+            )
+        out[k] = convert(value, known[k].default if k in known else None, f"{entry.name}.{k}")
+        if k in entry.ranges:
+            entry.ranges[k].check(out[k], f"{entry.kind} {entry.name!r}: {k}")
+    return out
+
+
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval for a numeric parameter, declared at registration (``ranges={"steps": Range(1)}``).
+
+    ``None`` passes (it means "the factory's default"); bounds are inclusive
+    unless ``lo_open``/``hi_open``.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __str__(self) -> str:
+        left = "(" if self.lo_open else "["
+        right = ")" if self.hi_open else "]"
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{left}{lo}, {hi}{right}"
+
+    def check(self, value, where: str) -> None:
+        if value is None or isinstance(value, (str, tuple, list)):
+            return
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return
+        ok = v == v  # NaN fails
+        if self.lo is not None:
+            ok = ok and (v > self.lo if self.lo_open else v >= self.lo)
+        if self.hi is not None:
+            ok = ok and (v < self.hi if self.hi_open else v <= self.hi)
+        if not ok:
+            raise UserError(f"{where} must lie in {self}, got {value!r}")
+
+
+#: Ranges shared by many attacks.
+POSITIVE = Range(0, None, lo_open=True)
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+PROBABILITY = Range(0, 1)
+
+
+def convert(value: Any, default: Any, where: str) -> Any:
+    """Convert a command-line string to the type of ``default``."""
+    if not isinstance(value, str):
+        return value
+    v = value.strip()
+    if isinstance(default, bool):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        try:
+            return int(v)
+        except ValueError:
+            raise UserError(f"{where}: expected an integer, got {value!r}") from None
+    if isinstance(default, float) or default is None:
+        try:
+            return parse_number(v)
+        except ValueError:
+            if isinstance(default, float):
+                raise UserError(f"{where}: expected a number, got {value!r}") from None
+            if v.lower() in ("none", "null"):
+                return None
+            if v.lower() in ("true", "false"):
+                return v.lower() == "true"
+            return v
+    return v
+
+
+def parse_number(text: str) -> float | int:
+    """Parse ``8/255``, ``0.031``, ``2e-2`` or ``10``; raise ``ValueError`` otherwise."""
+    t = str(text).strip()
+    if "/" in t:
+        num, _, den = t.partition("/")
+        d = float(den)
+        if d == 0:
+            raise ValueError(f"division by zero in {text!r}")
+        return float(num) / d
+    if t.lstrip("+-").isdigit():
+        return int(t)
+    return float(t)
+
+
+def parse_options(items) -> dict[str, dict[str, str]]:
+    """Parse ``["pgd.steps=20", "cw.c=1"]`` into ``{"pgd": {"steps": "20"}, "cw": {"c": "1"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        prefix, dot, param = key.rpartition(".")
+        if not sep or not dot or not param:
+            raise UserError(f"option {item!r} must look like NAME.PARAM=VALUE (e.g. pgd.steps=20)")
+        out.setdefault(prefix.strip().lower(), {})[param.strip()] = value
+    return out
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """Parse ``"mixed:clean=0.5,fgsm=0.25"`` into ``("mixed", {"clean": "0.5", "fgsm": "0.25"})``."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise UserError(f"{spec!r}: parameters must look like key=value")
+        params[k.strip()] = v.strip()
+    return name.strip(), params

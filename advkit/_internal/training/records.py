@@ -1,0 +1,98 @@
+"""What a training run records per epoch: metrics (JSON lines and CSV), curves (PNG) and TensorBoard.
+
+``metrics.jsonl`` holds one JSON object per epoch; ``metrics.csv`` the same
+columns (:data:`CSV_COLUMNS`, notes joined by ``"; "``); ``curves.png`` two
+panels, the training loss and the accuracies (train, val clean, val robust),
+drawn with matplotlib's Agg backend. Each is rewritten whole and atomically
+at every epoch's end. When ``torch.utils.tensorboard`` imports (the
+``tensorboard`` package is installed), the same scalars go to
+``OUT/tensorboard``; without it no TensorBoard log is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from advkit._internal import checkpoint as ckpt
+from advkit._internal import files
+
+CSV_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_clean", "val_robust", "val_attack", "val_adaptive",
+               "precision", "adversary_precision", "memory_format", "time", "notes")
+FIGSIZE, DPI = (10.0, 4.0), 100  # curves.png is 1000 x 400 pixels
+
+
+def write_metrics(out: Path, history: list[dict]) -> None:
+    """``metrics.jsonl`` and ``metrics.csv`` for the whole history."""
+    files.atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history).encode())
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for h in history:
+        row = {**h, "notes": "; ".join(h.get("notes") or [])}
+        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+    files.atomic_write_bytes(out / "metrics.csv", buf.getvalue().encode())
+
+
+def plot_curves(history: list[dict]):
+    """A matplotlib figure with two panels: training loss, and accuracies per epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="training loss")
+    attack = next((h["val_attack"] for h in history if h.get("val_attack")), "attack")
+    for key, label in (("train_acc", "train"), ("val_clean", "val clean"), ("val_robust", f"val {attack}")):
+        pts = [(e, 100 * h[key]) for e, h in zip(epochs, history) if h.get(key) is not None]
+        if pts:
+            acc_ax.plot(*zip(*pts), marker="o", label=label)
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def write_curves(out: Path, history: list[dict]) -> None:
+    buf = io.BytesIO()
+    plot_curves(history).savefig(buf, format="png", dpi=DPI)
+    files.atomic_write_bytes(out / "curves.png", buf.getvalue())
+
+
+class TensorBoard:
+    """Scalars per epoch in ``OUT/tensorboard`` when ``torch.utils.tensorboard`` imports; otherwise nothing."""
+
+    def __init__(self, out: Path | None):
+        self.writer = None
+        if out is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the tensorboard package is optional (documented)
+            return
+        self.writer = SummaryWriter(log_dir=str(out / "tensorboard"))
+
+    def log(self, record: dict) -> None:
+        if self.writer is None:
+            return
+        for key in ("train_loss", "train_acc", "val_clean", "val_robust", "lr"):
+            if record.get(key) is not None:
+                self.writer.add_scalar(key.replace("_", "/", 1), float(record[key]), int(record["epoch"]))
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_records(out: Path, history: list[dict], tensorboard: TensorBoard) -> None:
+    """Everything the epoch records, before its state is committed."""
+    write_metrics(out, history)
+    write_curves(out, history)
+    tensorboard.log(history[-1])

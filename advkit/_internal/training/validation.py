@@ -1,0 +1,76 @@
+"""Per-epoch validation: clean accuracy and robust accuracy under a registered attack.
+
+The attack goes through :meth:`advkit._internal.attack.Attack.run` like in an
+evaluation: an output that leaves the threat model stops training with a
+threat-model violation. On a stochastic model (LWTA, noise injection) the
+attack is the one ``advkit eval`` runs: its declared adaptive counterpart, or
+the attack on the mean logits of ``eot`` forward passes (EOT). With ``eot``
+of 1 the figure comes from a single sample, and the epoch line says that it
+is not adaptive.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from advkit._internal.adversary import frozen
+from advkit._internal.progress import progress
+
+
+def parse_attack(spec: str | None):
+    """``(name, params)`` of a ``"name:k=v"`` spec, or None for no attack (``None``/``"none"``)."""
+    from advkit._internal.registry import parse_spec
+
+    if not spec or str(spec).strip().lower() == "none":
+        return None
+    return parse_spec(str(spec))
+
+
+class Validator:
+    """Validation of one run: the held-out tensors, the attack, and how its figure is labelled."""
+
+    def __init__(self, model, x, y, threat, spec: str | None, *, stochastic: bool, eot: int,
+                 batch_size: int, dist, quiet: bool):
+        from advkit._internal.attack import create_attack
+        from advkit._internal.evaluation.engine import EOTModel, adaptive_name
+
+        self.model, self.x, self.y = model, x, y
+        self.batch_size, self.dist, self.quiet = batch_size, dist, quiet
+        self.attack = self.label = self.adaptive = None
+        parsed = parse_attack(spec)
+        if parsed is None:
+            return
+        name, params = parsed
+        run_name = adaptive_name(name, stochastic)
+        target = model
+        if stochastic and run_name == name and eot > 1:
+            target = EOTModel(model, eot).eval()
+        self.attack = create_attack(run_name, target, threat, **params)
+        self.label = run_name if run_name == name else f"{name}->{run_name}"
+        if stochastic:
+            self.adaptive = ("adaptive" if run_name != name else f"EOT {eot}") if (run_name != name or eot > 1) \
+                else "single sample, not adaptive"
+
+    def __call__(self, epoch: int) -> tuple[float, float | None]:
+        """Clean accuracy (inference mode) and robust accuracy on this rank's shard, summed over ranks."""
+        model, dist = self.model, self.dist
+        model.eval()
+        xs, ys = self.x[dist.rank::dist.world], self.y[dist.rank::dist.world]
+        clean = robust = 0
+        starts = range(0, xs.shape[0], self.batch_size)
+        bar = progress(len(starts), f"validate {epoch}", quiet=self.quiet, unit="batch")
+        for i in starts:
+            xb, yb = xs[i:i + self.batch_size], ys[i:i + self.batch_size]
+            with torch.inference_mode():
+                clean += int((model(xb).argmax(1) == yb).sum())
+            if self.attack is not None:
+                with frozen(model):
+                    x_adv = self.attack.run(xb, yb).x_adv
+                with torch.no_grad():
+                    robust += int((model(x_adv).argmax(1) == yb).sum())
+            bar.update(1)
+        bar.close()
+        total, clean, robust = dist.all_sum([float(xs.shape[0]), float(clean), float(robust)], self.x.device)
+        if total == 0:
+            return float("nan"), None
+        return clean / total, (robust / total if self.attack is not None else None)
