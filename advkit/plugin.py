@@ -42,7 +42,9 @@ _NAMES: dict[str, str | tuple[str, str]] = {
     # attacks
     "LibraryAttack": "attack",
     "create_attack": "attack",
-    "PassCounter": "attack",
+    "PassCounter": "counter",
+    "Passes": "passes",
+    "Stage": "passes",
     # the training adversary
     "PGDAdversary": "adversary",
     "PGDSettings": "adversary",

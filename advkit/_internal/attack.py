@@ -25,15 +25,17 @@ The training engine verifies its adversary's output with the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from advkit._internal.errors import ThreatViolation
+from advkit._internal.passes import Passes
 from advkit._internal.registry import Entry, bind_params
 
 if TYPE_CHECKING:  # torch is imported when an attack runs, so that registering attacks stays light
     import torch
 
+    from advkit._internal.counter import PassCounter
     from advkit._internal.threat import ThreatModel
 
 
@@ -44,13 +46,17 @@ class LibraryAttack:
     ``implementation``: the library, its version and the class
     (``"torchattacks 3.5.1 PGD"``); ``report``: JSON-able details (the
     library's own parameters...), shared with the report, so a run may add
-    notes to it; ``state``: the library's attack object once built.
+    notes to it; ``state``: the library's attack object once built;
+    ``stages``: its plan, the worst-case passes per attacked point of each
+    stage in the order they run (:class:`advkit.plugin.Stage`), which the cost
+    estimate and the progress bar use (what it actually spends is counted).
     """
 
     run: Callable
     implementation: str
     report: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)
+    stages: list = field(default_factory=list)
 
     def __call__(self, x, y):
         return self.run(x, y)
@@ -58,10 +64,12 @@ class LibraryAttack:
 
 @dataclass
 class AttackOutput:
-    """One verified batch: the adversarial examples and which points were dropped (minimum-norm only)."""
+    """One verified batch: the adversarial examples, which points were dropped (minimum-norm only), and
+    the model passes the attack spent on the batch (counted, not declared)."""
 
     x_adv: torch.Tensor
     dropped: torch.Tensor  # bool per point: outside the budget, replaced by its clean input
+    passes: Passes = field(default_factory=Passes)
 
 
 def verified(who: str, threat: ThreatModel, clean: torch.Tensor, out, *, eps=None,
@@ -151,6 +159,8 @@ class Attack:
     implementation: str = ""
     extra: dict = field(default_factory=dict)
     stats: dict = field(default_factory=lambda: {"points": 0, "dropped": 0})
+    counter: PassCounter | None = None  # counts the passes of the model the attack sees
+    stages: list = field(default_factory=list)  # the plugin's declared plan (LibraryAttack.stages)
 
     @property
     def minimum_norm(self) -> bool:
@@ -160,7 +170,7 @@ class Attack:
     def black_box(self) -> bool:
         return bool(self.entry.can("black_box"))
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, eps=None) -> AttackOutput:
+    def run(self, x: torch.Tensor, y: torch.Tensor) -> AttackOutput:
         """Attack a batch: the only path from an engine to a plugin's attack (see the module docstring)."""
         import torch
 
@@ -173,6 +183,7 @@ class Attack:
         if was_training:
             self.model.eval()
         before = _weights(self.model)
+        start = replace(self.counter.count) if self.counter is not None else Passes()  # a copy
         try:
             with torch.enable_grad():
                 out = self.fn(clean.clone(), labels.clone())
@@ -186,8 +197,9 @@ class Attack:
         if changed:
             raise ThreatViolation(f"attack {self.name!r} ({self.implementation}) changed the model's "
                                   f"{changed} during its call; the run stops (an attack must leave the model as it was)")
-        result = verified(f"attack {self.name!r} ({self.implementation})", self.threat, clean, out, eps=eps,
+        result = verified(f"attack {self.name!r} ({self.implementation})", self.threat, clean, out,
                           minimum_norm=self.minimum_norm)
+        result.passes = (self.counter.count - start) if self.counter is not None else Passes()
         self.stats["points"] += int(clean.shape[0])
         self.stats["dropped"] += int(result.dropped.sum())
         return result
@@ -238,9 +250,13 @@ def create_attack(
         threat = ThreatModel.parse(norm or threat.norm, eps if eps is not None else threat.eps, bounds=threat.bounds)
     entry = registry("attack").get(name)
     kwargs = bind_params(entry, params)
-    fn = entry.factory(model, threat, **kwargs)
+    from advkit._internal.counter import counted
+
+    target, counter = counted(model)
+    fn = entry.factory(target, threat, **kwargs)
     impl = getattr(fn, "implementation", "") or f"{entry.package} {entry.version}".strip() or entry.qualified
     return Attack(
         name=name.lower(), entry=entry, model=model, threat=threat, params=kwargs, fn=fn,
-        implementation=impl, extra=getattr(fn, "report", None) or {},
+        implementation=impl, extra=getattr(fn, "report", None) or {}, counter=counter,
+        stages=list(getattr(fn, "stages", None) or []),
     )

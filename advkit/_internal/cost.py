@@ -1,76 +1,233 @@
-"""What a run will cost: the model's time per pass, and the estimate said before a long evaluation."""
+"""What a run will cost, before and while it runs: seconds per pass, and a plan of the passes left.
+
+advkit's own estimator (no library plans an attack run). Work is counted in
+model passes (:mod:`advkit._internal.passes`), and turned into seconds with the
+model's time per forward and per backward image, measured at the run's batch
+size on the run's device (:func:`calibrate`) and corrected as the run goes by
+the ratio of the seconds spent to the seconds the passes done were expected to take.
+
+:class:`Plan` holds one evaluation's attacks in the order they run. Each knows
+its declared stages (worst-case passes per point), the points it will see (known
+when it starts; before that, the survivors of the attacks before it, at the
+break rates seen so far) and, once it has finished batches, its measured passes
+per point, which replace the declaration for its other batches. From it:
+
+- :meth:`Plan.range`: the announced range, from "the cascade leaves what the
+  first attack's break rate says, and every later attack stops after its first
+  stage" up to "no point breaks from here on";
+- :meth:`Plan.remaining`: the live estimate, with the batch in progress read
+  from the counter (the stage it is in and the points it still works on).
+"""
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
 
-from advkit._internal.progress import format_seconds
+from advkit._internal.passes import Passes, Stage
 
 
 def calibrate(model, x, y, repeats: int = 2) -> dict:
-    """Seconds per image of one forward and of one forward+backward pass of ``model`` on the batch ``x``.
+    """Seconds of ``model``'s forward and forward+backward passes on the batch ``x``: per image at this
+    batch size (``forward``, ``backward``), and split into a cost per call and per image, from a second
+    timing at an eighth of the batch (``forward_call``, ``forward_image``, ``backward_call``, ``backward_image``).
 
     The fastest of ``repeats`` timed passes after one warm-up pass; the model's mode is left as it was.
     """
     import torch
     import torch.nn.functional as F
 
-    def timed(fn) -> float:
-        fn()
+    def timed(fn, xb, yb) -> float:
+        fn(xb, yb)
         best = float("inf")
         for _ in range(repeats):
-            if x.is_cuda:
-                torch.cuda.synchronize(x.device)
+            if xb.is_cuda:
+                torch.cuda.synchronize(xb.device)
             t0 = time.perf_counter()
-            fn()
-            if x.is_cuda:
-                torch.cuda.synchronize(x.device)
+            fn(xb, yb)
+            if xb.is_cuda:
+                torch.cuda.synchronize(xb.device)
             best = min(best, time.perf_counter() - t0)
-        return best / x.shape[0]
+        return best
 
-    def forward():
+    def forward(xb, yb):
         with torch.no_grad():
-            model(x)
+            model(xb)
 
-    def backward():
-        xg = x.detach().clone().requires_grad_(True)
+    def backward(xb, yb):
+        xg = xb.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
+            torch.autograd.grad(F.cross_entropy(model(xg), yb), xg)
 
-    return {"forward": timed(forward), "backward": timed(backward)}
+    big, small = x.shape[0], max(1, x.shape[0] // 8)
+    out = {}
+    for name, fn in (("forward", forward), ("backward", backward)):
+        t_big = timed(fn, x, y)
+        t_small = timed(fn, x[:small], y[:small]) if small < big else t_big
+        slope = max((t_big - t_small) / (big - small), 0.0) if big > small else t_big / big
+        out[name] = t_big / big
+        out[f"{name}_image"] = slope if slope > 0 else t_big / big
+        out[f"{name}_call"] = max(t_big - out[f"{name}_image"] * big, 0.0)
+    return out
 
 
-def estimate_seconds(per_image: dict, passes: dict, points: int) -> float:
-    """Time to attack ``points`` images with ``passes`` per image (``{"backward": n, "forward": m}``:
-    forward+backward and forward-only passes, counted as if no point broke early), given
-    :func:`calibrate`'s ``per_image`` seconds."""
-    return points * (passes.get("backward", 0) * per_image["backward"] + passes.get("forward", 0) * per_image["forward"])
+class Clock:
+    """Seconds for a number of passes: calibrated, then corrected by what the run has measured."""
+
+    def __init__(self, per_image: dict):
+        f_img, f_call = per_image.get("forward_image", per_image["forward"]), per_image.get("forward_call", 0.0)
+        b_img = per_image.get("backward_image", per_image["backward"])
+        b_call = per_image.get("backward_call", 0.0)
+        # a backward pass alone: forward+backward minus its forward
+        self.costs = (f_img, max(b_img - f_img, 0.0), f_call, max(b_call - f_call, 0.0))
+        self.spent = 0.0
+        self.expected = 0.0
+
+    def raw(self, p: Passes) -> float:
+        return sum(c * n for c, n in zip(self.costs, p.as_tuple()))
+
+    @property
+    def factor(self) -> float:
+        return self.spent / self.expected if self.expected > 0 and self.spent > 1.0 else 1.0
+
+    def seconds(self, p: Passes) -> float:
+        return self.raw(p) * self.factor
+
+    def observe(self, p: Passes, seconds: float) -> None:
+        """A finished piece of work: its passes took ``seconds``."""
+        self.expected += self.raw(p)
+        self.spent += seconds
 
 
-def cost_estimate(attacks, x, y, points: int, *, threshold: float = 180.0, calibration_batch: int = 32) -> str | None:
-    """A line announcing a long evaluation, or ``None`` when it should take under ``threshold`` seconds.
+def declared(stages: list[Stage]) -> Passes:
+    """The worst-case passes per point of a whole plan (calls: one batch)."""
+    total = Passes()
+    for s in stages:
+        total = total + s.passes()
+    return total
 
-    ``attacks``: :class:`advkit._internal.attack.Attack` objects (their ``name``, their target ``model``, and the
-    ``passes`` per point their plugin declares in ``extra``; an attack that declares none is named as not
-    estimated); ``points``: how many images each may see at most; ``x, y``: a batch on the device the
-    attacks run on; its first ``calibration_batch`` images time each target model once (:func:`calibrate`:
-    a few seconds at most for a ResNet on a CPU).
-    """
-    known = [a for a in attacks if a.extra.get("passes")]
-    if not known or points <= 0:
-        return None
-    x, y = x[:calibration_batch], y[:calibration_batch]
-    timed: dict[int, dict] = {}
-    for a in known:
-        if id(a.model) not in timed:
-            timed[id(a.model)] = calibrate(a.model, x, y)
-    parts = [(a.name, estimate_seconds(timed[id(a.model)], a.extra["passes"], points)) for a in known]
-    total = sum(t for _, t in parts)
-    if total < threshold:
-        return None
-    detail = ", ".join(f"{name} {format_seconds(t)}" for name, t in parts)
-    unknown = [a.name for a in attacks if not a.extra.get("passes")]
-    tail = f"; {', '.join(unknown)} not estimated" if unknown else ""
-    per = min(t["backward"] for t in timed.values())
-    return (f"estimated time: about {format_seconds(total)} for {len(known)} attack(s) on up to {points} points "
-            f"({detail}{tail}; one forward+backward pass takes {1000 * per:.2f} ms per image here)")
+
+@dataclass
+class AttackPlan:
+    """One attack of the run, as far as its cost is known."""
+
+    name: str
+    stages: list[Stage]
+    points: int | None = None  # the points it runs on; None until the attacks before it have finished
+    done_points: int = 0  # points of finished batches
+    done_batches: int = 0
+    done_passes: Passes = field(default_factory=Passes)
+    broken: int = 0
+
+    def cost(self, points: float, batches: float, *, first_stage_only: bool = False) -> Passes | None:
+        """Passes for ``points`` points in ``batches`` batches: measured per point and per batch once a
+        batch is done, else declared (worst case, or its first stage only); None when unknown."""
+        if self.done_points:
+            d = self.done_passes
+            per_image = Passes(d.forward, d.backward).scaled(1 / self.done_points)
+            per_call = Passes(0, 0, d.forward_calls, d.backward_calls).scaled(1, 1 / self.done_batches)
+            return per_image.scaled(points) + per_call.scaled(1, batches)
+        if not self.stages:
+            return None
+        plan = self.stages[:1] if first_stage_only else self.stages
+        total = Passes()
+        for s in plan:
+            total = total + s.passes(points, batches)
+        return total
+
+    @property
+    def survival(self) -> float | None:
+        return 1.0 - self.broken / self.done_points if self.done_points else None
+
+
+@dataclass
+class InBatch:
+    """The batch in progress: its points, the stage it is in, the passes done in it and in its stage."""
+
+    points: int
+    start: Passes
+    stage: int = 0
+    stage_start: Passes = field(default_factory=Passes)
+    live: int = 0
+
+    def remaining(self, plan: AttackPlan, now: Passes) -> Passes:
+        """Passes left in this batch: the rest of its stage, then the later stages, for the points still live."""
+        done = now - self.start
+        if plan.done_points:  # measured passes per point and per batch: what is left of them
+            whole = plan.cost(self.points, 1)
+            return Passes(*(max(a - b, 0) for a, b in zip(whole.as_tuple(), done.as_tuple())))
+        if not plan.stages:
+            return Passes()
+        live = self.live or self.points
+        k = min(self.stage, len(plan.stages) - 1)
+        in_stage = now - self.stage_start
+        cur = plan.stages[k].passes(live)
+        left = Passes(*(max(a - b, 0) for a, b in zip(cur.as_tuple(), in_stage.as_tuple())))
+        for s in plan.stages[k + 1:]:
+            left = left + s.passes(live)
+        return left
+
+
+class Plan:
+    """The attacks of one evaluation, in order; see the module docstring."""
+
+    def __init__(self, attacks: list[AttackPlan], clock: Clock, correct: int, independent: bool, batch_size: int):
+        self.attacks, self.clock, self.correct, self.independent = attacks, clock, correct, independent
+        self.batch_size = max(int(batch_size), 1)
+        self.batch: InBatch | None = None
+        self.current = 0
+        self.trace: list[tuple[float, float]] = []  # (seconds since the start, estimated seconds left)
+        self.t0 = time.perf_counter()
+
+    def expected_points(self, k: int, *, breaks: bool) -> float:
+        """Points attack ``k`` will see: known once it started; else the survivors of the attacks before it,
+        at their observed survival rates (``breaks``) or with no point broken from here on."""
+        a = self.attacks[k]
+        if a.points is not None:
+            return a.points
+        if self.independent:
+            return self.correct
+        prev = self.attacks[k - 1]
+        before = self.expected_points(k - 1, breaks=breaks)
+        if not breaks or prev.survival is None:
+            return before - prev.broken
+        left = max(before - prev.done_points, 0)
+        return before - prev.broken - left * (1 - prev.survival)
+
+    def _later(self, k: int, *, breaks: bool, first_stage_only: bool = False) -> float:
+        """Seconds for the unfinished batches of attack ``k`` (not counting a batch in progress)."""
+        a = self.attacks[k]
+        in_progress = self.batch.points if (self.batch is not None and k == self.current) else 0
+        points = max(self.expected_points(k, breaks=breaks) - a.done_points - in_progress, 0)
+        cost = a.cost(points, math.ceil(points / self.batch_size), first_stage_only=first_stage_only)
+        return self.clock.seconds(cost) if cost is not None else 0.0
+
+    def remaining(self, now: Passes | None = None) -> float:
+        """Seconds left in the run, now (``now``: the counter of the attack in progress)."""
+        left = 0.0
+        if self.batch is not None and now is not None:
+            left += self.clock.seconds(self.batch.remaining(self.attacks[self.current], now))
+        for k in range(self.current, len(self.attacks)):
+            left += self._later(k, breaks=True)
+        return left
+
+    def range(self) -> tuple[float, float]:
+        """``(low, high)`` seconds for what is left; see the module docstring."""
+        low = sum(self._later(k, breaks=True, first_stage_only=True) for k in range(self.current, len(self.attacks)))
+        high = sum(self._later(k, breaks=False) for k in range(self.current, len(self.attacks)))
+        return low, high
+
+    def batch_starts(self, points: int) -> None:
+        """A batch of the current attack is about to be computed (a hook for announcing the plan)."""
+
+    def batch_ends(self) -> None:
+        """A computed batch has ended."""
+
+    def record(self, now: Passes | None) -> float:
+        """The live estimate, also kept in :attr:`trace` (at most every two seconds)."""
+        eta = self.remaining(now)
+        t = time.perf_counter() - self.t0
+        if not self.trace or t - self.trace[-1][0] >= 2.0:
+            self.trace.append((round(t, 2), round(eta, 2)))
+        return eta

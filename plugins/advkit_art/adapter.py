@@ -172,4 +172,17 @@ def build(spec: Spec, model, threat, params: dict) -> LibraryAttack:
     version = dist_version("adversarial-robustness-toolbox")
     shown = {k: _shown(v) for k, v in kwargs.items()}
     report = {"attack_class": f"art.attacks.evasion.{spec.cls}", "attack_params": shown}
-    return LibraryAttack(run, f"ART {version} {spec.cls}", report=report, state=state)
+    return LibraryAttack(run, f"ART {version} {spec.cls}", report=report, state=state, stages=stages(spec, kwargs))
+
+
+def stages(spec: Spec, kwargs: dict) -> list:
+    """The plan of gradient attacks with ``max_iter`` steps (times their random starts): one forward and
+    one backward pass per step, one forward more to start; FGSM one of each. Others are counted, not planned."""
+    from advkit.plugin import Stage
+
+    starts = max(int(kwargs.get("num_random_init") or 0), 1)
+    if not spec.black_box and isinstance(kwargs.get("max_iter"), int):
+        return [Stage(spec.cls, (kwargs["max_iter"] + 1) * starts, kwargs["max_iter"] * starts)]
+    if spec.cls == "FastGradientMethod":
+        return [Stage(spec.cls, 1, 1)]
+    return []

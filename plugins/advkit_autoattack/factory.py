@@ -13,7 +13,7 @@ import inspect
 
 from advkit.plugin import UserError
 from advkit_autoattack import backends
-from advkit_autoattack.progress import Tracker, passes
+from advkit_autoattack.progress import Tracker, stages
 from advkit.plugin import LibraryAttack, dist_version
 
 
@@ -72,10 +72,16 @@ def build(model, threat, *, version: str, attacks: str | list[str] = "", seed: i
         "autoattack_budget": dict(budget),
         "autoattack_standard": impl != "torchattacks" and version == "standard" and not subset and not budget,
         "autoattack_warnings": notes,  # filled during runs (shared with the report)
-        # worst-case passes per attacked point, for cost estimates (torchattacks' APGD runs 10 steps)
-        "passes": passes(version, list(run_list), budget if impl != "torchattacks" else {"n_iter": 10, **budget}),
     }
-    return LibraryAttack(run, label, report=report, state=state)
+    # the plan: worst-case passes per attacked point of each sub-attack (torchattacks' APGD runs 10 steps)
+    plan = stages(version, list(run_list), budget if impl != "torchattacks" else {"n_iter": 10, **budget},
+                  n_classes=_classes(model))
+    return LibraryAttack(run, label, report=report, state=state, stages=plan)
+
+
+def _classes(model) -> int:
+    declared = getattr(model, "num_classes", None)
+    return declared if isinstance(declared, int) and declared > 1 else 10
 
 
 def aa(model, threat, attacks: str = "", n_iter: int | None = None, n_restarts: int | None = None,

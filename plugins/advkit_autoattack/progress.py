@@ -9,8 +9,9 @@ Square's queries is shown next to the bar through :func:`advkit.plugin.activity`
 here: it is off by default, and on it prints every iteration's loss. Only
 counters are added; the attacks themselves run unchanged.
 
-:func:`passes` is the worst-case work per attacked point (no point broken
-early), from the version's settings, for the engine's cost estimate.
+:func:`stages` is the plan of a run: the worst-case work per attacked point
+of each sub-attack (no point broken early), from the version's settings, for
+the engine's cost estimate and progress bar.
 """
 
 from __future__ import annotations
@@ -33,27 +34,32 @@ SETTINGS = {
 }
 
 
-def passes(version: str, attacks: list[str], budget: dict, n_classes: int = 10) -> dict:
-    """Forward+backward (``backward``) and forward-only (``forward``) passes per point, at most.
+def stages(version: str, attacks: list[str], budget: dict, n_classes: int = 10) -> list:
+    """The plan of a run: per sub-attack, its worst-case forward and backward passes per attacked point.
 
-    APGD: one gradient per iteration and EOT sample; FAB untargeted: one per class and iteration;
-    FAB-T: one per iteration and target; Square: one forward per query. ``n_restarts`` applies to APGD,
-    FAB and Square, as :func:`advkit_autoattack.backends.set_budget` sets it.
+    Per iteration, APGD takes one forward and one backward pass per EOT sample (plus a forward to start);
+    FAB untargeted one backward per class (its Jacobian) and two forwards; FAB-T and APGD-T run once per
+    target; Square takes one forward per query. ``n_restarts`` applies to APGD, FAB and Square, as
+    :func:`advkit_autoattack.backends.set_budget` sets it. (Measured on small CNNs, the counts per point
+    of points that never break match these within a few passes.)
     """
+    from advkit.plugin import Stage
+
     s = dict(SETTINGS[version])
     if "n_restarts" in budget:
         s["apgd_restarts"] = s["fab_restarts"] = s["square_restarts"] = budget["n_restarts"]
     s.update({k: v for k, v in budget.items() if k in s})
-    grad = {
-        "apgd-ce": s["n_iter"] * s["apgd_restarts"] * s["eot_iter"],
-        "apgd-dlr": s["n_iter"] * s["apgd_restarts"] * s["eot_iter"],
-        "apgd-t": s["n_iter"] * s["n_target_classes"],
-        "fab": s["n_iter"] * s["fab_restarts"] * n_classes,
-        "fab-t": s["n_iter"] * s["n_target_classes"],
-        "square": 0,
+    it, targets = s["n_iter"], min(s["n_target_classes"], n_classes - 1)
+    apgd = (it + 1, it)
+    runs = {
+        "apgd-ce": (apgd, s["apgd_restarts"] * s["eot_iter"]),
+        "apgd-dlr": (apgd, s["apgd_restarts"] * s["eot_iter"]),
+        "apgd-t": (apgd, targets),
+        "fab": ((2 * it + 3, it * n_classes), s["fab_restarts"]),
+        "fab-t": ((2 * it + 3, it), targets),
+        "square": ((s["n_queries"] + 1, 0), s["square_restarts"]),
     }
-    return {"backward": sum(grad[a] for a in attacks),
-            "forward": s["n_queries"] * s["square_restarts"] if "square" in attacks else 0}
+    return [Stage(LABELS[a], runs[a][0][0] * runs[a][1], runs[a][0][1] * runs[a][1]) for a in attacks]
 
 
 class Tracker:
@@ -94,7 +100,8 @@ class Tracker:
         def perturb(*args, **kwargs):
             self.current = self._name(obj)
             self.unit, self.units, self.queries = 0, self._units(self.current, obj), 0
-            activity(self.text(), force=True)
+            stage = self.run_list.index(self.current) if self.current in self.run_list else None
+            activity(self.text(), force=True, stage=stage)
             return fn(*args, **kwargs)
 
         return perturb

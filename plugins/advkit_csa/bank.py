@@ -236,55 +236,98 @@ def build_bank(
     ``torchrun`` the ranks share the chunks of ``chunk`` images and all return
     the same bank.
     """
-    from advkit.plugin import barrier, is_main
-    from advkit_csa.players import FrequencyPlayers
-    from advkit_csa.shards import chunk_bounds, missing_chunks, remove_partials, run_chunks
-
     if int(per_class) < 1 or int(chunk) < 1:
         raise UserError(f"csa bank: per_class and chunk must be >= 1, got {per_class!r} and {chunk!r}")
     info = data.info
-    shape = tuple(info.input_shape)
-    players = FrequencyPlayers(shape[-2:], grid)
-    labels = dataset_labels(data)
-    positions = choose_images(labels, info.num_classes, int(per_class), seed)
-    base_idx = torch.as_tensor(data.indices, dtype=torch.long)[positions] if getattr(data, "indices", None) is not None else positions
-    settings = estimator_settings(estimator, players=players, pairs=pairs, target_loss=target_loss, permutations=permutations,
-                                  target_se=target_se, value=value, per_class=per_class, seed=seed)
+    chosen = _choose(data, per_class, seed, grid)
+    settings = estimator_settings(estimator, players=chosen.players, pairs=pairs, target_loss=target_loss,
+                                  permutations=permutations, target_se=target_se, value=value, per_class=per_class, seed=seed)
     fingerprint = model_fingerprint(model)
-    key = bank_key(fingerprint, info.name, info.split, base_idx, settings)
+    key = bank_key(fingerprint, info.name, info.split, chosen.indices, settings)
     out = Path(out)
     path = out / f"nfc-bank-{key}.safetensors"
     if path.is_file() and path.with_suffix(".json").is_file():
         return NFCBank.load(path), path
+    _ensure_writable(out)
+    t = _compute(model, data, chosen, settings, out, key, batch_size, int(chunk), progress)
+    meta = {"format": FORMAT, "key": key, "model_fingerprint": fingerprint, "dataset": info.name, "split": info.split,
+            "num_classes": info.num_classes, "input_shape": list(info.input_shape),
+            "players": chosen.players.describe(), "settings": settings, "images": len(chosen.positions),
+            "forward_passes": int(t["passes"].sum())}
+    bank = NFCBank(t["real"], t["imag"], chosen.labels[chosen.positions].long(), chosen.indices.long(), t["values"],
+                   t["stderr"], meta, t["passes"])
+    _save_from_main(bank, path, out, key)
+    return bank, path
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """The images a bank is built from: ``positions`` in the data, their dataset ``indices``.
+
+    ``labels``: of every image of the data; ``players``: the frequency players of its images.
+    """
+
+    players: object
+    labels: torch.Tensor
+    positions: torch.Tensor
+    indices: torch.Tensor
+
+
+def _choose(data, per_class: int, seed: int, grid) -> _Chosen:
+    """The players and the ``per_class`` images of each class of ``data`` that the bank holds."""
+    from advkit_csa.players import FrequencyPlayers
+
+    info = data.info
+    players = FrequencyPlayers(tuple(info.input_shape)[-2:], grid)
+    labels = dataset_labels(data)
+    positions = choose_images(labels, info.num_classes, int(per_class), seed)
+    given = getattr(data, "indices", None)
+    indices = torch.as_tensor(given, dtype=torch.long)[positions] if given is not None else positions
+    return _Chosen(players, labels, positions, indices)
+
+
+def _ensure_writable(out: Path) -> None:
+    """Create the directory ``out``; a :class:`UserError` when it cannot be written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not os.access(out, os.W_OK):
             raise PermissionError(13, "not writable")
     except OSError as exc:
         raise UserError(f"cannot write the NFC bank into {out}: {exc.strerror or exc}") from None
+
+
+def _compute(model, data, chosen: _Chosen, settings: dict, out: Path, key: str, batch_size: int | None, chunk: int,
+             progress: bool) -> dict:
+    """The bank's tensors, computed by chunks of ``chunk`` images (partial files in ``out``: resumed, shared by ranks)."""
+    from advkit.plugin import is_main
+    from advkit_csa.shards import chunk_bounds, missing_chunks, run_chunks
+
     device = next(iter(model.parameters())).device
     batch_size = int(batch_size) if batch_size else default_batch_size(device)
+    positions, labels, players = chosen.positions, chosen.labels, chosen.players
 
     def compute(a: int, b: int) -> dict:
         sel = positions[a:b]
         xs = torch.stack([data[int(i)][0] for i in sel]).float().to(device)
-        r = _estimate(model, xs, labels[sel].to(device), settings, players, batch_size, base_idx[a:b].tolist())
+        r = _estimate(model, xs, labels[sel].to(device), settings, players, batch_size, chosen.indices[a:b].tolist())
         spec = nfc_spectra(xs, r.values.to(device), players).cpu()
         return {"values": r.values, "stderr": r.stderr, "real": spec.real, "imag": spec.imag, "passes": r.passes}
 
-    missing = missing_chunks(out, key, len(positions), int(chunk))
+    missing = missing_chunks(out, key, len(positions), chunk)
     if progress and missing and is_main():
-        todo = torch.cat([torch.arange(a, b) for a, b in (chunk_bounds(len(positions), int(chunk))[c] for c in missing)])
+        todo = torch.cat([torch.arange(a, b) for a, b in (chunk_bounds(len(positions), chunk)[c] for c in missing)])
         announce_cost(model, data, positions[todo], labels, settings, players, batch_size, device)
-    t = run_chunks(out, key, len(positions), int(chunk), compute, progress=progress, desc=f"NFC bank ({info.name})",
-                   missing=missing)
-    meta = {"format": FORMAT, "key": key, "model_fingerprint": fingerprint, "dataset": info.name, "split": info.split,
-            "num_classes": info.num_classes, "input_shape": list(shape), "players": players.describe(),
-            "settings": settings, "images": len(positions), "forward_passes": int(t["passes"].sum())}
-    bank = NFCBank(t["real"], t["imag"], labels[positions].long(), base_idx.long(), t["values"], t["stderr"], meta, t["passes"])
+    return run_chunks(out, key, len(positions), chunk, compute, progress=progress, desc=f"NFC bank ({data.info.name})",
+                      missing=missing)
+
+
+def _save_from_main(bank: NFCBank, path: Path, out: Path, key: str) -> None:
+    """Once every rank has read the chunk files, the main rank writes the bank and removes them."""
+    from advkit.plugin import barrier, is_main
+    from advkit_csa.shards import remove_partials
+
     barrier()  # every rank has read the chunk files
     if is_main():
         bank.save(path)
         remove_partials(out, key)
     barrier()
-    return bank, path

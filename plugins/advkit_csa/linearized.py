@@ -58,6 +58,7 @@ values, use the permutation estimator.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -270,31 +271,46 @@ def gradient_shapley(
     if generator is not None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     players = FrequencyPlayers(tuple(x.shape[-2:]), grid)
-    p, n = players.num_players, x.shape[0]
-    device = _device_of(model)
-    indices = list(range(n)) if indices is None else [int(i) for i in indices]
-    group = max(1, min(64, (256 << 20) // max(p * x[0].numel() * 4, 1)))
+    indices = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
     grads = _Gradients(model, value, batch_size)
-    values, stderr = torch.zeros(n, p), torch.zeros(n, p)
-    v_full, v_empty = torch.zeros(n), torch.zeros(n)
-    used, passes = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    estimate_group = functools.partial(_group, pairs=int(pairs), target_loss=target_loss, exact_share=exact_share,
+                                       round_pairs=int(round_pairs))
     t_start = time.perf_counter()
-    bar = progress_bar(n * int(pairs), "freq-shapley (gradient)", quiet=not progress, unit="pair")
+    out = _estimate_all(model, grads, players, x, y, [image_seed(seed, i, "gradient") for i in indices], estimate_group,
+                        int(pairs), progress)
+    settings = {"estimator": "gradient", "grid": list(players.grid), "players": players.num_players, "value": value,
+                "pairs": int(pairs), "target_loss": target_loss, "exact_share": exact_share, "round_pairs": int(round_pairs),
+                "seed": int(seed)}
+    timing = {"total_s": time.perf_counter() - t_start, "model_s": grads.seconds, "gradients": grads.evaluations,
+              "forwards": grads.forwards, "passes": int(out["passes"].sum()), "pairs": out["pairs"].tolist()}
+    return ShapleyResult(out["values"], out["stderr"], out["v_full"], out["v_empty"], torch.zeros(x.shape[0], dtype=torch.long),
+                         out["passes"], players, settings, timing)
+
+
+def _estimate_all(model, grads: _Gradients, players, x, y, seeds: list[int], estimate_group, pairs: int, progress: bool) -> dict:
+    """Every image, a group at a time, with ``model`` in eval mode: the per-image tensors of the result.
+
+    A group is as many images as their per-player reconstructions fit in memory
+    together (at most 64); ``estimate_group`` is :func:`_group` with the pair
+    settings bound, ``seeds`` the per-image seeds.
+    """
+    n, p = x.shape[0], players.num_players
+    device = _device_of(model)
+    group = max(1, min(64, (256 << 20) // max(p * x[0].numel() * 4, 1)))
+    out = {"values": torch.zeros(n, p), "stderr": torch.zeros(n, p), "v_full": torch.zeros(n), "v_empty": torch.zeros(n),
+           "pairs": torch.zeros(n, dtype=torch.long), "passes": torch.zeros(n, dtype=torch.long)}
+    bar = progress_bar(n * pairs, "freq-shapley (gradient)", quiet=not progress, unit="pair")
     was_training = getattr(model, "training", False)
     model.eval()
     try:
         for start in range(0, n, group):
-            ids = indices[start : start + group]
-            out = _group(grads, players, x[start : start + group].to(device).float(), y[start : start + group].to(device).long(),
-                         [image_seed(seed, i, "gradient") for i in ids], int(pairs), target_loss, exact_share, int(round_pairs), bar)
-            for name, dst in (("values", values), ("stderr", stderr), ("v_full", v_full), ("v_empty", v_empty),
-                              ("pairs", used), ("passes", passes)):
-                dst[start : start + len(ids)] = out[name]
+            group_seeds = seeds[start : start + group]
+            rows = slice(start, start + len(group_seeds))
+            res = estimate_group(grads, players, x[start : start + group].to(device).float(),
+                                 y[start : start + group].to(device).long(), group_seeds, bar=bar)
+            for name, dst in out.items():
+                dst[rows] = res[name]
     finally:
         bar.close()
         model.train(was_training)
-    settings = {"estimator": "gradient", "grid": list(players.grid), "players": p, "value": value, "pairs": int(pairs),
-                "target_loss": target_loss, "exact_share": exact_share, "round_pairs": int(round_pairs), "seed": int(seed)}
-    timing = {"total_s": time.perf_counter() - t_start, "model_s": grads.seconds, "gradients": grads.evaluations,
-              "forwards": grads.forwards, "passes": int(passes.sum()), "pairs": used.tolist()}
-    return ShapleyResult(values, stderr, v_full, v_empty, torch.zeros(n, dtype=torch.long), passes, players, settings, timing)
+    return out

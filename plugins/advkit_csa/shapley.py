@@ -32,15 +32,17 @@ Chains are evaluated as large batches: per image the ``P`` single-player
 reconstructions are computed once with ``torch.fft``, a permutation's chain of
 images is their cumulative sum (and ``full - cumsum`` for its reverse), and the
 forward passes of many permutations and images go through the model in
-batches of ``batch_size`` under ``torch.inference_mode``. Sampling stops after
+batches of ``batch_size`` under ``torch.inference_mode``
+(:mod:`advkit_csa.sampler`). Sampling stops after
 ``permutations`` permutations per image, or earlier for an image whose largest
 standard error is at most ``target_se``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -48,10 +50,9 @@ import torch
 
 from advkit.plugin import UserError
 from advkit.plugin import progress as progress_bar
-from advkit_csa.chains import (ImageSamples, _value, focused_logits, full_logits, needed_prefixes, record_focused,
-                               record_full)
-from advkit_csa.combine import MIN_UNITS_CV, allocate, estimate
+from advkit_csa.chains import _value  # noqa: F401  (re-exported: the explainer and the exact solver import it from here)
 from advkit_csa.players import FrequencyPlayers
+from advkit_csa.sampler import GroupSampler, Schedule
 
 VALUES = ("prob", "logit")
 
@@ -113,19 +114,65 @@ class _Forward:
         return torch.cat(outs).float() if outs else images.new_zeros(0, 0)
 
 
-def _check(value, permutations, target_se, batch_size, pilot_share, x, y):
-    if value not in VALUES:
-        raise UserError(f"freq-shapley: value must be one of {VALUES}, got {value!r}")
-    if int(permutations) < 1:
-        raise UserError(f"freq-shapley: permutations must be >= 1, got {permutations!r}")
-    if target_se is not None and not float(target_se) > 0:
-        raise UserError(f"freq-shapley: target_se must be > 0, got {target_se!r}")
-    if int(batch_size) < 1:
-        raise UserError(f"freq-shapley: batch_size must be >= 1, got {batch_size!r}")
-    if not 0 < float(pilot_share) <= 1:
-        raise UserError(f"freq-shapley: pilot_share must lie in (0, 1], got {pilot_share!r}")
-    if x.dim() != 4 or y.shape != x.shape[:1]:
-        raise UserError(f"freq-shapley: expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+@dataclass(frozen=True)
+class ShapleySettings:
+    """How :func:`frequency_shapley` samples; each field can also be given to it as a keyword.
+
+    ``permutations``: the budget per image, in full permutations, i.e. about
+    ``permutations * (P - 1)`` forward passes (an antithetic pair counts as 2);
+    with ``adaptive`` a ``pilot_share`` of it goes to full permutations and the
+    rest to focused ones. ``target_se`` stops an image once its largest
+    standard error is at most this (checked every ``round_permutations``).
+    ``value``: the game, ``"prob"`` or ``"logit"``; ``antithetic``: evaluate
+    each permutation with its reverse; ``control_variate`` applies to
+    ``value="prob"`` only: the Shapley values of its surrogate take enough
+    Monte-Carlo pairs for their variance to be about ``1 / surrogate_ratio``
+    of the estimate's (at least 64, capped at ``max_surrogate_pairs``).
+    ``batch_size``: coalition images per model call.
+    """
+
+    permutations: int = 64
+    target_se: float | None = None
+    value: str = "prob"
+    antithetic: bool = True
+    control_variate: bool = True
+    adaptive: bool = True
+    pilot_share: float = 0.25
+    batch_size: int = 1024
+    round_permutations: int = 16
+    surrogate_ratio: float = 10.0
+    max_surrogate_pairs: int = 20000
+
+    @property
+    def use_cv(self) -> bool:
+        """Whether the control variate is used (``value="prob"`` only)."""
+        return bool(self.control_variate) and self.value == "prob"
+
+    @property
+    def per_unit(self) -> int:
+        """Permutations per sampling unit: 2 for an antithetic pair."""
+        return 2 if self.antithetic else 1
+
+    def check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Raise :class:`UserError` on a setting out of range or images and labels of the wrong shapes."""
+        if self.value not in VALUES:
+            raise UserError(f"freq-shapley: value must be one of {VALUES}, got {self.value!r}")
+        if int(self.permutations) < 1:
+            raise UserError(f"freq-shapley: permutations must be >= 1, got {self.permutations!r}")
+        if self.target_se is not None and not float(self.target_se) > 0:
+            raise UserError(f"freq-shapley: target_se must be > 0, got {self.target_se!r}")
+        if int(self.batch_size) < 1:
+            raise UserError(f"freq-shapley: batch_size must be >= 1, got {self.batch_size!r}")
+        if not 0 < float(self.pilot_share) <= 1:
+            raise UserError(f"freq-shapley: pilot_share must lie in (0, 1], got {self.pilot_share!r}")
+        if x.dim() != 4 or y.shape != x.shape[:1]:
+            raise UserError(f"freq-shapley: expected images (N, C, H, W) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+
+    def record(self, players: FrequencyPlayers, seed: int) -> dict:
+        """The settings as :attr:`ShapleyResult.settings` reports them."""
+        return {"grid": list(players.grid), "players": players.num_players, "value": self.value,
+                "antithetic": bool(self.antithetic), "control_variate": self.use_cv, "adaptive": bool(self.adaptive),
+                "permutations": int(self.permutations), "target_se": self.target_se, "seed": int(seed)}
 
 
 def frequency_shapley(
@@ -134,180 +181,57 @@ def frequency_shapley(
     y: torch.Tensor,
     *,
     grid: tuple[int, int] | None = None,
-    permutations: int = 64,
-    target_se: float | None = None,
-    value: str = "prob",
-    antithetic: bool = True,
-    control_variate: bool = True,
-    adaptive: bool = True,
-    pilot_share: float = 0.25,
-    batch_size: int = 1024,
-    round_permutations: int = 16,
     seed: int = 0,
     generator: torch.Generator | None = None,
     indices=None,
     progress: bool = True,
-    surrogate_ratio: float = 10.0,
-    max_surrogate_pairs: int = 20000,
+    settings: ShapleySettings | None = None,
+    **options,
 ) -> ShapleyResult:
     """Estimate the frequency Shapley values of ``model`` on images ``x`` (N, C, H, W in [0, 1]) of classes ``y``.
 
-    ``permutations``: the budget per image, in full permutations, i.e. about
-    ``permutations * (P - 1)`` forward passes (an antithetic pair counts as 2);
-    with ``adaptive`` a ``pilot_share`` of it goes to full permutations and the
-    rest to focused ones. ``target_se`` stops an image once its largest
-    standard error is at most this (checked every ``round_permutations``).
-    ``grid``: the player grid (default 2x2 blocks). ``seed`` (or a
-    ``generator`` it is drawn from) and ``indices`` (stable per-image ids,
-    default ``0..N-1``) fix every random choice; an image's values do not
-    depend on the rest of the batch. ``control_variate`` applies to
-    ``value="prob"`` only.
+    How it samples: ``settings`` (default: :class:`ShapleySettings`'
+    defaults), with any of its fields given as keywords instead (``options``:
+    ``permutations``, ``target_se``, ``value``, ``antithetic``,
+    ``control_variate``, ``adaptive``, ``pilot_share``, ``batch_size``,
+    ``round_permutations``, ``surrogate_ratio``, ``max_surrogate_pairs``),
+    which take precedence. ``grid``: the player grid (default 2x2 blocks).
+    ``seed`` (or a ``generator`` it is drawn from) and ``indices`` (stable
+    per-image ids, default ``0..N-1``) fix every random choice; an image's
+    values do not depend on the rest of the batch.
     """
-    _check(value, permutations, target_se, batch_size, pilot_share, x, y)
+    settings = dataclasses.replace(settings if settings is not None else ShapleySettings(), **options)
+    settings.check(x, y)
     if generator is not None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     players = FrequencyPlayers(tuple(x.shape[-2:]), grid)
-    p = players.num_players
-    device = _device_of(model)
-    use_cv = bool(control_variate) and value == "prob"
-    per_unit = 2 if antithetic else 1
-    inner = max(p - 1, 0)
-    budget = int(permutations) * inner  # passes per image besides the two ends
-    pilot_perms = int(permutations)
-    if adaptive and p > 2:
-        pilot_perms = min(pilot_perms, max(2 * MIN_UNITS_CV, math.ceil(float(pilot_share) * int(permutations))))
-    pilot_units = max(1, math.ceil(pilot_perms / per_unit))
-    round_units = pilot_units if target_se is None else max(1, math.ceil(int(round_permutations) / per_unit))
-    if target_se is not None and use_cv:
-        round_units = max(round_units, MIN_UNITS_CV)
-    round_passes = int(round_permutations) * inner if target_se is not None else None
     indices = list(range(x.shape[0])) if indices is None else [int(i) for i in indices]
-    n = x.shape[0]
-    group = max(1, min(64, (256 << 20) // max(p * x[0].numel() * 4, 1)))
-    units_per_chunk = max(1, int(batch_size) // max(1, inner * per_unit))
-    seed_of = lambda index, *keys: image_seed(seed, index, *keys)  # noqa: E731
-
-    def estimate_of(s, final):
-        return estimate(s, antithetic, use_cv, seed_of, final, surrogate_ratio, max_surrogate_pairs)
-
-    def check_target(states, active):
-        if target_se is None:
-            return
-        for i in active:
-            _, se, _ = estimate_of(states[i], False)
-            if float(se.max()) <= float(target_se):
-                states[i].done = True
-
-    values, stderr = torch.zeros(n, p), torch.zeros(n, p)
-    v_full, v_empty = torch.zeros(n), torch.zeros(n)
-    perms = torch.zeros(n, dtype=torch.long)
-    passes = torch.zeros(n, dtype=torch.long)
-    fwd = _Forward(model, batch_size)
+    schedule = Schedule.of(settings, players.num_players, x[0].numel())
+    fwd = _Forward(model, settings.batch_size)
     t_start = time.perf_counter()
-    bar = progress_bar(n * (budget + 2), "freq-shapley", quiet=not progress, unit="pass")
+    out = _sample_all(model, x, y, players, schedule, fwd, functools.partial(image_seed, seed), indices, progress)
+    timing = {"total_s": time.perf_counter() - t_start, "forward_s": fwd.seconds, "passes": fwd.calls}
+    return ShapleyResult(**out, players=players, settings=settings.record(players, seed), timing=timing)
+
+
+def _sample_all(model, x, y, players, schedule: Schedule, fwd: _Forward, seed_of, indices: list[int], progress: bool) -> dict:
+    """Sample every image, a group at a time, with ``model`` in eval and inference mode; the per-image tensors."""
+    n, p = x.shape[0], players.num_players
+    device = _device_of(model)
+    out = {"values": torch.zeros(n, p), "stderr": torch.zeros(n, p), "v_full": torch.zeros(n), "v_empty": torch.zeros(n),
+           "permutations": torch.zeros(n, dtype=torch.long), "passes": torch.zeros(n, dtype=torch.long)}
+    bar = progress_bar(n * (schedule.budget + 2), "freq-shapley", quiet=not progress, unit="pass")
     was_training = getattr(model, "training", False)
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, n, group):
-                xs = x[start : start + group].to(device).float()
-                ys = y[start : start + group].to("cpu").long()
-                comps, base = players.components(xs)
-                full = base + comps.sum(1)
-                states = [ImageSamples(indices[start + i], int(ys[i]), torch.Generator().manual_seed(seed_of(indices[start + i])), p)
-                          for i in range(xs.shape[0])]
-                ends = fwd(torch.cat([base, full]).clone()).cpu()
-                for i, s in enumerate(states):
-                    s.z0, s.zn = ends[i], ends[xs.shape[0] + i]
-                    s.v0 = float(_value(s.z0, torch.tensor(s.y), value))
-                    s.vn = float(_value(s.zn, torch.tensor(s.y), value))
-                    s.passes = 2
-                bar.update(2 * xs.shape[0])
-
-                # pilot: full permutations (all of them without adaptive sampling)
-                done_units = 0
-                while done_units < pilot_units:
-                    k = min(round_units, pilot_units - done_units)
-                    active = [i for i, s in enumerate(states) if not s.done]
-                    if not active:
-                        break
-                    if p > 1:
-                        all_orders = torch.cat([states[i].draw(k) for i in active])
-                        all_owners = torch.tensor(active).repeat_interleave(k)
-                        for c in range(0, len(all_owners), units_per_chunk):
-                            orders = all_orders[c : c + units_per_chunk]
-                            owners = all_owners[c : c + units_per_chunk]
-                            zf, zr = full_logits(fwd, comps, base, full, owners.to(device), orders, antithetic)
-                            for i in owners.unique().tolist():
-                                sel = owners == i
-                                record_full(states[i], orders[sel], zf[sel], zr[sel] if zr is not None else None, value, antithetic)
-                                states[i].passes += int(sel.sum()) * per_unit * inner
-                            bar.update(len(orders) * per_unit * inner)
-                    else:  # one player: its value is v(all) - v(empty), exactly
-                        for i in active:
-                            for _ in range(k):
-                                states[i].full_d.append(torch.tensor([states[i].vn - states[i].v0], dtype=torch.float64))
-                                states[i].full_orders.append(torch.zeros(1, dtype=torch.long))
-                    done_units += k
-                    check_target(states, active)
-
-                # focused permutations on the players that carry the variance
-                rounds = 0
-                while p > 2 and rounds < 64:
-                    active = [i for i, s in enumerate(states) if not s.done and budget + 2 - s.passes > 0]
-                    if not active:
-                        break
-                    plan = []
-                    for i in active:
-                        s = states[i]
-                        left = budget + 2 - s.passes
-                        spend = left if target_se is None and rounds >= 2 else min(left, round_passes or max(left // 3, 1))
-                        _, _, unit_var = estimate_of(s, False)
-                        counts = len(s.full_d) + (torch.stack(s.foc_masks).sum(0) if s.foc_masks else torch.zeros(p))
-                        q, units = allocate(unit_var, counts, spend / (2 * per_unit))
-                        if units == 0:
-                            s.done = True
-                            continue
-                        orders, masks = s.draw(units), s.draw_masks(units, q)
-                        plan.append((i, orders, masks, needed_prefixes(orders, masks)))
-                    if not plan:
-                        break
-                    owners = torch.cat([torch.full((len(o),), i) for i, o, _, _ in plan])
-                    orders = torch.cat([o for _, o, _, _ in plan])
-                    masks = torch.cat([m for _, _, m, _ in plan])
-                    need = torch.cat([nd for _, _, _, nd in plan])
-                    cost = need.sum(1) * per_unit
-                    c = 0
-                    while c < len(owners):
-                        e = c + 1
-                        total = int(cost[c])
-                        while e < len(owners) and total + int(cost[e]) <= int(batch_size):
-                            total += int(cost[e])
-                            e += 1
-                        zf, zr = focused_logits(fwd, comps, base, full, owners[c:e].to(device), orders[c:e], need[c:e], antithetic)
-                        rows = torch.cat([torch.zeros(1, dtype=torch.long), need[c:e].sum(1).cumsum(0)])
-                        for i in owners[c:e].unique().tolist():
-                            sel = (owners[c:e] == i).nonzero().flatten()
-                            lo, hi = int(rows[sel[0]]), int(rows[sel[-1] + 1])
-                            record_focused(states[i], orders[c:e][sel], masks[c:e][sel], need[c:e][sel], zf[lo:hi],
-                                           zr[lo:hi] if zr is not None else None, value, antithetic)
-                            states[i].passes += int(cost[c:e][sel].sum())
-                        bar.update(total)
-                        c = e
-                    rounds += 1
-                    check_target(states, [i for i, _, _, _ in plan])
-
-                for i, s in enumerate(states):
-                    j = start + i
-                    values[j], stderr[j], _ = estimate_of(s, True)
-                    v_full[j], v_empty[j] = s.vn, s.v0
-                    perms[j] = (len(s.full_d) + len(s.foc_d)) * per_unit
-                    passes[j] = s.passes
+            for start in range(0, n, schedule.group):
+                rows = slice(start, start + schedule.group)
+                group = GroupSampler(schedule, fwd, bar, seed_of, players, x[rows].to(device).float(),
+                                     y[rows].to("cpu").long(), indices[rows], device)
+                group.run()
+                group.write(out, start)
     finally:
         bar.close()
         model.train(was_training)
-    settings = {"grid": list(players.grid), "players": p, "value": value, "antithetic": bool(antithetic),
-                "control_variate": use_cv, "adaptive": bool(adaptive), "permutations": int(permutations),
-                "target_se": target_se, "seed": int(seed)}
-    timing = {"total_s": time.perf_counter() - t_start, "forward_s": fwd.seconds, "passes": fwd.calls}
-    return ShapleyResult(values, stderr, v_full, v_empty, perms, passes, players, settings, timing)
+    return out

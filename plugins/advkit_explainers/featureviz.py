@@ -10,6 +10,8 @@ maximisers), so that it can leave a start where the feature is zero.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from advkit.plugin import UserError
@@ -75,42 +77,76 @@ def feature_viz(
     ``activation_end`` and ``activation_top`` (mean over the top images).
     """
     start = check_choice("feature-viz.start", start, STARTS)
-    groups_given = parse_features(features)
-    top = max(0, int(top))
+    settings = _Settings(groups=parse_features(features), start=start, iterations=iterations, eps=eps, step=step,
+                         top=max(0, int(top)), layer=layer, dataset=dataset, data_split=data_split, pool=pool,
+                         batch_size=batch_size)
 
     def explain(model, x, y, ctx):
-        rep = Representation(model, x, layer)
-        ref, _, info = reference_data(dataset, data_split, like=x, ctx=ctx, n=int(pool))
-        acts = rep.batched(ref, batch_size)
-        groups = groups_given or random_alive(acts, x.shape[0])
-        w = group_weights(groups, acts.shape[1], x.device)
-        n = len(groups)
-        x0 = torch.rand(n, *x.shape[1:], device=x.device) if start == "noise" else x[torch.arange(n) % x.shape[0]]
-
-        pre = rep.pre_relu()
-
-        def objective(xb, rows):
-            return (pre(xb) * w[rows]).sum(1)
-
-        viz = l2_pgd(x0, objective, iterations=iterations, eps=eps, step=step, maximize=True,
-                     batch_size=batch_size, desc="feature-viz", ctx=ctx)
-        ref_act = acts @ w.T  # (M, n)
-        k = min(top, ref.shape[0])
-        hi = ref_act.topk(k, dim=0).indices  # (k, n)
-        lo = (-ref_act).topk(k, dim=0).indices
-        extras = {f"top {r + 1}": ref[hi[r]] for r in range(k)}
-        extras.update({f"bottom {r + 1}": ref[lo[r]] for r in range(k)})
-        names = ["+".join(map(str, g)) for g in groups]
-        return Explanation(
-            method="feature-viz", inputs=x0.detach(), images=viz,
-            scores={"activation_start": (rep.batched(x0, batch_size) * w).sum(1),
-                    "activation_end": (rep.batched(viz, batch_size) * w).sum(1),
-                    "activation_top": ref_act.gather(0, hi).mean(0) if k else torch.zeros(n)},
-            meta={"features": groups, "start": start, "iterations": int(iterations), "eps": float(eps),
-                  "step": float(step), "layer": rep.description, "objective": pre.description, "dataset": info.name, "data_split": data_split,
-                  "top_indices": hi.T.tolist(), "bottom_indices": lo.T.tolist(),
-                  "inputs_title": f"start ({start})", "images_title": "visualisation", "captions": [f"feature {s}" for s in names]},
-            extras=extras,
-        )
+        return _visualise(settings, model, x, ctx)
 
     return explain
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The parameters of :func:`feature_viz`; ``groups``: FEATURES parsed (empty: random), ``top`` at least 0."""
+
+    groups: list
+    start: str
+    iterations: int
+    eps: float
+    step: float
+    top: int
+    layer: str
+    dataset: str
+    data_split: str
+    pool: int
+    batch_size: int
+
+
+def _visualise(s: _Settings, model, x: torch.Tensor, ctx) -> Explanation:
+    """Visualise the feature groups of ``s`` (or random ones, one per image of ``x``) and rank the reference images."""
+    rep = Representation(model, x, s.layer)
+    ref, _, info = reference_data(s.dataset, s.data_split, like=x, ctx=ctx, n=int(s.pool))
+    acts = rep.batched(ref, s.batch_size)
+    groups = s.groups or random_alive(acts, x.shape[0])
+    w = group_weights(groups, acts.shape[1], x.device)
+    n = len(groups)
+    x0 = torch.rand(n, *x.shape[1:], device=x.device) if s.start == "noise" else x[torch.arange(n) % x.shape[0]]
+    pre = rep.pre_relu()
+    viz = _ascend(s, pre, w, x0, ctx)
+    ref_act = acts @ w.T  # (M, n)
+    k = min(s.top, ref.shape[0])
+    hi, lo, extras = _extremes(ref, ref_act, k)
+    names = ["+".join(map(str, g)) for g in groups]
+    return Explanation(
+        method="feature-viz", inputs=x0.detach(), images=viz,
+        scores={"activation_start": (rep.batched(x0, s.batch_size) * w).sum(1),
+                "activation_end": (rep.batched(viz, s.batch_size) * w).sum(1),
+                "activation_top": ref_act.gather(0, hi).mean(0) if k else torch.zeros(n)},
+        meta={"features": groups, "start": s.start, "iterations": int(s.iterations), "eps": float(s.eps),
+              "step": float(s.step), "layer": rep.description, "objective": pre.description, "dataset": info.name,
+              "data_split": s.data_split, "top_indices": hi.T.tolist(), "bottom_indices": lo.T.tolist(),
+              "inputs_title": f"start ({s.start})", "images_title": "visualisation",
+              "captions": [f"feature {name}" for name in names]},
+        extras=extras,
+    )
+
+
+def _ascend(s: _Settings, pre, w: torch.Tensor, x0: torch.Tensor, ctx) -> torch.Tensor:
+    """L2 PGD from ``x0`` maximising, for row ``j``, the mean activation of group ``j`` (weights ``w[j]``) before its ReLU."""
+
+    def objective(xb, rows):
+        return (pre(xb) * w[rows]).sum(1)
+
+    return l2_pgd(x0, objective, iterations=s.iterations, eps=s.eps, step=s.step, maximize=True,
+                  batch_size=s.batch_size, desc="feature-viz", ctx=ctx)
+
+
+def _extremes(ref: torch.Tensor, ref_act: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Positions (k, n) of the ``k`` reference images that activate each group most and least, and those images by rank."""
+    hi = ref_act.topk(k, dim=0).indices  # (k, n)
+    lo = (-ref_act).topk(k, dim=0).indices
+    extras = {f"top {r + 1}": ref[hi[r]] for r in range(k)}
+    extras.update({f"bottom {r + 1}": ref[lo[r]] for r in range(k)})
+    return hi, lo, extras

@@ -80,45 +80,53 @@ def fid(
     score ``frechet_distance``, which is not FID.
     """
     a, b = check_set("fid.a", a), check_set("fid.b", b)
+    generation = {"shrinkage": shrinkage, "iterations": iterations, "eps": eps, "step": step, "batch_size": batch_size}
 
     def explain(model, x, y, ctx):
         ext = load_extractor("fid", extractor, layer, weights, model, x, ctx.dataset)  # before any image is generated
         n = int(n_ref) if int(n_ref) > 0 else x.shape[0]
-        cache: dict[str, torch.Tensor] = {}
-
-        def images(name: str) -> torch.Tensor:
-            if name in cache:
-                return cache[name]
-            if name == "inputs":
-                out = x
-            elif name == "noise":
-                out = torch.rand_like(x)
-            elif name == "class-gen":
-                ref, labels, _ = reference_data(dataset, "test", like=x, ctx=ctx)
-                _, out = generate(model, y.long(), ref, labels, shrinkage=shrinkage, iterations=iterations,
-                                  eps=eps, step=step, batch_size=batch_size)
-            else:
-                ds, _, split = name.rpartition("@") if "@" in name else (dataset, "", name)
-                out, _, _ = reference_data(ds, split, like=x, ctx=ctx, n=n)
-            cache[name] = out.detach()
-            return cache[name]
-
-        set_a, set_b = images(a), images(b)
-        fa, fb = ext(set_a, batch_size), ext(set_b, batch_size)
-        d = frechet_distance(fa, fb)
-        meta = {"metric": metric_name(ext, extractor), "extractor": ext.description, "a": a, "b": b,
-                "n_a": set_a.shape[0], "n_b": set_b.shape[0], "features": fa.shape[1], "images_title": f"set a ({a})"}
-        if ext.is_fid:
-            meta["weights_sha256"] = ext.sha256
-        note = small_sample_note(set_a.shape[0], set_b.shape[0], fa.shape[1])
-        if note:
-            warnings.warn(f"fid: {note}", stacklevel=2)
-            meta["note"] = note
-        key = "fid" if ext.is_fid else "frechet_distance"
-        return Explanation(
-            method="fid", inputs=x.detach(), images=set_a if a != "inputs" else None,
-            scores={key: torch.tensor([d])}, meta={key: d, **meta},
-            extras={f"set b ({b})": set_b} if b != "inputs" else {},
-        )
+        set_a = image_set(a, model, x, y, ctx, dataset=dataset, n=n, generation=generation)
+        set_b = set_a if b == a else image_set(b, model, x, y, ctx, dataset=dataset, n=n, generation=generation)
+        return _explanation(ext, extractor, x, (a, set_a), (b, set_b), batch_size)
 
     return explain
+
+
+def image_set(name: str, model, x, y, ctx, *, dataset: str, n: int, generation: dict) -> torch.Tensor:
+    """The image set ``name`` (a checked name, see :func:`fid`), detached.
+
+    ``generation``: the keyword arguments of class-gen's ``generate``;
+    ``n``: how many images of a dataset set.
+    """
+    if name == "inputs":
+        out = x
+    elif name == "noise":
+        out = torch.rand_like(x)
+    elif name == "class-gen":
+        ref, labels, _ = reference_data(dataset, "test", like=x, ctx=ctx)
+        _, out = generate(model, y.long(), ref, labels, **generation)
+    else:
+        ds, _, split = name.rpartition("@") if "@" in name else (dataset, "", name)
+        out, _, _ = reference_data(ds, split, like=x, ctx=ctx, n=n)
+    return out.detach()
+
+
+def _explanation(ext, extractor: str, x, named_a: tuple, named_b: tuple, batch_size: int) -> Explanation:
+    """The distance between the sets ``named_a``/``named_b`` ((name, images)) in the features of ``ext``."""
+    (a, set_a), (b, set_b) = named_a, named_b
+    fa, fb = ext(set_a, batch_size), ext(set_b, batch_size)
+    d = frechet_distance(fa, fb)
+    meta = {"metric": metric_name(ext, extractor), "extractor": ext.description, "a": a, "b": b,
+            "n_a": set_a.shape[0], "n_b": set_b.shape[0], "features": fa.shape[1], "images_title": f"set a ({a})"}
+    if ext.is_fid:
+        meta["weights_sha256"] = ext.sha256
+    note = small_sample_note(set_a.shape[0], set_b.shape[0], fa.shape[1])
+    if note:
+        warnings.warn(f"fid: {note}", stacklevel=3)  # attributed to the explainer's caller
+        meta["note"] = note
+    key = "fid" if ext.is_fid else "frechet_distance"
+    return Explanation(
+        method="fid", inputs=x.detach(), images=set_a if a != "inputs" else None,
+        scores={key: torch.tensor([d])}, meta={key: d, **meta},
+        extras={f"set b ({b})": set_b} if b != "inputs" else {},
+    )

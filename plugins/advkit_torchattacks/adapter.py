@@ -7,8 +7,8 @@ torchattacks object is built on first use and then reused, so its random
 state behaves exactly as when calling torchattacks directly.
 
 Square's queries are shown next to the engine's progress bar as they happen
-(:func:`advkit.plugin.activity`), and each attack declares its worst-case
-passes per point (``report["passes"]``) for the engine's cost estimate.
+(:func:`advkit.plugin.activity`), and each attack declares its plan (worst-case
+passes per point, :func:`stages`) for the engine's cost estimate.
 """
 
 from __future__ import annotations
@@ -123,24 +123,28 @@ def bind(cls_name: str, model, threat, kwargs: dict, *, infer_classes=False, rgb
     label = f"torchattacks {version} {cls_name}" + (f" {_REDUCED_AA}" if cls_name == "AutoAttack" else "")
     shown = {k: v for k, v in kwargs.items() if isinstance(v, (bool, int, float, str, tuple, type(None)))}
     report = {"attack_class": f"torchattacks.{cls_name}", "attack_params": shown}
+    plan = []
     if cls_name == "AutoAttack":
         report["standard_autoattack"] = False
     else:
-        cost = passes(kwargs)
-        if cost:
-            report["passes"] = cost
-    return LibraryAttack(run, label, report=report, state=state)
+        plan = stages(cls_name, kwargs)
+    return LibraryAttack(run, label, report=report, state=state, stages=plan)
 
 
-def passes(kwargs: dict) -> dict | None:
-    """Worst-case passes per point from the attack's own arguments: ``n_queries`` forward passes
-    (score-based attacks) or ``steps`` forward+backward passes, times ``n_restarts``; ``None`` otherwise."""
+def stages(cls_name: str, kwargs: dict) -> list:
+    """The plan from the attack's own arguments: ``n_queries`` forward passes (score-based attacks), or
+    ``steps`` forward+backward passes (one forward more to start), times ``n_restarts``; FGSM one of
+    each; none for the others (their cost is counted, not planned)."""
+    from advkit.plugin import Stage
+
     restarts = int(kwargs.get("n_restarts") or 1)
     if isinstance(kwargs.get("n_queries"), int):
-        return {"forward": kwargs["n_queries"] * restarts}
+        return [Stage(cls_name, (kwargs["n_queries"] + 1) * restarts, 0)]
     if isinstance(kwargs.get("steps"), int):
-        return {"backward": kwargs["steps"] * restarts}
-    return None
+        return [Stage(cls_name, (kwargs["steps"] + 1) * restarts, kwargs["steps"] * restarts)]
+    if cls_name in ("FGSM", "FFGSM"):
+        return [Stage(cls_name, 1, 1)]
+    return []
 
 
 def _track_queries(atk) -> None:

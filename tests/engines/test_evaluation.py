@@ -17,7 +17,7 @@ import advkit.plugin
 from advkit._internal import plugins
 from advkit._internal.errors import ThreatViolation, UserError
 from advkit._internal.evaluation.engine import evaluate
-from advkit._internal.evaluation.probes import stochasticity
+from advkit._internal.stochastic import stochasticity
 
 
 def _test_plugin():

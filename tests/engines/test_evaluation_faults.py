@@ -18,7 +18,7 @@ import advkit.plugin
 from advkit._internal import plugins
 from advkit._internal.errors import UserError
 from advkit._internal.evaluation.engine import evaluate
-from advkit._internal.evaluation.probes import stochasticity
+from advkit._internal.stochastic import stochasticity
 
 
 @pytest.fixture(scope="module")

@@ -59,9 +59,11 @@ def _report(classes=("zero", "one", "two")) -> Report:
                 "clean_correct": bool(clean_ok[i]), "broken_by": broken.get(i, ""), "norm": 0.1 if i in broken else None}
                for i in range(10)]
     attacks = [
-        AttackResult(name="pgd", implementation="torchattacks 3.5.1 PGD", attempted=8, broken=3, seconds=1.25, accuracy=0.5),
+        AttackResult(name="pgd", implementation="torchattacks 3.5.1 PGD", attempted=8, broken=3, seconds=1.25, accuracy=0.5,
+                     passes={"forward": 80, "backward": 80}, passes_per_point={"forward": 10.0, "backward": 10.0}),
         AttackResult(name="cw", implementation="torchattacks 3.5.1 CW", minimum_norm=True, attempted=5, broken=1,
-                     dropped=2, seconds=2.5, accuracy=0.4),
+                     dropped=2, seconds=2.5, accuracy=0.4, passes={"forward": 5000, "backward": 1250},
+                     passes_per_point={"forward": 1000.0, "backward": 250.0}),
         AttackResult(name="aa", implementation="pyautoattack 0.2.0", attempted=0, broken=0, seconds=0.0, accuracy=0.4),
     ]
     # a cascade where aa ran on nothing is not what these samples say, but the table must show it as such
@@ -83,11 +85,12 @@ def _ci(k, n) -> str:
 def test_markdown_counts_intervals_dropped_and_no_points_left():
     md = markdown(_report())
     head = _cells(md, "attack")
-    assert head == ["attack", "implementation", "attempted", "broken", "dropped", "accuracy after (%)", "95 % CI (%)", "time (s)"]
-    assert _cells(md, "clean") == ["clean", "", "10", "", "", "80.00", _ci(8, 10), ""]
-    assert _cells(md, "pgd") == ["pgd", "torchattacks 3.5.1 PGD", "8", "3", "", "50.00", _ci(5, 10), "1.2"]
-    assert _cells(md, "cw") == ["cw", "torchattacks 3.5.1 CW", "5", "1", "2", "40.00", _ci(4, 10), "2.5"]
-    assert _cells(md, "aa") == ["aa", "pyautoattack 0.2.0", "0", "0", "", "n/a (no points left)", "", "n/a"]
+    assert head == ["attack", "implementation", "attempted", "broken", "dropped", "accuracy after (%)", "95 % CI (%)",
+                    "passes / point", "time (s)"]
+    assert _cells(md, "clean") == ["clean", "", "10", "", "", "80.00", _ci(8, 10), "", ""]
+    assert _cells(md, "pgd") == ["pgd", "torchattacks 3.5.1 PGD", "8", "3", "", "50.00", _ci(5, 10), "10 + 10", "1.2"]
+    assert _cells(md, "cw") == ["cw", "torchattacks 3.5.1 CW", "5", "1", "2", "40.00", _ci(4, 10), "1,000 + 250", "2.5"]
+    assert _cells(md, "aa") == ["aa", "pyautoattack 0.2.0", "0", "0", "", "n/a (no points left)", "", "n/a", "n/a"]
     assert _cells(md, "**worst case**")[5:7] == ["**40.00**", _ci(4, 10)]
     assert "> pgd: steps 10 -> 20" in md and "Dropped: points where a minimum-norm attack" in md
     assert "0.00" not in _cells(md, "aa")
@@ -153,22 +156,24 @@ def test_advkit_report_compares_runs(tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     assert lines[0] == ("| run | model | dataset | threat | n | clean (%) | pgd (%) | cw (%) | aa (%) | worst case (%) "
-                        "| 95 % CI (%) |")
-    assert lines[2] == f"| {a} | m | d | Linf 0.1 | 10 | 80.00 | 50.00 | 40.00 | n/a (no points left) | 40.00 | {_ci(4, 10)} |"
-    assert lines[3] == f"| {b} | m | d | Linf 8/255 | 10 | 80.00 | 50.00 |  |  | 50.00 | {_ci(5, 10)} |"
+                        "| passes | 95 % CI (%) |")
+    # passes: 80 + 80 + 5000 + 1250 (aa ran on nothing and counted nothing)
+    assert lines[2] == (f"| {a} | m | d | Linf 0.1 | 10 | 80.00 | 50.00 | 40.00 | n/a (no points left) | 40.00 | "
+                        f"6.41k | {_ci(4, 10)} |")
+    assert lines[3] == f"| {b} | m | d | Linf 8/255 | 10 | 80.00 | 50.00 |  |  | 50.00 | 160 | {_ci(5, 10)} |"
 
     res = runner.invoke(cli, ["report", str(a), str(b), "--format", "csv"])
     rows = list(csv.reader(io.StringIO(res.output)))
-    assert rows[0][-3:] == ["worst case (%)", "ci95 low (%)", "ci95 high (%)"]
+    assert rows[0][-4:] == ["worst case (%)", "passes", "ci95 low (%)", "ci95 high (%)"]
     lo, hi = wilson_by_quadratic(4, 10)
-    assert rows[1][8:] == ["n/a", "40.00", f"{100 * lo:.2f}", f"{100 * hi:.2f}"]
+    assert rows[1][8:] == ["n/a", "40.00", "6.41k", f"{100 * lo:.2f}", f"{100 * hi:.2f}"]
 
     res = runner.invoke(cli, ["report", str(a), "--format", "latex"])
     tex = res.output.splitlines()
-    assert tex[0] == r"\begin{tabular}{llllrrrrrrr}" and tex[1] == r"\toprule" and tex[-1] == r"\end{tabular}"
-    assert tex[2].endswith(r"worst case (\%) & 95 \% CI (\%) \\")
+    assert tex[0] == r"\begin{tabular}{llllrrrrrrrr}" and tex[1] == r"\toprule" and tex[-1] == r"\end{tabular}"
+    assert tex[2].endswith(r"worst case (\%) & passes & 95 \% CI (\%) \\")
     lo, hi = wilson_by_quadratic(4, 10)
-    assert tex[4].endswith(rf"& 50.00 & 40.00 & n/a & 40.00 & {100 * lo:.1f}--{100 * hi:.1f} \\")
+    assert tex[4].endswith(rf"& 50.00 & 40.00 & n/a & 40.00 & 6.41k & {100 * lo:.1f}--{100 * hi:.1f} \\")
 
     out = tmp_path / "table.md"
     res = runner.invoke(cli, ["report", str(a), "-o", str(out)])
@@ -200,7 +205,14 @@ def test_a_real_run_reports_what_its_samples_say(tmp_path, fmnist_test, single_t
     md = (tmp_path / "report.md").read_text()
     clean = sum(int(r["clean_correct"]) for r in rows)
     assert _cells(md, "fgsm")[2:4] == [str(clean), str(by_fgsm)]
-    assert _cells(md, "**worst case**")[-3:-1] == [f"**{100 * robust / 40:.2f}**", _ci(robust, 40)]
+    assert _cells(md, "**worst case**")[-4:-2] == [f"**{100 * robust / 40:.2f}**", _ci(robust, 40)]
+    # passes, counted: FGSM one forward and one backward per point; PGD-3 three of each, on what FGSM left
+    attacks = {r["attack"]: r for r in csv.DictReader(io.StringIO((tmp_path / "attacks.csv").read_text()))}
+    left = clean - by_fgsm
+    assert (attacks["fgsm"]["forward_passes"], attacks["fgsm"]["backward_passes"]) == (str(clean), str(clean))
+    assert (attacks["pgd"]["forward_passes"], attacks["pgd"]["backward_passes"]) == (str(3 * left), str(3 * left))
+    assert _cells(md, "pgd")[-2] == "3 + 3"
+    assert report.attacks[1].passes_per_point == {"forward": 3.0, "backward": 3.0}
     for c in per_class(report):
         mine = [r for r in rows if int(r["label"]) == c["class"]]
         assert c["robust"] == sum(int(r["robust"]) for r in mine)

@@ -1,5 +1,5 @@
 """Progress inside an attack call (AutoAttack's sub-attacks and restarts, Square's queries), the passes
-each attack declares, and the cost estimate built from them."""
+each attack declares and spends (counted), and the cost plan built from them."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def shown(monkeypatch):
     import advkit_torchattacks.adapter
 
     for module in (runtime, advkit_autoattack.progress, advkit_torchattacks.adapter):
-        monkeypatch.setattr(module, "activity", lambda text, force=False: lines.append(text))
+        monkeypatch.setattr(module, "activity", lambda text, force=False, stage=None: lines.append(text))
     return lines
 
 
@@ -136,7 +136,7 @@ def test_square_reports_queries_and_is_unchanged(setup, shown):
     model, x, y = setup
     atk = create_attack("square", model, ThreatModel("Linf", 0.01), n_queries=30)
     ours = atk(x, y)
-    assert atk.extra["passes"] == {"forward": 30}
+    assert [(st.forward, st.backward) for st in atk.stages] == [(31, 0)]
     assert "Square: restart 1/1, query 30/30" in shown and "Square: restart 1/1, query 1/30" in shown
     ref = torchattacks.Square(model, norm="Linf", eps=0.01, n_queries=30, n_restarts=1, p_init=0.8, seed=0)
     assert torch.equal(ours, ref(x, y))
@@ -145,40 +145,138 @@ def test_square_reports_queries_and_is_unchanged(setup, shown):
     assert "Square: restart 1/1, query 1/30" in shown and not any("restart 2/" in s for s in shown)
 
 
-def test_declared_passes_match_the_attacks_settings(setup, pyautoattack_only):
+def _plan(attack) -> list[tuple[str, int, int]]:
+    return [(st.name, st.forward, st.backward) for st in attack.stages]
+
+
+def test_declared_stages_match_the_attacks_settings(setup, pyautoattack_only):
     model, *_ = setup
-    # fra31 standard Linf: APGD-CE 100 iterations, APGD-T 9 targets x 100, FAB-T 9 x 100, Square 5000 queries
-    assert create_attack("aa", model).extra["passes"] == {"backward": 100 + 900 + 900, "forward": 5000}
-    # plus: APGD-CE/DLR 5 restarts, FAB 5 restarts x 10 classes, Square, APGD-T, FAB-T
-    assert create_attack("aa-plus", model).extra["passes"] == {"backward": 500 + 500 + 5000 + 900 + 900, "forward": 5000}
-    # rand: APGD-CE and APGD-DLR with EOT over 20 samples
-    assert create_attack("aa-rand", model).extra["passes"] == {"backward": 2 * 100 * 20, "forward": 0}
-    sub = create_attack("aa", model, attacks="apgd-t", n_iter=7, n_target_classes=2)
-    assert sub.extra["passes"] == {"backward": 14, "forward": 0}
-    assert create_attack("pgd", model, steps=20).extra["passes"] == {"backward": 20}
-    assert create_attack("cw", model).extra["passes"] == {"backward": 50}
-    assert "passes" not in create_attack("fgsm", model).extra
+    # fra31 standard Linf: APGD-CE 100 iterations, APGD-T 9 targets x 100, FAB-T 9 x 100, Square 5000 queries;
+    # APGD: one forward more to start, FAB-T: two forwards per iteration and three more
+    assert _plan(create_attack("aa", model)) == [("APGD-CE", 101, 100), ("APGD-T", 909, 900),
+                                                 ("FAB-T", 9 * 203, 900), ("Square", 5001, 0)]
+    # plus: APGD-CE/DLR 5 restarts, FAB 5 restarts with one backward per class and iteration
+    plus = dict((n, (f, b)) for n, f, b in _plan(create_attack("aa-plus", model)))
+    assert plus["APGD-CE"] == (505, 500) and plus["FAB"] == (5 * 203, 5 * 100 * 10)
+    assert _plan(create_attack("aa-rand", model)) == [("APGD-CE", 101 * 20, 100 * 20), ("APGD-DLR", 101 * 20, 2000)]
+    assert _plan(create_attack("aa", model, attacks="apgd-t", n_iter=7, n_target_classes=2)) == [("APGD-T", 16, 14)]
+    assert _plan(create_attack("pgd", model, steps=20)) == [("PGD", 21, 20)]
+    assert _plan(create_attack("cw", model)) == [("CW", 51, 50)]
+    assert _plan(create_attack("fgsm", model)) == [("FGSM", 1, 1)]
 
 
-def test_cost_estimate_from_calibration(setup, monkeypatch):
-    from types import SimpleNamespace
+@pytest.mark.parametrize("steps", [1, 7])
+def test_counted_passes_equal_the_analytic_count_of_pgd(setup, steps):
+    """PGD-k on n points: k forward and k backward passes of each point (torchattacks' PGD), counted."""
+    model, x, y = setup
+    atk = create_attack("pgd", model, ThreatModel("Linf", 0.05), steps=steps)
+    out = atk.run(x, y)
+    assert out.passes.as_tuple() == (steps * len(x), steps * len(x), steps, steps)
+    out = create_attack("fgsm", model, ThreatModel("Linf", 0.05)).run(x[:4], y[:4])
+    assert (out.passes.forward, out.passes.backward) == (4, 4)
+
+
+def test_counted_passes_follow_the_points_autoattack_still_works_on(setup, pyautoattack_only):
+    """APGD-T attacks only the points still robust: the count is below the declared worst case."""
+    model, x, y = setup
+    atk = create_attack("aa", model, ThreatModel("Linf", 0.3), attacks="apgd-ce,apgd-t", n_iter=5, n_target_classes=2)
+    out = atk.run(x, y)
+    worst = sum(st.backward for st in atk.stages) * len(x)
+    assert 0 < out.passes.backward <= worst
+
+
+def test_plan_turns_stages_into_a_range_and_a_live_estimate():
+    from advkit._internal.cost import AttackPlan, Clock, InBatch, Plan
+    from advkit._internal.passes import Passes, Stage
+
+    clock = Clock({"forward": 1e-3, "backward": 3e-3})  # a backward pass alone: 2 ms per image
+    pgd = AttackPlan("pgd", [Stage("PGD", 10, 10)])
+    aa = AttackPlan("aa", [Stage("APGD-CE", 100, 100), Stage("Square", 1000, 0)])
+    plan = Plan([pgd, aa], clock, correct=100, independent=False, batch_size=50)
+    pgd.points = 100
+    low, high = plan.range()
+    # by hand: pgd 100 x 10 x 3 ms = 3 s; aa, nothing broken: 100 x (100 x 3 ms + 1000 x 1 ms) = 130 s;
+    # low: aa's first stage only, 100 x 100 x 3 ms = 30 s
+    assert high == pytest.approx(133.0) and low == pytest.approx(33.0)
+    # the first batch of pgd broke 40 of its 50 points: aa should see 10 + 50 x 0.2 = 20 points
+    pgd.done_points, pgd.done_batches, pgd.broken = 50, 1, 40
+    pgd.done_passes = Passes(500, 500, 10, 10)
+    assert plan.expected_points(1, breaks=True) == pytest.approx(20)
+    assert plan.remaining() == pytest.approx(1.5 + 20 * 1.3)
+    # inside aa's first batch: 20 points, Square (stage 1) reached with 8 points live, 3000 forwards done
+    plan.current, aa.points = 1, 20
+    plan.batch = InBatch(20, Passes(), stage=1, stage_start=Passes(2000, 2000), live=8)
+    now = Passes(5000, 2000)
+    assert plan.batch.remaining(aa, now) == Passes(8 * 1000 - 3000, 0, 1000, 0)
+    assert plan.remaining(now) == pytest.approx(5.0)
+    assert [runtime.format_seconds(t) for t in (42, 420, 5700)] == ["42 s", "7 min", "1 h 35 min"]
+
+
+def test_calibration_splits_calls_and_images(setup):
+    model, x, y = setup
+    per = cost.calibrate(model, torch.cat([x] * 8), torch.cat([y] * 8))
+    assert per["forward"] > 0 and per["backward"] > per["forward"] * 0.5
+    assert per["forward_call"] >= 0 and per["forward_image"] > 0
+
+
+class _Bar:
+    """Records where a progress bar is moved to."""
+
+    disable = True  # no drawing (show_eta and activity skip it)
+
+    def __init__(self):
+        self.n, self.positions = 0.0, []
+
+    def update(self, delta):
+        self.n += delta
+        self.positions.append(self.n)
+
+
+@pytest.fixture
+def fast_clock(monkeypatch):
+    """Every pass looks 1 s after the previous one, so the meter redraws on each."""
+    import advkit._internal.meter as meter
+
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(meter, "time", type("T", (), {"monotonic": staticmethod(lambda: float(next(ticks)))}))
+
+
+@pytest.mark.parametrize("name, params", [("pgd", {"steps": 5}), ("art.pgd", {"max_iter": 5}),
+                                          ("aa", {"n_iter": 3, "n_queries": 5, "n_target_classes": 2})])
+def test_bar_moves_inside_one_batch_for_every_family(setup, fast_clock, pyautoattack_only, name, params):
+    from advkit._internal.meter import Meter
 
     model, x, y = setup
-    per = cost.calibrate(model, x, y)
-    assert per["forward"] > 0 and per["backward"] > 0
-    slow = nn.Sequential(model)  # another target model (as an EOT average would be), timed on its own
-    times = {id(model): {"forward": 0.002, "backward": 0.006}, id(slow): {"forward": 0.02, "backward": 0.06}}
-    monkeypatch.setattr(cost, "calibrate", lambda m, *a, **k: times[id(m)])
-    passes = {"backward": 1900, "forward": 5000}
-    # by hand: 14 points x (1900 x 6 ms + 5000 x 2 ms) = 14 x 21.4 s = 299.6 s
-    assert cost.estimate_seconds(times[id(model)], passes, 14) == pytest.approx(299.6)
-    aa = SimpleNamespace(name="aa", model=model, extra={"passes": passes})
-    pgd = SimpleNamespace(name="pgd", model=slow, extra={"passes": {"backward": 100}})  # 14 x 100 x 60 ms = 84 s
-    other = SimpleNamespace(name="ta.vmifgsm", model=model, extra={})
-    line = cost.cost_estimate([aa, pgd, other], x, y, 14)
-    assert line.startswith("estimated time: about 6 min for 2 attack(s) on up to 14 points "
-                           "(aa 5 min, pgd 84 s; ta.vmifgsm not estimated;"), line
-    assert cost.cost_estimate([SimpleNamespace(name="p", model=model, extra={"passes": {"backward": 10}})], x, y, 14) is None
-    assert cost.cost_estimate([other], x, y, 14) is None
-    assert [cost.format_seconds(s) for s in (42, 420, 5700)] == ["42 s", "7 min", "1 h 35 min"]
+    atk = create_attack(name, model, ThreatModel("Linf", 0.003), **params)
+    bar = _Bar()
+    meter = Meter(bar, atk)
+    meter.start(len(x))
+    out = atk.run(x, y)
+    meter.stop()
+    inside = [p for p in bar.positions if 0 < p < len(x)]
+    assert len(set(inside)) >= 3, bar.positions  # moved at least three times before the batch ended
+    assert inside == sorted(inside)
+    meter.done(len(x), out.passes, 0, 1.0)
+    assert bar.n == len(x)
 
+
+def test_training_validation_bar_moves_inside_its_batch(setup, fast_clock, monkeypatch):
+    from types import SimpleNamespace
+
+    import advkit._internal.training.validation as validation
+
+    model, x, y = setup
+    bars = []
+
+    def recording(total, desc, **kw):
+        bars.append(_Bar())
+        bars[-1].close = lambda: None
+        return bars[-1]
+
+    monkeypatch.setattr(validation, "progress", recording)
+    dist = SimpleNamespace(rank=0, world=1, all_sum=lambda values, device: values)
+    v = validation.Validator(model, x, y, ThreatModel("Linf", 0.003), "pgd:steps=6", stochastic=False, eot=1,
+                             batch_size=len(x), dist=dist, quiet=True)
+    v(1)
+    inside = [p for p in bars[0].positions if 0 < p < len(x)]
+    assert len(set(inside)) >= 3 and bars[0].n == len(x)

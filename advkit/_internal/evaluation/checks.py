@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from advkit._internal.errors import UserError
+from advkit._internal.evaluation.runner import swapped_threat
 from advkit._internal.plugins import registry
 
 
@@ -69,11 +70,9 @@ def _large_eps(threat, shape) -> float:
 
 def _broken(s, name: str, pts, threat, tag: str, **params) -> set[int]:
     """Points of ``pts`` that the attack ``name`` breaks under ``threat``."""
-    from advkit._internal.evaluation.engine import swapped_threat
-
     atk = s.build(name, threat, **params)
     with swapped_threat(s.runner, threat):
-        res, _ = s.runner.attack(f"audit:{tag}:{threat.eps:.8g}", atk, pts,
+        res, _, _ = s.runner.attack(f"audit:{tag}:{threat.eps:.8g}", atk, pts,
                                  label=f"audit: {atk.name} ({tag}, {threat})")
     return {i for i, v in res.items() if v["broken"]}
 

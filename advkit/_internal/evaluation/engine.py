@@ -30,31 +30,22 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from advkit._internal import distributed as D
 from advkit._internal.attack import Attack, create_attack
 from advkit._internal.errors import UserError
 from advkit._internal.files import lock_output
+from advkit._internal.evaluation.checks import gradient_warning, run_audit
 from advkit._internal.evaluation.examples import Keeper, write_examples
-from advkit._internal.evaluation.inputs import Inputs, adaptive_name, model_label, say, validate
-from advkit._internal.evaluation.probes import batch_dependence, stochasticity
-from advkit._internal.evaluation.runner import Checked, Progress, Runner
+from advkit._internal.evaluation.inputs import Inputs, model_label, say, validate
+from advkit._internal.evaluation.probes import batch_dependence
+from advkit._internal.stochastic import EOTModel, adaptive_name, stochasticity
+from advkit._internal.evaluation.planning import make_plan
+from advkit._internal.evaluation.runner import Checked, Progress, Runner, swapped_threat
+from advkit._internal.counter import PassCounter
 from advkit._internal.provenance import model_fingerprint, versions
 from advkit._internal.threat import ThreatModel, parse_eps
-
-
-class EOTModel(nn.Module):
-    """Expectation over transformation: the mean of ``samples`` forward passes of a random model."""
-
-    def __init__(self, model: nn.Module, samples: int = 20):
-        super().__init__()
-        self.model = model
-        self.samples = samples
-
-    def forward(self, x):
-        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
 
 
 @dataclass
@@ -75,6 +66,8 @@ class AttackResult:
     accuracy: float | None = None  # cascade: accuracy after this and all earlier attacks
     independent_accuracy: float | None = None
     dropped: int = 0  # minimum-norm attacks: points whose perturbation did not fit the budget (not broken)
+    passes: dict = field(default_factory=dict)  # forward / backward images through the model, counted
+    passes_per_point: dict = field(default_factory=dict)  # the same per attempted point
     params: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -116,6 +109,8 @@ class Session:
     inputs: Inputs
     stochastic: bool
     correct: list[int] = field(default_factory=list)
+    counter: nn.Module | None = None  # the model, counted: what attacks see (inside EOT when random)
+    plan: object = None  # the cost plan of the cascade (advkit._internal.evaluation.planning)
 
     @property
     def n(self) -> int:
@@ -126,7 +121,7 @@ class Session:
         run_name = adaptive_name(name, self.stochastic)
         opts = self.inputs.attack_opts
         params = {**opts.get(name.lower(), {}), **opts.get(run_name.lower(), {}), **override}
-        target = self.model if run_name != name else self.eval_model  # a counterpart does its own EOT
+        target = self.counter if run_name != name else self.eval_model  # a counterpart does its own EOT
         atk = create_attack(run_name, target, threat or self.inputs.threat, **params)
         atk.name = run_name
         return atk
@@ -161,13 +156,19 @@ def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[
     samples = [{"index": i, "label": int(y[i]), "clean_pred": preds[i], "clean_correct": preds[i] == int(y[i]),
                 "broken_by": "", "norm": None} for i in range(len(x))]
     robust, results = list(s.correct), []
-    announce_cost(s, attacks)
+    s.plan = make_plan(s, attacks, independent)
     mode = "alone" if independent else "cascade"
     for k, atk in enumerate(attacks):
         res = result_of(atk)
         points = s.correct if independent else robust
-        ran, res.seconds = s.runner.attack(f"{'ind' if independent else 'cascade'}:{k}:{atk.name}", atk, points,
-                                           key=f"{k}:{atk.name}", label=f"{atk.name} ({mode} {k + 1}/{len(attacks)})")
+        if s.plan is not None:
+            s.plan.attacks[k].points, s.plan.current = len(points), k
+        ran, res.seconds, spent = s.runner.attack(
+            f"{'ind' if independent else 'cascade'}:{k}:{atk.name}", atk, points, key=f"{k}:{atk.name}",
+            label=f"{atk.name} ({mode} {k + 1}/{len(attacks)})", plan=s.plan, k=k)
+        res.passes = spent.as_dict()
+        res.passes_per_point = {kind: round(res.passes[kind] / len(points), 1) if points else 0
+                                for kind in ("forward", "backward")}
         alive = set(robust)
         newly = {i: r for i, r in ran.items() if r["broken"] and i in alive}
         if independent:
@@ -186,19 +187,6 @@ def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[
     return results, robust, samples
 
 
-def announce_cost(s: Session, attacks: list[Attack]) -> None:
-    """Print an estimate before a run expected to take more than a few minutes (from a short calibration)."""
-    from advkit._internal.cost import cost_estimate
-
-    first = s.correct[: s.runner.batch_size]
-    if not first or s.runner.quiet or not D.is_main():
-        return
-    x, y = s.inputs.x[first].to(s.runner.device), s.inputs.y[first].to(s.runner.device)
-    note = cost_estimate(attacks, x, y, len(s.correct))
-    if note:
-        print(f"advkit: {note}", file=sys.stderr, flush=True)
-
-
 def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> list[dict]:
     """Independent accuracy of every attack, and the worst case, at each budget."""
     rows = []
@@ -209,7 +197,7 @@ def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> l
         for k, name in enumerate(attacks):
             atk = s.build(name, t)
             with swapped_threat(s.runner, t):
-                res, _ = s.runner.attack(f"sweep:{t.eps:.8g}:{k}:{atk.name}", atk, s.correct, key=f"{k}:{atk.name}",
+                res, _, _ = s.runner.attack(f"sweep:{t.eps:.8g}:{k}:{atk.name}", atk, s.correct, key=f"{k}:{atk.name}",
                                          label=f"{atk.name} at eps {label} ({len(rows) + 1}/{len(budgets)})")
             broken = {i for i, r in res.items() if r["broken"]}
             broken_any |= broken
@@ -217,19 +205,6 @@ def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> l
         row["worst_case"] = (len(s.correct) - len(broken_any)) / s.n
         rows.append(row)
     return rows
-
-
-class swapped_threat:
-    """Measure perturbations under another budget for a while (the sweep, the audit)."""
-
-    def __init__(self, runner: Runner, threat: ThreatModel):
-        self.runner, self.threat = runner, threat
-
-    def __enter__(self):
-        self.saved, self.runner.threat = self.runner.threat, self.threat
-
-    def __exit__(self, *exc):
-        self.runner.threat = self.saved
 
 
 def assemble(s: Session, results, robust, samples, *, seed, independent, meta, config) -> Report:
@@ -248,6 +223,7 @@ def assemble(s: Session, results, robust, samples, *, seed, independent, meta, c
             "mode": "independent" if independent else "cascade", "stochastic": s.stochastic,
             "adaptive": adaptive, "notes": s.inputs.notes,
             "resumed_batches": s.runner.progress.resumed, "device": str(s.runner.device),
+            "cost": s.plan.summary() if s.plan is not None else None,
             "world_size": D.world()[1], "versions": config["versions"],
         },
     )
@@ -291,15 +267,14 @@ def evaluate(
 
 def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
               eot, seed, device, quiet, meta, save_adv) -> Report:
-    from advkit._internal.evaluation.checks import gradient_warning, run_audit
-
     who = model_label(model, meta)
     model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
                              batch_size=batch_size, eot=eot, audit=audit, device=device, who=who)
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in (eps_sweep or ())]
     checked = Checked(model).eval()
     stochastic = probe_model(model, inputs, device, who)
-    eval_model = EOTModel(checked, eot).eval() if stochastic and eot > 1 else checked
+    counter = PassCounter(checked).eval()
+    eval_model = EOTModel(counter, eot).eval() if stochastic and eot > 1 else counter
     config = {
         "model": (meta or {}).get("model", type(model).__name__), "fingerprint": model_fingerprint(model),
         "data": inputs.data_meta.get("name", ""), "n": len(inputs.x), "attacks": inputs.attacks,
@@ -312,7 +287,7 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     keeper = Keeper(save_adv) if save_adv else None
     runner = Runner(checked, inputs.x, inputs.y, inputs.threat, batch_size=batch_size, seed=seed,
                     progress=progress, quiet=quiet, device=device, keeper=keeper)
-    s = Session(runner, checked, eval_model, inputs, stochastic)
+    s = Session(runner, checked, eval_model, inputs, stochastic, counter=counter)
     built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
     gradient_warning(eval_model, inputs.x[:batch_size][:64].to(device), inputs.y[:batch_size][:64].to(device))
     results, robust, samples = cascade(s, built, independent)

@@ -39,12 +39,6 @@ def say(notes: list[str], message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def adaptive_name(name: str, stochastic: bool) -> str:
-    """The attack to run for ``name``: its declared adaptive counterpart on a stochastic model."""
-    counterpart = registry("attack").get(name).can("adaptive") if stochastic else None
-    return counterpart or name
-
-
 def option_names(attacks, audit: bool) -> set[str]:
     """Attack names ``attack_opts`` may address: the attacks, their adaptive counterparts, the audit's references."""
     reg = registry("attack")

@@ -3,9 +3,7 @@
 - :func:`writes_input`: a model that writes into the tensor it is given would
   move the reference points of every attack; it is refused, naming the model
   (the probe runs on a copy, so the caller's data is untouched).
-- :func:`stochasticity`: the model is random when forward passes disagree. The
-  probe decides, not what a checkpoint declares: a declared-random model gets
-  more passes before it is called deterministic, and the run says which won.
+- the model is random when forward passes disagree (:func:`advkit._internal.stochastic.stochasticity`);
 - :func:`batch_dependence`: a deterministic model whose outputs for a point
   change with the other points of its batch (batch statistics at evaluation):
   every per-point result then depends on the batch, so the run warns.
@@ -20,7 +18,7 @@ import torch
 from advkit._internal.errors import UserError
 
 
-def _forward(model, x: torch.Tensor, who: str) -> torch.Tensor:
+def forward_named(model, x: torch.Tensor, who: str) -> torch.Tensor:
     try:
         with torch.inference_mode():
             return model(x)
@@ -35,31 +33,10 @@ def _forward(model, x: torch.Tensor, who: str) -> torch.Tensor:
 def writes_input(model, x: torch.Tensor, who: str) -> None:
     """Refuse a model that changes the tensor it is given (probed on a copy)."""
     copy = x.clone()
-    _forward(model, copy, who)
+    forward_named(model, copy, who)
     if not torch.equal(copy, x):
         raise UserError(f"{who} writes into its input tensor (an in-place operation on the images it is given): "
                         f"attacks and checks would see moved points; make its first operation out of place")
-
-
-def _agree(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
-
-
-def stochasticity(model, x: torch.Tensor, who: str, declared: bool) -> tuple[bool, str]:
-    """``(random?, note)``: forward passes on ``x`` disagree (NaN logits count as the same).
-
-    Two passes suffice for a model that declares nothing; a model that declares
-    itself random gets four before it is called deterministic. ``note`` says when
-    the probe overrules the declaration ("" otherwise).
-    """
-    first = _forward(model, x, who)
-    passes = 4 if declared else 2
-    random = any(not _agree(first, _forward(model, x, who)) for _ in range(passes - 1))
-    note = ""
-    if declared and not random:
-        note = (f"{who} is declared stochastic, but {passes} forward passes on {len(x)} points agree: "
-                f"evaluated as deterministic")
-    return random, note
 
 
 def batch_dependence(model, x: torch.Tensor, who: str) -> str:
@@ -67,7 +44,7 @@ def batch_dependence(model, x: torch.Tensor, who: str) -> str:
     if len(x) < 2:
         return ""
     half = len(x) // 2
-    whole, alone = _forward(model, x, who)[:half], _forward(model, x[:half].clone(), who)
+    whole, alone = forward_named(model, x, who)[:half], forward_named(model, x[:half].clone(), who)
     finite = torch.isfinite(whole) & torch.isfinite(alone)
     same_nan = torch.equal(torch.isfinite(whole), torch.isfinite(alone))
     gap = (whole - alone)[finite].abs()

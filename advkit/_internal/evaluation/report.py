@@ -73,7 +73,7 @@ def _attack_table(report) -> list[str]:
     indep = any(a.independent_accuracy is not None for a in report.attacks)
     minnorm = any(minimum_norm(a) for a in report.attacks)
     head = ["attack", "implementation", "attempted", "broken"] + (["dropped"] if minnorm else [])
-    head += ["accuracy after (%)", "95 % CI (%)"] + (["alone (%)"] if indep else []) + ["time (s)"]
+    head += ["accuracy after (%)", "95 % CI (%)"] + (["alone (%)"] if indep else []) + ["passes / point", "time (s)"]
 
     def row(cells: dict) -> str:
         return "| " + " | ".join(str(cells.get(h, "")) for h in head) + " |"
@@ -87,11 +87,20 @@ def _attack_table(report) -> list[str]:
                  "dropped": a.dropped if minimum_norm(a) else "",
                  "accuracy after (%)": NO_POINTS if a.attempted == 0 else _pct(a.accuracy),
                  "95 % CI (%)": "" if a.attempted == 0 else _ci(a.accuracy, n),
-                 "alone (%)": _pct(a.independent_accuracy), "time (s)": "n/a" if none else f"{a.seconds:.1f}"}
+                 "alone (%)": _pct(a.independent_accuracy), "time (s)": "n/a" if none else f"{a.seconds:.1f}",
+                 "passes / point": "n/a" if none else per_point(a)}
         lines.append(row(cells))
     lines.append(row({"attack": "**worst case**", "accuracy after (%)": f"**{_pct(report.robust_accuracy)}**",
                       "95 % CI (%)": _ci(report.robust_accuracy, n)}))
     return lines
+
+
+def per_point(a) -> str:
+    """``"1,093 + 380"``: forward + backward images through the model per attempted point, as counted."""
+    p = getattr(a, "passes_per_point", None) or {}
+    if not p:
+        return ""
+    return f"{p.get('forward', 0):,.0f} + {p.get('backward', 0):,.0f}"
 
 
 def _notes(report) -> list[str]:
@@ -99,7 +108,8 @@ def _notes(report) -> list[str]:
     mode = ("each attack on every clean-correct point, worst case over all" if indep
             else "each attack on the points earlier attacks failed on")
     lines = ["", f"Mode: {mode}. Attempted: the points an attack ran on in the cascade; broken: those it "
-             "misclassified; 95 % CI: Wilson score interval over all points."]
+             "misclassified; 95 % CI: Wilson score interval over all points. Passes / point: forward + backward "
+             "passes of the model the attack spent per attempted point, counted where the model is called."]
     if any(minimum_norm(a) for a in report.attacks):
         lines.append("Dropped: points where a minimum-norm attack found a perturbation larger than eps; "
                      "they count as not broken.")
@@ -187,6 +197,20 @@ def write_csv(report, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def write_attacks_csv(report, path: Path) -> None:
+    """One row per attack: its outcome, its seconds and the passes it spent (counted), also per point."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["attack", "implementation", "attempted", "broken", "accuracy_after", "seconds", "forward_passes",
+                "backward_passes", "forward_per_point", "backward_per_point"])
+    for a in report.attacks:
+        p, pp = a.passes or {}, a.passes_per_point or {}
+        w.writerow([a.name, a.implementation, a.attempted, a.broken, "" if a.accuracy is None else f"{a.accuracy:.6g}",
+                    f"{a.seconds:.3f}", p.get("forward", 0), p.get("backward", 0), pp.get("forward", 0),
+                    pp.get("backward", 0)])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -248,6 +272,7 @@ def write_reports(report, out: Path) -> None:
     atomic_write_json(out / "report.json", as_json(report))
     atomic_write_bytes(out / "report.md", markdown(report).encode())
     write_csv(report, out / "results.csv")
+    write_attacks_csv(report, out / "attacks.csv")
     if report.samples and len(per_class(report)) <= MAX_CLASSES_SHOWN:
         plot_per_class(report, out / "per_class.png")
     if report.sweep:
@@ -285,7 +310,7 @@ def comparison(runs: dict[str, dict]) -> tuple[list[str], list[list]]:
     names: list[str] = []
     for r in runs.values():
         names += [a["name"] for a in r.get("attacks", []) if a["name"] not in names]
-    head = ["run", "model", "dataset", "threat", "n", "clean"] + names + ["worst case", "95 % CI"]
+    head = ["run", "model", "dataset", "threat", "n", "clean"] + names + ["worst case", "passes", "95 % CI"]
     rows = []
     for label, r in runs.items():
         t = r.get("threat_model", {})
@@ -294,8 +319,20 @@ def comparison(runs: dict[str, dict]) -> tuple[list[str], list[list]]:
         n = int(r.get("n", 0))
         rows.append([label, r.get("model", ""), (r.get("dataset") or {}).get("name", ""), f"{t.get('norm', '')} {eps}".strip(),
                      n, r.get("clean_accuracy")] + [acc.get(k) for k in names]
-                    + [r.get("robust_accuracy"), wilson(round(r.get("robust_accuracy", 0) * n), n)])
+                    + [r.get("robust_accuracy"), _passes(r), wilson(round(r.get("robust_accuracy", 0) * n), n)])
     return head, rows
+
+
+def _passes(run: dict) -> str:
+    """All attacks' forward + backward passes of a run (``"1.2M"``), or ``""`` for reports without counts."""
+    counts = [a.get("passes") for a in run.get("attacks", [])]
+    if not counts or any(c is None for c in counts):  # reports of versions that did not count
+        return ""
+    total = sum(int(c.get("forward", 0)) + int(c.get("backward", 0)) for c in counts)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if total >= size:
+            return f"{total / size:.3g}{unit}"
+    return str(total)
 
 
 def _cell(v, fmt: str) -> str:
@@ -321,7 +358,7 @@ def _latex_escape(text: str) -> str:
 def format_comparison(runs: dict[str, dict], fmt: str = "md") -> str:
     """The comparison table as Markdown (``md``), ``csv`` or ``latex`` (booktabs); accuracies in %."""
     head, rows = comparison(runs)
-    pct = {h: h + (" (%)" if i >= 5 else "") for i, h in enumerate(head)}
+    pct = {h: h + (" (%)" if i >= 5 and h != "passes" else "") for i, h in enumerate(head)}
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)

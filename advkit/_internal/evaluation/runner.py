@@ -17,14 +17,20 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from advkit._internal import distributed as D
 from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.meter import Meter
+from advkit._internal.passes import Passes
 from advkit._internal.seeds import derive_seed, seed_everything
 from advkit._internal.progress import progress
+
+if TYPE_CHECKING:
+    from advkit._internal.threat import ThreatModel
 
 
 class ModelFailure(Exception):
@@ -136,19 +142,25 @@ class Runner:
             out.update(zip(rec["index"], rec["pred"]))
         return out
 
-    def attack(self, stage: str, attack, idx: list[int], eps=None, key: str | None = None,
-               label: str | None = None) -> tuple[dict[int, dict], float]:
+    def attack(self, stage: str, attack, idx: list[int], key: str | None = None, label: str | None = None,
+               plan=None, k: int = 0) -> tuple[dict[int, dict], float, Passes]:
         """Run ``attack`` on ``idx``; per point: broken, perturbation norm, dropped. Verifies every batch.
 
         ``key`` names the attack for seeding (default ``stage``): the same key and
         the same points give the same randomness in any mode. ``label`` is what
-        the progress bar says (default ``stage``).
+        the progress bar says (default ``stage``). ``plan``: the run's cost plan,
+        in which this is attack ``k``. Returns the results, the seconds and the
+        passes spent (read back from the log for resumed batches).
         """
 
         def run(b, chunk):
             seed_everything(derive_seed(self.seed, key or stage, *chunk))
             xb, yb = self.x[chunk].to(self.device), self.y[chunk].to(self.device)
-            result = attack.run(xb, yb, eps=eps)  # verified against the threat model, or stops the run
+            meter.start(len(chunk))
+            try:
+                result = attack.run(xb, yb)  # verified against the threat model, or stops the run
+            finally:
+                meter.stop()
             with torch.inference_mode():
                 logits = self.model(result.x_adv)
             finite_logits(logits, chunk, f"the adversarial inputs of attack {attack.name!r}")
@@ -157,18 +169,20 @@ class Runner:
             return {
                 "stage": stage, "batch": b, "index": chunk, "broken": (logits.argmax(1) != yb).cpu().tolist(),
                 "norm": [float(v) for v in self.threat.norms(xb, result.x_adv).cpu()],
-                "dropped": result.dropped.cpu().tolist(),
+                "dropped": result.dropped.cpu().tolist(), "passes": result.passes.as_dict(),
             }
 
         out: dict[int, dict] = {}
-        seconds = 0.0
+        seconds, passes = 0.0, Passes()
         bar = progress(len(idx), label or stage, quiet=self.quiet, unit="img")
-        for rec in self._run(stage, idx, run, bar, f"attack {attack.name!r}"):
+        meter = Meter(bar, attack, plan, k)
+        for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished):
             seconds += rec.get("seconds", 0.0)
+            passes = passes + Passes.of(rec.get("passes"))
             for i, br, nm, dr in zip(rec["index"], rec["broken"], rec["norm"], rec["dropped"]):
                 out[i] = {"broken": bool(br), "norm": nm, "dropped": bool(dr)}
         bar.close()
-        return out, seconds
+        return out, seconds, passes
 
     def _call(self, fn, b, chunk, who: str, stage: str):
         """``fn(b, chunk)``, with a failure of the model or the attack turned into one line."""
@@ -183,8 +197,10 @@ class Runner:
             raise UserError(f"{culprit} raised on batch {b} of {stage} (points {chunk[0]}-{chunk[-1]}): "
                             f"{detail.splitlines()[0] if detail else ''}{kept}") from exc
 
-    def _run(self, stage, idx, fn, bar, who):
-        """Do the batches not yet in the progress log, shared round-robin among ranks."""
+    def _run(self, stage, idx, fn, bar, who, after=None):
+        """Do the batches not yet in the progress log, shared round-robin among ranks.
+
+        ``after(rec, resumed)`` hears of every batch, read back or done (once its seconds are known)."""
         rank, size = D.world()
         recs, pending = [], []
         for b, chunk in enumerate(self._batches(idx)):
@@ -195,6 +211,8 @@ class Runner:
                 recs.append(rec)
                 if bar is not None:
                     bar.update(len(chunk))
+                if after is not None:
+                    after(rec, True)
             else:
                 pending.append((b, chunk))
         # Rounds of one batch per rank; all ranks gather each round, so every rank sees every result.
@@ -206,8 +224,23 @@ class Runner:
             share = (time.perf_counter() - t0) / max(len(gathered), 1)
             for rec in gathered:  # wall-clock share of the round, so a resumed run reports the original time
                 rec["seconds"] = share
+                if after is not None:
+                    after(rec, False)
             self.progress.put(gathered)
             recs.extend(gathered)
             if bar is not None:
                 bar.update(sum(len(rec["index"]) for rec in gathered))
         return recs
+
+
+class swapped_threat:
+    """Measure perturbations under another budget for a while (the sweep, the audit)."""
+
+    def __init__(self, runner: Runner, threat: ThreatModel):
+        self.runner, self.threat = runner, threat
+
+    def __enter__(self):
+        self.saved, self.runner.threat = self.runner.threat, self.threat
+
+    def __exit__(self, *exc):
+        self.runner.threat = self.saved

@@ -16,7 +16,6 @@ import io
 import json
 from pathlib import Path
 
-from advkit._internal import checkpoint as ckpt
 from advkit._internal import files
 
 CSV_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_clean", "val_robust", "val_attack", "val_adaptive",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from advkit._internal.adversary import frozen
+from advkit._internal.meter import Meter
 from advkit._internal.progress import progress
 
 
@@ -32,7 +33,7 @@ class Validator:
     def __init__(self, model, x, y, threat, spec: str | None, *, stochastic: bool, eot: int,
                  batch_size: int, dist, quiet: bool):
         from advkit._internal.attack import create_attack
-        from advkit._internal.evaluation.engine import EOTModel, adaptive_name
+        from advkit._internal.stochastic import EOTModel, adaptive_name
 
         self.model, self.x, self.y = model, x, y
         self.batch_size, self.dist, self.quiet = batch_size, dist, quiet
@@ -57,18 +58,25 @@ class Validator:
         model.eval()
         xs, ys = self.x[dist.rank::dist.world], self.y[dist.rank::dist.world]
         clean = robust = 0
-        starts = range(0, xs.shape[0], self.batch_size)
-        bar = progress(len(starts), f"validate {epoch}", quiet=self.quiet, unit="batch")
-        for i in starts:
+        bar = progress(xs.shape[0], f"validate {epoch}", quiet=self.quiet, unit="img")
+        meter = Meter(bar, self.attack) if self.attack is not None else None  # moves within a batch, per pass
+        for i in range(0, xs.shape[0], self.batch_size):
             xb, yb = xs[i:i + self.batch_size], ys[i:i + self.batch_size]
             with torch.inference_mode():
                 clean += int((model(xb).argmax(1) == yb).sum())
-            if self.attack is not None:
+            if meter is None:
+                bar.update(len(xb))
+                continue
+            meter.start(len(xb))
+            try:
                 with frozen(model):
-                    x_adv = self.attack.run(xb, yb).x_adv
-                with torch.no_grad():
-                    robust += int((model(x_adv).argmax(1) == yb).sum())
-            bar.update(1)
+                    out = self.attack.run(xb, yb)
+            finally:
+                meter.stop()
+            with torch.no_grad():
+                kept = int((model(out.x_adv).argmax(1) == yb).sum())
+            robust += kept
+            meter.done(len(xb), out.passes, len(xb) - kept, None)
         bar.close()
         total, clean, robust = dist.all_sum([float(xs.shape[0]), float(clean), float(robust)], self.x.device)
         if total == 0:
