@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from advkit._internal.passes import Passes, Stage
 
@@ -162,7 +162,7 @@ class InBatch:
         live = self.live or self.points
         k = min(self.stage, len(plan.stages) - 1)
         in_stage = now - self.stage_start
-        cur = plan.stages[k].passes(live)
+        cur = replace(plan.stages[k], share=1.0).passes(live)  # the stage in progress: its live points are seen
         left = Passes(*(max(a - b, 0) for a, b in zip(cur.as_tuple(), in_stage.as_tuple())))
         for s in plan.stages[k + 1:]:
             left = left + s.passes(live)

@@ -61,13 +61,15 @@ class Passes:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of an attack's plan: its name and its worst-case passes per attacked point."""
+    """One stage of an attack's plan: its name, its worst-case passes per point it works on, and the largest
+    share of the points still live when it starts that it works on (1: all of them)."""
 
     name: str
     forward: float = 0.0
     backward: float = 0.0
+    share: float = 1.0
 
     def passes(self, points: float = 1.0, batches: float = 1.0) -> Passes:
-        """The stage on ``points`` points in ``batches`` batches (one call per pass per point and batch)."""
-        return Passes(round(self.forward * points), round(self.backward * points),
+        """The stage on ``points`` live points in ``batches`` batches (one call per pass per point and batch)."""
+        return Passes(round(self.forward * points * self.share), round(self.backward * points * self.share),
                       round(self.forward * batches), round(self.backward * batches))

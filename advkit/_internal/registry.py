@@ -33,6 +33,7 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "black_box": "uses model outputs only, no gradients",
         "adaptive": "name of the attack to run instead on a stochastic (randomized) model",
         "reference": "'white-box' or 'black-box': the attack the gradient-masking audit uses in that role",
+        "early_stop": "stops working on a point as soon as it is broken (per-point early stop)",
     },
     "backbone": {
         "prefix": "a model-name prefix this factory resolves (a scheme such as hf-hub:); the rest of the "

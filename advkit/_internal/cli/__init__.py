@@ -159,6 +159,9 @@ def _split_csv(text: str) -> list[str]:
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Write reports and per-sample results here; re-running resumes.")
 @click.option("--eps-sweep", default=None, help="Comma-separated budgets for a robustness curve, e.g. 1/255,2/255,4/255,8/255.")
 @click.option("--audit", is_flag=True, help="Run the sanity checks of Carlini et al. (2019) for gradient masking.")
+@click.option("--confirm", default=None, metavar="NAME[:fraction=F,...]",
+              help="Run this attack (e.g. aa) on a seeded sample of the points left unbroken (fraction 0.1) and "
+                   "report the estimated gap with a 95 % interval.")
 @click.option("--eot", default=20, show_default=True, type=int, help="EOT samples for gradient attacks on stochastic models.")
 @click.option("--save-adv", default=0, show_default=True, type=int, metavar="N",
               help="Save the first N adversarial examples of every attack (OUT/adv/*.safetensors and a picture).")

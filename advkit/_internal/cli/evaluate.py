@@ -93,7 +93,7 @@ def resolve_batch_size(text, model, device) -> int:
 
 
 def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, eps, attack_opts, n, batch_size,
-             independent, out, eps_sweep, audit, eot, save_adv):
+             independent, out, eps_sweep, audit, eot, save_adv, confirm):
     """Resolve names, evaluate (the engine checks every argument), print the table, say where the reports are."""
     from advkit._internal.data import load_dataset
     from advkit._internal.evaluation.engine import evaluate
@@ -126,7 +126,7 @@ def run_eval(opts, *, model, weights, dataset, data_dir, split, attacks, norm, e
     report = evaluate(
         m, data, names, eps=eps, norm=norm, attack_opts=params, n=n,
         batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
-        eot=eot, seed=opts.seed, device=device, quiet=opts.quiet, meta=meta, save_adv=save_adv,
+        eot=eot, seed=opts.seed, device=device, quiet=opts.quiet, meta=meta, save_adv=save_adv, confirm=confirm,
     )
     if D.is_main():
         if opts.verbose:

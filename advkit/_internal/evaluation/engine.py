@@ -37,6 +37,7 @@ from advkit._internal.attack import Attack, create_attack
 from advkit._internal.errors import UserError
 from advkit._internal.files import lock_output
 from advkit._internal.evaluation.checks import gradient_warning, run_audit
+from advkit._internal.evaluation.confirm import parse_confirm, run_confirm
 from advkit._internal.evaluation.examples import Keeper, write_examples
 from advkit._internal.evaluation.inputs import Inputs, model_label, say, validate
 from advkit._internal.evaluation.probes import batch_dependence
@@ -85,6 +86,7 @@ class Report:
     meta: dict = field(default_factory=dict)
     sweep: list[dict] = field(default_factory=list)
     audit: list[dict] = field(default_factory=list)
+    confirm: dict | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -96,6 +98,7 @@ class Report:
             "attacks": [a.__dict__ for a in self.attacks],
             "eps_sweep": self.sweep,
             "audit": self.audit,
+            "confirm": self.confirm,
         }
 
 
@@ -249,6 +252,7 @@ def evaluate(
     quiet: bool = False,
     meta: dict | None = None,
     save_adv: int = 0,
+    confirm=None,
 ) -> Report:
     """Evaluate ``model`` on ``data`` (an :class:`advkit._internal.data.ImageData` or an ``(x, y)`` pair).
 
@@ -256,17 +260,19 @@ def evaluate(
     attack name to its parameters (``{"pgd": {"steps": 20}}``). Returns a
     :class:`Report`; with ``out`` the reports are written there too, and with
     ``save_adv`` the first adversarial examples of every attack
-    (:mod:`advkit._internal.evaluation.examples`).
+    (:mod:`advkit._internal.evaluation.examples`). ``confirm``: ``"aa:fraction=0.1"`` runs that attack on a
+    seeded sample of the points left unbroken and estimates what the run missed
+    (:mod:`advkit._internal.evaluation.confirm`).
     """
     lock = lock_output(out) if out and D.is_main() else contextlib.nullcontext()
     with lock:  # one run per --out: a second one refuses instead of mixing its records into this one's
         return _evaluate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
                          batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
-                         eot=eot, seed=seed, device=device, quiet=quiet, meta=meta, save_adv=save_adv)
+                         eot=eot, seed=seed, device=device, quiet=quiet, meta=meta, save_adv=save_adv, confirm=confirm)
 
 
 def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
-              eot, seed, device, quiet, meta, save_adv) -> Report:
+              eot, seed, device, quiet, meta, save_adv, confirm) -> Report:
     who = model_label(model, meta)
     model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
                              batch_size=batch_size, eot=eot, audit=audit, device=device, who=who)
@@ -289,6 +295,9 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
                     progress=progress, quiet=quiet, device=device, keeper=keeper)
     s = Session(runner, checked, eval_model, inputs, stochastic, counter=counter)
     built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
+    checking = parse_confirm(confirm)
+    if checking is not None:
+        s.build(checking[0], **checking[2])
     gradient_warning(eval_model, inputs.x[:batch_size][:64].to(device), inputs.y[:batch_size][:64].to(device))
     results, robust, samples = cascade(s, built, independent)
     report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
@@ -298,6 +307,8 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
                   f"clean-correct points at {len(budgets)} budgets ({', '.join(label for _, label in budgets)}): "
                   f"{len(built) * len(budgets)} attack runs", file=sys.stderr, flush=True)
         report.sweep = sweep(s, inputs.attacks, budgets)
+    if checking is not None:
+        report.confirm = run_confirm(s, checking, robust, seed)
     if audit:
         report.audit = run_audit(s, robust)
     if progress.resumed and D.is_main():

@@ -110,6 +110,9 @@ def _notes(report) -> list[str]:
     lines = ["", f"Mode: {mode}. Attempted: the points an attack ran on in the cascade; broken: those it "
              "misclassified; 95 % CI: Wilson score interval over all points. Passes / point: forward + backward "
              "passes of the model the attack spent per attempted point, counted where the model is called."]
+    standard = [a.name for a in report.attacks if (a.extra or {}).get("autoattack_standard")]
+    lines.append(f"Standard AutoAttack: {'part of this run (' + ', '.join(standard) + ')' if standard else 'not run'}; "
+                 f"the worst case is over {', '.join(a.name for a in report.attacks) or 'no attack'}.")
     if any(minimum_norm(a) for a in report.attacks):
         lines.append("Dropped: points where a minimum-norm attack found a perturbation larger than eps; "
                      "they count as not broken.")
@@ -163,11 +166,26 @@ def markdown(report, *, per_class_table: bool = True) -> str:
         lines += ["", "## Robust accuracy (%) vs eps", "", "| eps | " + " | ".join(names) + " | worst case |", "|---" * (len(names) + 2) + "|"]
         for row in report.sweep:
             lines.append(f"| {row['eps_label']} | " + " | ".join(_pct(row["attacks"][k]) for k in names) + f" | {_pct(row['worst_case'])} |")
+    lines += _confirm_lines(report)
     if report.audit:
         lines += ["", "## Audit (Carlini et al. 2019)", "", "| check | result | detail |", "|---|---|---|"]
         for c in report.audit:
             lines.append(f"| {c['check']} | {'pass' if c['passed'] else '**FLAGGED**'} | {c['detail']} |")
     return "\n".join(lines) + "\n"
+
+
+def _confirm_lines(report) -> list[str]:
+    c = report.confirm
+    if not c:
+        return []
+    lo, hi = c["ci95"]
+    standard = "standard AutoAttack" if c.get("standard_autoattack") else c["implementation"]
+    return ["", "## Confirmation", "",
+            f"{c['attack']} ({standard}) ran on a seeded random sample of {c['sampled']} of the {c['survivors']} points "
+            f"the attacks above left unbroken and broke {c['broken']}: the robust accuracy above is estimated to "
+            f"overstate {c['attack']}'s by {100 * c['gap']:.2f} points (95 % CI {100 * lo:.2f} to {100 * hi:.2f}), "
+            f"i.e. about {_pct(report.robust_accuracy - c['gap'])} %. The worst case above is the listed attacks' own"
+            + ("." if not c.get("standard_autoattack") else ", not standard AutoAttack's.")]
 
 
 def as_json(report) -> dict:
