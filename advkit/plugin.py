@@ -35,7 +35,8 @@ _NAMES: dict[str, str | tuple[str, str]] = {
     "NON_NEGATIVE": "registry",
     "AT_LEAST_ONE": "registry",
     "PROBABILITY": "registry",
-    "parse_spec": "registry",
+    "parse_spec": "grammar",
+    "parse_list": "grammar",
     # the threat model
     "ThreatModel": "threat",
     "parse_eps": "threat",

@@ -3,8 +3,11 @@
 1. advkit ``pgd`` vs torchattacks' PGD called directly: same model, data, seed (target ratio <= 1.03).
 2. ``eval --attacks pgd,cw,aa`` (cascade) vs ``aa`` alone on the PGD-AT model (target <= 1.15).
 3. ``torchrun --nproc_per_node 2 -m advkit eval`` vs one process.
+4. advkit's ``aa`` (the whole ``advkit.evaluate`` run) vs the AutoAttack package called directly, standard
+   version, same points and batches, alternated (target <= 1.03).
 
     python benchmarks/bench_eval.py [--model smallcnn-fmnist] [--robust-model smallcnn-fmnist-at] [--n 500] [--n-aa 200]
+    python benchmarks/bench_eval.py --only-aa-overhead --n-overhead 60 --repeats 2
 """
 
 from __future__ import annotations
@@ -39,7 +42,11 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-aa", action="store_true")
     p.add_argument("--skip-torchrun", action="store_true")
+    p.add_argument("--only-aa-overhead", action="store_true", help="part 4 only")
+    p.add_argument("--n-overhead", type=int, default=60, help="points of part 4")
     a = p.parse_args()
+    if a.only_aa_overhead:
+        return aa_overhead(a)
 
     import torchattacks
 
@@ -95,6 +102,40 @@ def main():
             t2 = time.perf_counter() - t0
             same = open(f"{d}/one/results.csv").read() == open(f"{d}/two/results.csv").read()
         print(f"[torchrun] 1 process {t1:.1f}s  2 processes {t2:.1f}s  speed-up {t1 / t2:.2f}x  identical results: {same}")
+
+
+def aa_overhead(a):
+    """advkit.evaluate(..., ["aa"]) against pyautoattack's run_standard_evaluation on the same points and batches."""
+    import pyautoattack
+
+    import advkit
+
+    model = advkit.load_model(a.robust_model)
+    data = advkit.load_dataset("fmnist-mini", "test", n=a.n_overhead)
+    x, y = data.tensors()
+
+    def ours():
+        r = advkit.evaluate(model, data, ["aa"], eps=0.1, batch_size=a.batch_size, quiet=True)
+        return r.robust_accuracy
+
+    def theirs():
+        adv = pyautoattack.AutoAttack(model, norm="Linf", eps=0.1, version="standard", seed=0, device="cpu")
+        adv.logger.disabled = True
+        x_adv, y_adv = adv.run_standard_evaluation(x.clone(), y.clone(), batch_size=a.batch_size)
+        return float((y_adv == y).float().mean())
+
+    t_ours, t_theirs = [], []
+    for _ in range(a.repeats):  # alternated, so that drift in the machine's load falls on both
+        t0 = time.perf_counter()
+        acc_ours = ours()
+        t_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        acc_theirs = theirs()
+        t_theirs.append(time.perf_counter() - t0)
+    to, tt = statistics.median(t_ours), statistics.median(t_theirs)
+    print(f"[aa overhead] {a.robust_model}, n {a.n_overhead}, batch {a.batch_size}: advkit {to:.1f}s "
+          f"({100 * acc_ours:.1f}%)  pyautoattack {tt:.1f}s ({100 * acc_theirs:.1f}%)  ratio {to / tt:.3f}  "
+          f"(each of {a.repeats} alternated runs: {[round(v, 1) for v in t_ours]} vs {[round(v, 1) for v in t_theirs]})")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import advkit
-from advkit._internal.files import atomic_write_json
 from advkit._internal.checkpoint import load_tensors, save_tensors
+from advkit._internal.files import atomic_write_json
 from advkit_csa.bank import choose_images, dataset_labels, model_fingerprint
 from advkit_csa.shapley import frequency_shapley
 

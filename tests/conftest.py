@@ -43,7 +43,7 @@ def trained_cnn(fmnist_train):
     x, y = x[:4000], y[:4000]
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
-    for epoch in range(2):
+    for _epoch in range(2):
         perm = torch.randperm(len(x))
         for i in range(0, len(x), 100):
             idx = perm[i : i + 100]

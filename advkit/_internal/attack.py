@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from advkit._internal.errors import ThreatViolation
+from advkit._internal.errors import ThreatViolation, UserError
 from advkit._internal.passes import Passes
 from advkit._internal.registry import Entry, bind_params
 
@@ -221,6 +221,22 @@ class Attack:
         }
 
 
+def usual_threat(model, eps=None) -> ThreatModel:
+    """Linf at the usual budget of the dataset ``model.info`` names (a dataset's declared ``usual_eps``)."""
+    from advkit._internal.plugins import registry
+    from advkit._internal.threat import ThreatModel
+
+    dataset = (getattr(model, "info", None) or {}).get("dataset")
+    entry = registry("dataset").find(str(dataset)) if dataset else None
+    usual = entry.capabilities.get("usual_eps") if entry else None
+    if usual is None and eps is None:
+        import warnings
+
+        warnings.warn(f"the model names no dataset with a usual budget{f' ({dataset})' if dataset else ''}: "
+                      "attacking at Linf eps=8/255; pass threat= or eps= to choose", stacklevel=3)
+    return ThreatModel.parse("Linf", usual or "8/255")
+
+
 def create_attack(
     name: str,
     model: torch.nn.Module,
@@ -230,22 +246,28 @@ def create_attack(
     norm: str | None = None,
     **params,
 ) -> Attack:
-    """Build the attack ``name`` (any registered name, alias or ``provider.name``) for ``model``.
+    """Build the attack ``name`` for ``model``: a registered name, alias or ``provider.name``, with parameters
+    as on the command line (``"pgd:steps=5"``) or as keyword arguments (not both for one parameter).
 
-    ``threat`` defaults to Linf 8/255; ``eps`` and ``norm`` build one instead (give one or the other:
-    the threat model is never an attack parameter).
-    Remaining keyword arguments are the attack's own parameters (strings are
-    converted to the type of the default, as on the command line, and checked
-    against the ranges the plugin declared).
+    ``threat`` (or ``eps``/``norm``, which build one: the threat model is never an attack parameter)
+    defaults to Linf at the usual budget of the dataset the model was trained on (0.1 for
+    Fashion-MNIST, 8/255 for CIFAR-10), and to Linf 8/255, with a warning, for a model that names
+    no dataset. Keyword arguments are the attack's own parameters (strings are converted to the type
+    of the default, as on the command line, and checked against the ranges the plugin declared).
     """
+    from advkit._internal.grammar import merged, parse_spec
     from advkit._internal.plugins import registry
     from advkit._internal.registry import refuse_threat_params
     from advkit._internal.threat import ThreatModel
 
+    name, spec_params = parse_spec(name)
+    params = merged({name: spec_params}, {name: params})[name.lower()]
     if threat is not None and (eps is not None or norm is not None):
         # an engine passes the run's threat model: eps/norm here came from the attack's parameters
         refuse_threat_params("attack", name, {k: v for k, v in (("eps", eps), ("norm", norm)) if v is not None})
-    threat = threat or ThreatModel()
+    if threat is None and eps is None and norm is not None and str(norm).strip().lower() not in ("linf", "inf"):
+        raise UserError(f"attack {name!r}: give eps= with norm={norm}: a dataset's usual budget is an Linf one")
+    threat = threat or usual_threat(model, eps)
     if eps is not None or norm is not None:
         threat = ThreatModel.parse(norm or threat.norm, eps if eps is not None else threat.eps, bounds=threat.bounds)
     entry = registry("attack").get(name)

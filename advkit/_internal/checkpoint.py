@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from advkit._internal.errors import UserError
 from advkit._internal import files
+from advkit._internal.errors import UserError
 
 if TYPE_CHECKING:
     from advkit._internal.models import ImageClassifier

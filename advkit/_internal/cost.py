@@ -28,19 +28,22 @@ from dataclasses import dataclass, field, replace
 from advkit._internal.passes import Passes, Stage
 
 
-def calibrate(model, x, y, repeats: int = 2) -> dict:
+def calibrate(model, x, y, repeats: int = 3) -> dict:
     """Seconds of ``model``'s forward and forward+backward passes on the batch ``x``: per image at this
     batch size (``forward``, ``backward``), and split into a cost per call and per image, from a second
     timing at an eighth of the batch (``forward_call``, ``forward_image``, ``backward_call``, ``backward_image``).
 
-    The fastest of ``repeats`` timed passes after one warm-up pass; the model's mode is left as it was.
+    The median of ``repeats`` timed passes after one warm-up pass (the fastest would be optimistic on a
+    shared machine); the model's mode is left as it was.
     """
+    import statistics
+
     import torch
     import torch.nn.functional as F
 
     def timed(fn, xb, yb) -> float:
         fn(xb, yb)
-        best = float("inf")
+        times = []
         for _ in range(repeats):
             if xb.is_cuda:
                 torch.cuda.synchronize(xb.device)
@@ -48,8 +51,8 @@ def calibrate(model, x, y, repeats: int = 2) -> dict:
             fn(xb, yb)
             if xb.is_cuda:
                 torch.cuda.synchronize(xb.device)
-            best = min(best, time.perf_counter() - t0)
-        return best
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
 
     def forward(xb, yb):
         with torch.no_grad():
@@ -76,6 +79,7 @@ class Clock:
     """Seconds for a number of passes: calibrated, then corrected by what the run has measured."""
 
     def __init__(self, per_image: dict):
+        self.live_passes, self.live_seconds = Passes(), 0.0  # the batch in progress, so far
         f_img, f_call = per_image.get("forward_image", per_image["forward"]), per_image.get("forward_call", 0.0)
         b_img = per_image.get("backward_image", per_image["backward"])
         b_call = per_image.get("backward_call", 0.0)
@@ -89,7 +93,12 @@ class Clock:
 
     @property
     def factor(self) -> float:
-        return self.spent / self.expected if self.expected > 0 and self.spent > 1.0 else 1.0
+        spent, expected = self.spent + self.live_seconds, self.expected + self.raw(self.live_passes)
+        return spent / expected if expected > 0 and spent > 1.0 else 1.0
+
+    def live(self, p: Passes, seconds: float) -> None:
+        """The batch in progress has spent ``p`` in ``seconds`` so far (until :meth:`observe` takes over)."""
+        self.live_passes, self.live_seconds = p, seconds
 
     def seconds(self, p: Passes) -> float:
         return self.raw(p) * self.factor
@@ -98,6 +107,7 @@ class Clock:
         """A finished piece of work: its passes took ``seconds``."""
         self.expected += self.raw(p)
         self.spent += seconds
+        self.live_passes, self.live_seconds = Passes(), 0.0
 
 
 def declared(stages: list[Stage]) -> Passes:
@@ -120,9 +130,18 @@ class AttackPlan:
     done_passes: Passes = field(default_factory=Passes)
     broken: int = 0
 
-    def cost(self, points: float, batches: float, *, first_stage_only: bool = False) -> Passes | None:
+    def floor(self) -> list[Stage]:
+        """The plan of a point broken at once: up to the first stage a point leaves as soon as it is broken
+        (one pass of it), or else the first stage (the later ones run only on the points it left)."""
+        for k, st in enumerate(self.stages):
+            if st.early_stop:
+                return [*self.stages[:k], replace(st, forward=min(st.forward, 1), backward=min(st.backward, 1))]
+        return self.stages[:1]
+
+    def cost(self, points: float, batches: float, *, broken: float = 0.0) -> Passes | None:
         """Passes for ``points`` points in ``batches`` batches: measured per point and per batch once a
-        batch is done, else declared (worst case, or its first stage only); None when unknown."""
+        batch is done, else declared: the worst case, with a share ``broken`` of the points costing only
+        :meth:`floor` (broken at once); None when unknown."""
         if self.done_points:
             d = self.done_passes
             per_image = Passes(d.forward, d.backward).scaled(1 / self.done_points)
@@ -130,10 +149,11 @@ class AttackPlan:
             return per_image.scaled(points) + per_call.scaled(1, batches)
         if not self.stages:
             return None
-        plan = self.stages[:1] if first_stage_only else self.stages
-        total = Passes()
-        for s in plan:
-            total = total + s.passes(points, batches)
+        total, live = Passes(), points * (1 - broken)
+        for s in self.stages if live > 0 else ():
+            total = total + s.passes(live, batches)
+        for s in self.floor() if broken else ():
+            total = total + s.passes(points * broken, 0 if live > 0 else batches)
         return total
 
     @property
@@ -195,12 +215,19 @@ class Plan:
         left = max(before - prev.done_points, 0)
         return before - prev.broken - left * (1 - prev.survival)
 
-    def _later(self, k: int, *, breaks: bool, first_stage_only: bool = False) -> float:
-        """Seconds for the unfinished batches of attack ``k`` (not counting a batch in progress)."""
+    def weakness(self) -> float:
+        """The share of its points the first attack broke so far (1 before it has finished a batch): how
+        readily the model's points break, for the low end of the range."""
+        first = self.attacks[0]
+        return 1.0 if first.survival is None else 1.0 - first.survival
+
+    def _later(self, k: int, *, breaks: bool, optimistic: bool = False) -> float:
+        """Seconds for the unfinished batches of attack ``k`` (not counting a batch in progress); ``optimistic``:
+        the points break as readily as the first attack's did (:meth:`weakness`) and then cost little."""
         a = self.attacks[k]
         in_progress = self.batch.points if (self.batch is not None and k == self.current) else 0
         points = max(self.expected_points(k, breaks=breaks) - a.done_points - in_progress, 0)
-        cost = a.cost(points, math.ceil(points / self.batch_size), first_stage_only=first_stage_only)
+        cost = a.cost(points, math.ceil(points / self.batch_size), broken=self.weakness() if optimistic else 0.0)
         return self.clock.seconds(cost) if cost is not None else 0.0
 
     def remaining(self, now: Passes | None = None) -> float:
@@ -214,7 +241,7 @@ class Plan:
 
     def range(self) -> tuple[float, float]:
         """``(low, high)`` seconds for what is left; see the module docstring."""
-        low = sum(self._later(k, breaks=True, first_stage_only=True) for k in range(self.current, len(self.attacks)))
+        low = sum(self._later(k, breaks=True, optimistic=True) for k in range(self.current, len(self.attacks)))
         high = sum(self._later(k, breaks=False) for k in range(self.current, len(self.attacks)))
         return low, high
 
@@ -231,3 +258,56 @@ class Plan:
         if not self.trace or t - self.trace[-1][0] >= 2.0:
             self.trace.append((round(t, 2), round(eta, 2)))
         return eta
+
+
+def best_cpu_batch(model, shape, candidates=(16, 32, 64, 128, 256, 512), tolerance: float = 0.05) -> tuple[int, dict]:
+    """The CPU batch size for attacks: the smallest whose forward+backward throughput (images per second,
+    measured here) is within ``tolerance`` of the best candidate's; also every candidate's throughput.
+
+    Smaller batches of equal speed are preferred: the progress bar and the log move more often.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    rates = {}
+    for b in candidates:
+        x = torch.rand(b, *shape)
+        y = torch.zeros(b, dtype=torch.long)
+
+        def step():
+            xg = x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
+
+        step()  # warm-up
+        reps, t0 = 0, time.perf_counter()
+        while reps < 2 or time.perf_counter() - t0 < 0.3:
+            step()
+            reps += 1
+        rates[b] = b * reps / (time.perf_counter() - t0)
+    best = max(rates.values())
+    return min(b for b, r in rates.items() if r >= (1 - tolerance) * best), rates
+
+
+def largest_batch(model, shape, device, limit: int = 4096) -> int:
+    """Half the largest power-of-two batch (from 32) whose forward+backward fits the device's memory.
+
+    The half leaves room for what attacks keep besides the model's activations
+    (AutoAttack's restarts and targets, EOT copies).
+    """
+    import torch
+
+    fits, b = 16, 32
+    while b <= limit:
+        try:
+            x = torch.rand(b, *shape, device=device, requires_grad=True)
+            model(x).sum().backward()
+            fits = b
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            x = None
+            if str(device).startswith("cuda"):
+                torch.cuda.empty_cache()
+        b *= 2
+    return max(1, fits // 2)

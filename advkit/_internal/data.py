@@ -95,19 +95,27 @@ class TensorImages(Dataset):
         return x, self.labels[i]
 
 
-def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None, n: int | None = None, **params) -> ImageData:
-    """Load a registered dataset (or an image folder given as a path); ``n`` keeps the first n items."""
+def load_dataset(name: str | None = None, split: str = "test", *, data_dir: str | None = None, n: int | None = None,
+                 **params) -> ImageData:
+    """Load a registered dataset (or an image folder given as a path); ``n`` keeps the first n items.
+
+    ``name`` None (or ``"default"``) is the dataset a plugin declares as the default."""
     from advkit._internal.plugins import registry
-    from advkit._internal.registry import bind_params, parse_spec
+    from advkit._internal.registry import DEFAULT, bind_params, parse_spec
 
     if split not in ("train", "test"):
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
-    spec_name, spec_params = parse_spec(name) if "=" in name else (name, {})
+    if not isinstance(name, (str, type(None))):
+        raise UserError(f"dataset: expected a name, got {type(name).__name__}")
     reg = registry("dataset")
-    if spec_name not in reg and os.path.isdir(spec_name):
+    spec_name, spec_params = parse_spec(name) if name and "=" in name else (name, {})
+    if spec_name is None or spec_name.strip().lower() == DEFAULT:
+        entry = reg.default()
+    elif spec_name not in reg and os.path.isdir(spec_name):
         spec_params = {"root": spec_name, **spec_params}
-        spec_name = "imagefolder"
-    entry = reg.get(spec_name)
+        entry = _folder_reader(reg, spec_name)
+    else:
+        entry = reg.get(spec_name)
     kwargs = bind_params(entry, {**spec_params, **params})
     data = entry.factory(split, data_dir=data_dir, **kwargs)
     if not isinstance(data, ImageData):
@@ -116,6 +124,13 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | None = None,
         raise UserError(f"--n must be positive, got {n}")
     data.info.split = split
     return data.first(n)
+
+
+def _folder_reader(reg, path: str):
+    found = reg.with_capability("reads_folders")
+    if not found:
+        raise UserError(f"{path} is a folder, and no plugin reads folders of images (see 'advkit list datasets')")
+    return found[0]
 
 
 def check_images(x: torch.Tensor, bounds=(0.0, 1.0), where: str = "input") -> None:

@@ -43,6 +43,30 @@ def init_from_env(device: str = "cpu") -> bool:
     return joined
 
 
+def resolve_device(name) -> str:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked here."""
+    import torch
+
+    from advkit._internal.errors import UserError
+
+    name = str(name).strip().lower() if name is not None else "auto"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r}: no CUDA device is available here (use cpu)")
+    if name not in ("cpu", "mps") and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise UserError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    return name
+
+
+def join(device) -> tuple[str, bool]:
+    """Resolve ``device``, join torchrun's process group if there is one, and give this rank's device;
+    also whether this call joined the group (then the caller leaves it with :func:`shutdown`)."""
+    device = resolve_device(device)
+    joined = init_from_env(device)
+    return local_device(device), joined
+
+
 def local_device(device: str) -> str:
     """``cuda`` becomes this rank's ``cuda:LOCAL_RANK`` under torchrun; other devices stay."""
     if world()[1] > 1 and str(device).startswith("cuda"):

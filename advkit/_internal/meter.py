@@ -37,6 +37,7 @@ class Meter:
         if self.counter is None:
             return
         self.batch = InBatch(points, replace(self.counter.count), stage_start=replace(self.counter.count))
+        self.started = time.perf_counter()
         if self.plan is not None:
             self.plan.current = self.k
             self.plan.batch_starts(points)
@@ -90,6 +91,8 @@ class Meter:
             return
         self.drawn = now
         done = counter.count - b.start
+        if self.plan is not None:
+            self.plan.clock.live(done, time.perf_counter() - self.started)
         left = b.remaining(self.attack_plan, counter.count)
         work = (done.total + left.total) or 1
         self._move(self.base + b.points * min(done.total / work, 0.99))

@@ -143,7 +143,7 @@ _NORM_KEYS = ("normalize", "mean", "std")
 
 
 def load_model(
-    spec: str | nn.Module,
+    spec: str | nn.Module | None = None,
     *,
     dataset=None,
     num_classes: int | None = None,
@@ -162,10 +162,16 @@ def load_model(
     normalization of a new backbone; ``num_classes``, ``input_shape``, ``mean``
     and ``std`` override it (without either: 10 classes of 3x32x32, no
     normalization). Checkpoints carry their own. ``model.info["normalization"]``
-    says what is applied and where it came from.
+    says what is applied and where it came from. ``spec`` None (or ``"default"``) is the checkpoint a plugin
+    declares as the default model.
     """
-    from advkit._internal.registry import parse_spec
+    from advkit._internal.grammar import parse_spec
+    from advkit._internal.registry import DEFAULT
 
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == DEFAULT):
+        from advkit._internal.plugins import registry
+
+        spec = registry("backbone").default("model").name
     info = _data_info(dataset)
     num_classes = int(num_classes if num_classes is not None else info.num_classes if info else 10)
     shape_from = "given" if input_shape is not None else f"of dataset {info.name!r}" if info else "the default"
@@ -177,7 +183,7 @@ def load_model(
     elif _is_checkpoint_path(spec) and "=" not in spec:
         name, params = None, {}
     else:
-        name, params = _split_spec(spec, parse_spec)
+        name, params = parse_spec(spec)
     norm = _normalization(params, mean, std, info, input_shape[0], spec)
     if name is None:
         from advkit._internal.checkpoint import load_checkpoint
@@ -190,6 +196,7 @@ def load_model(
         from advkit._internal.checkpoint import load_backbone_weights
 
         load_backbone_weights(model, weights)
+        model.info["weights"] = str(weights)
     model = model.to(device).eval()
     if check:
         check_output(model, shape_from=shape_from)
@@ -229,7 +236,6 @@ def _build(name: str, params: dict, offered: dict):
         return _call_factory(entry.factory, params, **offered), entry.name
     if ":" in name:
         from advkit._internal.plugins import import_object
-
         from advkit._internal.registry import Entry, introspect
 
         obj = import_object(name)
@@ -292,35 +298,6 @@ def _normalization(params: dict, mean, std, info, channels: int, spec) -> dict |
     if info is not None:
         return _norm_record(info.mean, info.std, "dataset")
     return None
-
-
-def _split_spec(spec: str, parse_spec):
-    """Split a model spec into a name and its ``key=value`` parameters.
-
-    ``name:key=value,...`` (a registered or prefixed name) and
-    ``package.module:factory:key=value,...`` (an import path); a value of
-    ``mean``/``std`` may hold several comma-separated numbers.
-    """
-    head, sep, tail = spec.partition(":")
-    if not sep or "=" not in tail:
-        return spec, {}
-    factory, colon, rest = tail.partition(":")
-    if colon and "=" not in factory:
-        name, text = f"{head}:{factory}", rest
-    else:
-        name, text = head, tail
-    params: dict[str, str] = {}
-    last = None
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        k, eq, v = part.partition("=")
-        if eq:
-            last = k.strip()
-            params[last] = v.strip()
-        elif last in ("mean", "std"):
-            params[last] += f",{part}"
-        else:
-            raise UserError(f"{spec!r}: parameters must look like key=value")
-    return name.strip(), params
 
 
 def _unknown_backbone(name: str) -> UserError:

@@ -61,13 +61,15 @@ class Passes:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of an attack's plan: its name, its worst-case passes per point it works on, and the largest
-    share of the points still live when it starts that it works on (1: all of them)."""
+    """One stage of an attack's plan: its name, its worst-case passes per point it works on, the largest
+    share of the points still live when it starts that it works on (1: all of them), and whether a point
+    leaves it as soon as it is broken (then a point the model cannot defend costs about one pass)."""
 
     name: str
     forward: float = 0.0
     backward: float = 0.0
     share: float = 1.0
+    early_stop: bool = False  # a point leaves the stage (and the attack) as soon as it is broken
 
     def passes(self, points: float = 1.0, batches: float = 1.0) -> Passes:
         """The stage on ``points`` live points in ``batches`` batches (one call per pass per point and batch)."""

@@ -6,7 +6,6 @@ import sys
 import time
 from contextvars import ContextVar
 
-
 _OPEN: ContextVar[tuple] = ContextVar("advkit_open_bars", default=())
 
 

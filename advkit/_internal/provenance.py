@@ -6,10 +6,8 @@ import hashlib
 import importlib.metadata as md
 import platform
 
-
-#: The distributions whose versions a report records.
-VERSIONED = ("advkit", "torch", "torchvision", "timm", "torchattacks", "adversarial-robustness-toolbox",
-             "autoattack", "pyautoattack", "captum", "numpy")
+#: The distributions every report records; the libraries plugins declare they wrap are added to them.
+VERSIONED = ("advkit", "torch", "torchvision", "numpy")
 
 
 def model_fingerprint(model) -> str:
@@ -25,14 +23,19 @@ def model_fingerprint(model) -> str:
 
 
 def versions() -> dict:
-    """Versions of Python, torch and the attack libraries, for reports."""
+    """Versions of Python, torch and every library a registered plugin wraps, for reports."""
+    from advkit._internal.plugins import registry
+    from advkit._internal.registry import KINDS
+
+    wrapped = [dist for kind in KINDS for e in registry(kind) for dist in e.library]
     out = {"python": platform.python_version()}
-    for pkg in VERSIONED:
+    for pkg in dict.fromkeys([*VERSIONED, *wrapped]):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
     return out
+
 
 def dist_version(name: str) -> str:
     """Installed version of a distribution, or ``"?"``."""

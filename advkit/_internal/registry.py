@@ -34,16 +34,30 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "adaptive": "name of the attack to run instead on a stochastic (randomized) model",
         "reference": "'white-box' or 'black-box': the attack the gradient-masking audit uses in that role",
         "early_stop": "stops working on a point as soon as it is broken (per-point early stop)",
+        "default": "its position (1, 2, ...) in the default suite: what advkit eval runs when no attack is named",
+        "validation": "true: the attack advkit train validates with when none is named",
     },
     "backbone": {
         "prefix": "a model-name prefix this factory resolves (a scheme such as hf-hub:); the rest of the "
                   "name is passed as the factory's ``name`` parameter",
         "claims": "a callable name -> bool: bare names this prefix resolver also accepts",
+        "default": "'model': the checkpoint advkit eval and explain use when none is named; 'architecture': "
+                   "what advkit train trains when none is named",
+        "trained_on": "the dataset a pretrained checkpoint was trained on",
+        "defenses": "the defenses a pretrained checkpoint was trained with (a tuple of names; () for none)",
     },
     "defense": {},
     "explainer": {},
-    "dataset": {},
+    "dataset": {
+        "default": "true: the dataset used when none is named",
+        "usual_eps": "the Linf budget usually evaluated on this dataset (\"0.1\", \"8/255\"): the threat model of "
+                     "an attack on a model trained on it when none is given",
+        "reads_folders": "true: resolves a directory given as the dataset name (it arrives as the ``root`` parameter)",
+    },
 }
+
+#: The word that asks for a kind's declared default (``--model default``, ``--attacks default``).
+DEFAULT = "default"
 
 # Positional arguments supplied by the engines, not by the user.
 _ENGINE_ARGS = {"model", "threat", "split", "self", "data_dir"}
@@ -235,6 +249,19 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         return self.find(name) is not None
 
+    def default(self, role=True) -> Entry:
+        """The entry that declared ``default=role`` (the first registered), or a :class:`UserError`."""
+        found = self.with_capability("default", role)
+        if not found:
+            raise UserError(f"no plugin declares a default {self.kind}{'' if role is True else f' ({role})'}: "
+                            f"name one (see 'advkit list {self.kind}s')")
+        return found[0]
+
+    def suite(self, capability: str = "default") -> list[str]:
+        """The names whose ``capability`` is a position, in that order (the default attack suite)."""
+        ranked = [e for e in self._entries if type(e.capabilities.get(capability)) is int]
+        return [e.name for e in sorted(ranked, key=lambda e: e.capabilities[capability])]
+
 
 def summary_of(factory: Callable) -> str:
     doc = inspect.getdoc(factory) or ""
@@ -354,25 +381,4 @@ def parse_number(text: str) -> float | int:
     return float(t)
 
 
-def parse_options(items) -> dict[str, dict[str, str]]:
-    """Parse ``["pgd.steps=20", "cw.c=1"]`` into ``{"pgd": {"steps": "20"}, "cw": {"c": "1"}}``."""
-    out: dict[str, dict[str, str]] = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        prefix, dot, param = key.rpartition(".")
-        if not sep or not dot or not param:
-            raise UserError(f"option {item!r} must look like NAME.PARAM=VALUE (e.g. pgd.steps=20)")
-        out.setdefault(prefix.strip().lower(), {})[param.strip()] = value
-    return out
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """Parse ``"mixed:clean=0.5,fgsm=0.25"`` into ``("mixed", {"clean": "0.5", "fgsm": "0.25"})``."""
-    name, _, rest = spec.partition(":")
-    params = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        k, sep, v = part.partition("=")
-        if not sep:
-            raise UserError(f"{spec!r}: parameters must look like key=value")
-        params[k.strip()] = v.strip()
-    return name.strip(), params
+from advkit._internal.grammar import parse_options, parse_spec  # noqa: E402,F401  (the one grammar, re-exported)

@@ -12,6 +12,25 @@ def derive_seed(seed: int, *keys) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def checked_seed(seed) -> int:
+    """A seed is a whole number in [0, 2**64) (what torch accepts); anything else is refused."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        try:
+            if isinstance(seed, str) and seed.strip().lstrip("+").isdigit():
+                seed = int(seed)
+            else:
+                raise ValueError
+        except ValueError:
+            from advkit._internal.errors import UserError
+
+            raise UserError(f"seed must be a whole number, got {seed!r}") from None
+    if not 0 <= seed < 2**64:
+        from advkit._internal.errors import UserError
+
+        raise UserError(f"seed must lie in [0, 2**64), got {seed}")
+    return seed
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA), Python's ``random`` and NumPy's global generator."""
     import torch

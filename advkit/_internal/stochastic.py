@@ -10,6 +10,7 @@ from torch import nn
 
 from advkit._internal.plugins import registry
 
+
 class EOTModel(nn.Module):
     """Expectation over transformation: the mean of ``samples`` forward passes of a random model."""
 

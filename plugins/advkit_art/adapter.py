@@ -14,8 +14,7 @@ import contextlib
 import importlib.util
 import inspect
 
-from advkit.plugin import UserError
-from advkit.plugin import LibraryAttack, dist_version
+from advkit.plugin import LibraryAttack, UserError, dist_version
 from advkit_art.catalog import ART_VERSION, Spec
 
 
@@ -123,8 +122,8 @@ def build(spec: Spec, model, threat, params: dict) -> LibraryAttack:
     state: dict = {}
 
     def make(x):
-        import torch
         import art.attacks.evasion as evasion
+        import torch
         from art.estimators.classification import PyTorchClassifier
 
         cls = getattr(evasion, spec.cls, None)

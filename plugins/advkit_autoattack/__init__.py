@@ -20,7 +20,7 @@ def advkit_register_attacks(register):
 
     AA = ("autoattack", "pyautoattack", "torchattacks")  # the implementations, in the order they are chosen
 
-    register("aa", aa, aliases=("autoattack", "aa-standard"), adaptive="aa-rand", library=AA)
+    register("aa", aa, aliases=("autoattack", "aa-standard"), adaptive="aa-rand", default=3, library=AA)
     register("aa-rand", aa_rand, aliases=("autoattack-rand",), library=AA)
     register("aa-plus", aa_plus, aliases=("autoattack-plus",), library=AA)
     register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",), library=AA)

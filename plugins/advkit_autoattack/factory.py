@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import inspect
 
-from advkit.plugin import UserError
+from advkit.plugin import LibraryAttack, UserError, dist_version
 from advkit_autoattack import backends
 from advkit_autoattack.progress import Tracker, stages
-from advkit.plugin import LibraryAttack, dist_version
 
 
 def build(model, threat, *, version: str, attacks: str | list[str] = "", seed: int = 0, batch_size: int = 250,

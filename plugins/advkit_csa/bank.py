@@ -32,8 +32,7 @@ from pathlib import Path
 
 import torch
 
-from advkit.plugin import UserError
-from advkit.plugin import model_fingerprint
+from advkit.plugin import UserError, model_fingerprint
 
 FORMAT = "advkit-csa-bank/1"
 

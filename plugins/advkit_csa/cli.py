@@ -7,9 +7,11 @@ import click
 
 def add_command(cli: click.Group) -> None:
     @cli.command("csa-bank")
-    @click.option("--model", "-m", default="smallcnn-fmnist", show_default=True, help="Pretrained model: name or checkpoint path.")
+    @click.option("--model", "-m", default=None,
+                  help="Pretrained model: name or checkpoint path [default: a registered checkpoint trained on the "
+                       "dataset without defenses].")
     @click.option("--weights", default=None, help="Local weights file for the backbone.")
-    @click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
+    @click.option("--dataset", "-d", default=None, help="Dataset [default: the registered default dataset].")
     @click.option("--data-dir", default=None)
     @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]))
     @click.option("--per-class", default=150, show_default=True, type=int, help="Images per class.")
@@ -31,16 +33,27 @@ def add_command(cli: click.Group) -> None:
     def csa_bank(opts, model, weights, dataset, data_dir, split, per_class, estimator, pairs, target_loss, permutations,
                  target_se, grid, value, batch_size, chunk, out):
         """Compute the class-wise NFC bank used by the csa defense (cached, resumable; under torchrun, sharded)."""
-        from advkit.plugin import init_distributed, is_main, local_device, shutdown_distributed
-        from advkit.plugin import load_dataset
-        from advkit.plugin import load_model
+        from advkit.plugin import (
+            init_distributed,
+            is_main,
+            load_dataset,
+            load_model,
+            local_device,
+            shutdown_distributed,
+        )
         from advkit_csa.bank import build_bank
         from advkit_csa.grid import parse_grid
 
         init_distributed(opts.device)
         device = local_device(opts.device)  # the root CLI's --device, checked and resolved; this rank's GPU
+        from advkit_csa.defense import standard_pretrained
+
         data = load_dataset(dataset, split, data_dir=data_dir)
         info = data.info
+        model = model or standard_pretrained(info.name)
+        if model is None:
+            raise click.UsageError(f"no registered checkpoint is declared trained on {info.name} without defenses: "
+                                   f"pass --model")
         m = load_model(model, dataset=info, weights=weights, device=device)
         bank, path = build_bank(m, data, out=out, per_class=per_class, estimator=estimator,
                                 pairs=pairs, target_loss=target_loss or None,
@@ -50,5 +63,5 @@ def add_command(cli: click.Group) -> None:
             passes = bank.meta.get("forward_passes")
             click.echo(f"csa-bank: {len(bank.labels)} NFC spectra ({per_class} per class) in {path}"
                        + (f" ({passes:,} forward passes)" if passes else ""))
-            click.echo(f"use it with: advkit train --dataset {dataset} --defense pgd-at --defense csa:bank={path}")
+            click.echo(f"use it with: advkit train --dataset {info.name} --defense pgd-at --defense csa:bank={path}")
         shutdown_distributed()

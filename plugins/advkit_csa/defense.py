@@ -17,12 +17,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
     import torch
 
-from advkit.plugin import Defense, TrainContext
-from advkit.plugin import UserError
+from advkit.plugin import Defense, TrainContext, UserError
 
 SCHEDULES = ("constant", "linear")
 ESTIMATORS = ("gradient", "permutation")  # as in advkit_csa.bank, which imports torch
-DEFAULT_PRETRAINED = {"fmnist-mini": "smallcnn-fmnist"}
+
+
+def standard_pretrained(dataset: str) -> str | None:
+    """A registered checkpoint trained on ``dataset`` without defenses (as its registration declares), if any."""
+    from advkit.plugin import registry
+
+    for entry in registry("backbone"):
+        if dataset and entry.can("trained_on") == dataset and entry.capabilities.get("defenses", ()) == ():
+            return entry.name
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -62,7 +70,7 @@ class CSA(Defense):
         spec = self.params["pretrained"]
         name = getattr(getattr(data, "info", None), "name", "")
         if spec is None:
-            spec = DEFAULT_PRETRAINED.get(name)
+            spec = standard_pretrained(name)
             if spec is None:
                 raise UserError("csa needs a pretrained model to build its NFC bank: pass csa:pretrained=CHECKPOINT "
                                 "(or a prebuilt bank with csa:bank=PATH, see 'advkit csa-bank')")

@@ -17,8 +17,15 @@ from dataclasses import dataclass
 
 import torch
 
-from advkit_csa.chains import (ImageSamples, _value, focused_logits, full_logits, needed_prefixes, record_focused,
-                               record_full)
+from advkit_csa.chains import (
+    ImageSamples,
+    _value,
+    focused_logits,
+    full_logits,
+    needed_prefixes,
+    record_focused,
+    record_full,
+)
 from advkit_csa.combine import MIN_UNITS_CV, allocate, estimate
 
 MAX_FOCUSED_ROUNDS = 64  # focused rounds per group at most

@@ -29,8 +29,7 @@ def partial_path(out: Path, key: str, chunk: int) -> Path:
 
 
 def _load_chunk(out: Path, key: str, chunk: int, rows: int) -> dict | None:
-    from advkit.plugin import load_tensors
-    from advkit.plugin import UserError
+    from advkit.plugin import UserError, load_tensors
 
     path = partial_path(out, key, chunk)
     if not path.is_file():
@@ -62,8 +61,8 @@ def run_chunks(out: Path, key: str, total: int, chunk: int, compute, *, progress
     Every rank returns the assembled ``FIELDS`` over all entries; the partial
     files are removed once rank 0 has read them. The bar (rank 0's) counts images.
     """
-    from advkit.plugin import save_tensors
     from advkit.plugin import progress as progress_bar
+    from advkit.plugin import save_tensors
 
     rank, size = world()
     bounds = chunk_bounds(total, chunk)

@@ -71,9 +71,7 @@ def _torchvision_factory(name: str):
         import torchvision
         from torchvision import transforms
 
-        from advkit.plugin import DataInfo, ImageData
-        from advkit.plugin import UserError
-
+        from advkit.plugin import DataInfo, ImageData, UserError
         from advkit_datasets.scale import data_root
 
         root = str(data_root(data_dir))
@@ -99,10 +97,11 @@ def _torchvision_factory(name: str):
 
 @hookimpl
 def advkit_register_datasets(register):
-    register("fmnist-mini", fmnist_mini, aliases=("default",))
+    register("fmnist-mini", fmnist_mini, default=True, usual_eps="0.1")
     for name in TORCHVISION:
-        register(name, _torchvision_factory(name), aliases=("fmnist",) if name == "fashion-mnist" else ())
-    register("imagefolder", folder.imagefolder, aliases=("folder",))
-    register("imagenet", scale.imagenet)
-    register("cifar10-c", scale.cifar10_c)
-    register("imagenet-c", scale.imagenet_c)
+        register(name, _torchvision_factory(name), aliases=("fmnist",) if name == "fashion-mnist" else (),
+                 usual_eps=TORCHVISION[name][5])
+    register("imagefolder", folder.imagefolder, aliases=("folder",), reads_folders=True)
+    register("imagenet", scale.imagenet, usual_eps="4/255")
+    register("cifar10-c", scale.cifar10_c, usual_eps="8/255")
+    register("imagenet-c", scale.imagenet_c, usual_eps="4/255")

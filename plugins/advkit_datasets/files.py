@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from advkit.plugin import ImageData
-from advkit.plugin import UserError
+from advkit.plugin import ImageData, UserError
 
 SUBSETS = ("balanced", "first")
 

@@ -66,8 +66,7 @@ def imagenet(split: str, data_dir: str | None = None, root: str = "", subset: st
     """ImageNet (val for test): DIR/val/<wnid>/*.JPEG or torchvision's layout, Resize 256 + CenterCrop 224"""
     from torchvision import datasets, transforms
 
-    from advkit.plugin import DataInfo
-    from advkit.plugin import UserError
+    from advkit.plugin import DataInfo, UserError
 
     folder_split = "val" if split == "test" else "train"
     candidates = [Path(root)] if root else [data_root(data_dir) / "imagenet", data_root(data_dir)]
@@ -113,8 +112,7 @@ def cifar10_c(split: str, data_dir: str | None = None, root: str = "", corruptio
     import numpy as np
     import torch
 
-    from advkit.plugin import DataInfo, TensorImages
-    from advkit.plugin import UserError
+    from advkit.plugin import DataInfo, TensorImages, UserError
     from advkit_datasets import CIFAR10_CLASSES
 
     _check_corruption(corruption, severity, "cifar10-c")
@@ -148,8 +146,7 @@ def imagenet_c(split: str, data_dir: str | None = None, root: str = "", corrupti
     """ImageNet-C (test only): DIR/ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG, CenterCrop 224"""
     from torchvision import datasets, transforms
 
-    from advkit.plugin import DataInfo
-    from advkit.plugin import UserError
+    from advkit.plugin import DataInfo, UserError
 
     _check_corruption(corruption, severity, "imagenet-c")
     if split != "test":

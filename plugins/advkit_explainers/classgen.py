@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from advkit.plugin import UserError
-from advkit.plugin import Explanation
-
+from advkit.plugin import Explanation, UserError
 from advkit_explainers.common import parse_ints, reference_data, target_logits
 from advkit_explainers.mvn import ShrunkNormal
 from advkit_explainers.pgd import l2_pgd

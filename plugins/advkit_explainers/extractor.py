@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from advkit.plugin import UserError
-
 from advkit_explainers.inception import fid_inception
 from advkit_explainers.layers import Representation
 

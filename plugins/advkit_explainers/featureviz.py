@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advkit.plugin import UserError
-from advkit.plugin import Explanation
-
+from advkit.plugin import Explanation, UserError
 from advkit_explainers.common import check_choice, reference_data
 from advkit_explainers.layers import Representation
 from advkit_explainers.pgd import l2_pgd

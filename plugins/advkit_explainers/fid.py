@@ -16,9 +16,7 @@ import warnings
 
 import torch
 
-from advkit.plugin import UserError
-from advkit.plugin import Explanation
-
+from advkit.plugin import Explanation, UserError
 from advkit_explainers.classgen import generate
 from advkit_explainers.common import reference_data
 from advkit_explainers.extractor import load_extractor

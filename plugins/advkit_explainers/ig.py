@@ -14,9 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from advkit.plugin import UserError
-from advkit.plugin import Explanation
-
+from advkit.plugin import Explanation, UserError
 from advkit_explainers.common import check_choice, target_classes, target_logits
 
 METHODS = ("trapezoid", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")

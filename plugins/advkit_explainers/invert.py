@@ -21,9 +21,7 @@ import warnings
 
 import torch
 
-from advkit.plugin import UserError
-from advkit.plugin import Explanation
-
+from advkit.plugin import Explanation, UserError
 from advkit_explainers.common import check_choice
 from advkit_explainers.extractor import InceptionExtractor
 from advkit_explainers.inception import find_weights

@@ -11,9 +11,7 @@ from typing import Callable
 
 import torch
 
-from advkit.plugin import l2_normalize, l2_project
-from advkit.plugin import UserError
-from advkit.plugin import ExplainContext
+from advkit.plugin import ExplainContext, UserError, l2_normalize, l2_project
 
 
 def l2_pgd(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from advkit.plugin import UserError
-from advkit.plugin import Explanation
-
+from advkit.plugin import Explanation, UserError
 from advkit_explainers.common import dataset_name, reference_data, target_classes, target_logits
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import warnings
 
-from advkit.plugin import hookimpl
-from advkit.plugin import Defense
-from advkit.plugin import UserError
+from advkit.plugin import Defense, UserError, hookimpl
 
 
 class LWTADefense(Defense):

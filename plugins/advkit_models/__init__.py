@@ -6,12 +6,14 @@ embedded ``fmnist-mini`` data; docs/models.md gives the commands.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from advkit.plugin import hookimpl
 from advkit_models import zoo
 
 WEIGHTS = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "smallcnn-fmnist"  # advkit eval and explain use it when no model is named
 
 BUNDLED = {
     "smallcnn-fmnist": "SmallCNN on fmnist-mini, standard training (bundled checkpoint)",
@@ -70,8 +72,7 @@ def timm_knows(name: str) -> bool:
 
 def bundled(name: str):
     def factory():
-        from advkit.plugin import UserError
-        from advkit.plugin import load_checkpoint
+        from advkit.plugin import UserError, load_checkpoint
 
         path = WEIGHTS / f"{name}.safetensors"
         if not path.is_file():
@@ -84,7 +85,7 @@ def bundled(name: str):
 
 @hookimpl
 def advkit_register_backbones(register):
-    register("smallcnn", smallcnn, aliases=("small-cnn",))
+    register("smallcnn", smallcnn, aliases=("small-cnn",), default="architecture")
     register("resnet18-cifar", resnet18_cifar, aliases=("cifar-resnet18",))
     register("wrn-34-10", wide_resnet, aliases=("wideresnet", "wrn"))
     register("timm", timm_model, summary="Any timm architecture: --model timm/NAME (or a bare timm name)",
@@ -95,5 +96,8 @@ def advkit_register_backbones(register):
              summary="A RobustBench architecture without weights (rebuilds checkpoints made from robustbench:NAME)")
     register("hf-hub", zoo.hf_hub_model, prefix="hf-hub:",
              summary="A timm model with hub weights, from the local cache offline: --model hf-hub:ORG/NAME")
-    for name in BUNDLED:
-        register(name, bundled(name), aliases=("default",) if name == "smallcnn-fmnist" else ())
+    for name in BUNDLED:  # what each checkpoint was trained on and with, as its sidecar says
+        side = json.loads((WEIGHTS / f"{name}.json").read_text())
+        register(name, bundled(name), trained_on=side.get("dataset"),
+                 defenses=tuple(d.get("name", "") for d in side.get("defenses") or ()),
+                 default="model" if name == DEFAULT_MODEL else None)

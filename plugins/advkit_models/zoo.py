@@ -77,8 +77,7 @@ def _missing_line(name: str, files: list[Path], rb_dataset: str, threat: str) ->
 def robustbench_model(name: str, dataset: str = "cifar10", norm: str = "Linf", threat_model: str = "",
                       model_dir: str = RB_DEFAULT_DIR, arch: str = "", download: bool = False):
     """A RobustBench model zoo entry: --model robustbench:NAME (model_dir=, threat_model=, download=; arch= reads the file without the package)"""
-    from advkit.plugin import UserError
-    from advkit.plugin import ImageClassifier
+    from advkit.plugin import ImageClassifier, UserError
 
     rb_dataset, threat = _rb_target(dataset, norm, threat_model)
     num_classes, shape = RB_SHAPES[rb_dataset]
@@ -127,9 +126,7 @@ def _load_with_package(package, name: str, rb_dataset: str, threat: str, model_d
 
 def _load_layout(name: str, rb_dataset: str, threat: str, model_dir: Path, arch: str, num_classes: int, shape):
     """RobustBench's file layout read by advkit into a registered backbone (no robustbench package)."""
-    from advkit.plugin import apply_weights, load_weights_file
-    from advkit.plugin import UserError
-    from advkit.plugin import build_backbone
+    from advkit.plugin import UserError, apply_weights, build_backbone, load_weights_file
 
     files = _rb_files(model_dir, rb_dataset, threat, name, None)
     if not files[0].is_file():
@@ -164,8 +161,7 @@ def hf_hub_model(name: str, cache_dir: str = ""):
     """A timm model with its weights from the Hugging Face hub (or the local cache offline): --model hf-hub:ORG/NAME"""
     import timm
 
-    from advkit.plugin import UserError
-    from advkit.plugin import ImageClassifier
+    from advkit.plugin import ImageClassifier, UserError
 
     if name.count("/") != 1 or not all(name.split("/")):
         raise UserError(f"hf-hub:{name}: expected hf-hub:ORG/NAME (a timm model repository on the hub)")

@@ -9,9 +9,7 @@ clean training alone the noise scales tend to shrink. Only weight noise
 
 from __future__ import annotations
 
-from advkit.plugin import hookimpl
-from advkit.plugin import Defense
-from advkit.plugin import UserError
+from advkit.plugin import Defense, UserError, hookimpl
 
 
 class NoiseInjection(Defense):

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
     import torch
 
-from advkit.plugin import UserError, closest
-from advkit.plugin import ExplainContext, create_explainer
+from advkit.plugin import ExplainContext, UserError, closest, create_explainer
 
 CAM_EXPLAINER = "gradcam"
 VARIANTS = ("gradcam", "xgradcam", "layercam")

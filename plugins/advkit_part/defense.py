@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the functions that use it, so that `advkit list` stays fast
     import torch
 
-from advkit.plugin import Defense, TrainContext
-from advkit.plugin import UserError
+from advkit.plugin import Defense, TrainContext, UserError
 from advkit_part.budget import budget_map, check_low, check_threshold, important, low_budget
 from advkit_part.cam import TARGETS, VARIANTS, cam_maps, check_choice, find_layer
 from advkit_part.masks import MaskBank

@@ -18,9 +18,7 @@ import functools
 import inspect
 import io
 
-from advkit.plugin import UserError
-from advkit.plugin import LibraryAttack, dist_version
-from advkit.plugin import activity
+from advkit.plugin import LibraryAttack, UserError, activity, dist_version
 from advkit_torchattacks.catalog import TORCHATTACKS_VERSION, Spec
 
 _REDUCED_AA = "(reduced: 10-step APGD; not the standard AutoAttack)"
@@ -138,8 +136,8 @@ def stages(cls_name: str, kwargs: dict) -> list:
     from advkit.plugin import Stage
 
     restarts = int(kwargs.get("n_restarts") or 1)
-    if isinstance(kwargs.get("n_queries"), int):
-        return [Stage(cls_name, (kwargs["n_queries"] + 1) * restarts, 0)]
+    if isinstance(kwargs.get("n_queries"), int):  # score-based: a point stops being queried once broken
+        return [Stage(cls_name, (kwargs["n_queries"] + 1) * restarts, 0, early_stop=True)]
     if isinstance(kwargs.get("steps"), int):
         return [Stage(cls_name, (kwargs["steps"] + 1) * restarts, kwargs["steps"] * restarts)]
     if cls_name in ("FGSM", "FFGSM"):

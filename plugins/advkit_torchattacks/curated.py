@@ -7,8 +7,7 @@ adapted here.
 
 from __future__ import annotations
 
-from advkit.plugin import UserError
-from advkit.plugin import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
+from advkit.plugin import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, UserError
 from advkit_torchattacks.adapter import bind
 
 
@@ -122,9 +121,9 @@ _RESTARTS = {"steps": AT_LEAST_ONE, "n_restarts": AT_LEAST_ONE}
 # (name, factory, aliases, capabilities declared at registration, parameter ranges)
 CURATED = [
     ("fgsm", fgsm, (), {}, {}),
-    ("pgd", pgd, ("pgd-linf",), {"reference": "white-box"}, _PGD),
+    ("pgd", pgd, ("pgd-linf",), {"reference": "white-box", "default": 1, "validation": True}, _PGD),
     ("pgdl2", pgdl2, ("pgd-l2",), {}, _PGD),
-    ("cw", cw, ("cw-l2",), {"minimum_norm": True}, {"c": POSITIVE, "kappa": NON_NEGATIVE, **_STEPS, "lr": POSITIVE}),
+    ("cw", cw, ("cw-l2",), {"minimum_norm": True, "default": 2}, {"c": POSITIVE, "kappa": NON_NEGATIVE, **_STEPS, "lr": POSITIVE}),
     ("mifgsm", mifgsm, (), {}, {**_PGD, "decay": NON_NEGATIVE}),
     ("deepfool", deepfool, (), {"minimum_norm": True}, {**_STEPS, "overshoot": NON_NEGATIVE}),
     ("square", square, (), {"black_box": True, "reference": "black-box"},

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from advkit.plugin import Defense
-from advkit.plugin import UserError
+from advkit.plugin import Defense, UserError
 
 if TYPE_CHECKING:  # torch is imported when training starts, so that `advkit list` stays fast
     import torch
@@ -108,8 +107,8 @@ class Mixed(Defense):
 
     def on_epoch_end(self, model, data, ctx):
         """Report this epoch's minimum-norm attacks: how many of their examples fitted the budget (all ranks)."""
-        from advkit.plugin import registry as registry
         from advkit.plugin import all_sum
+        from advkit.plugin import registry as registry
 
         names = [n for n in self.names if n not in BUILTIN]
         counts: list[float] = []

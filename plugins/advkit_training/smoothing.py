@@ -11,8 +11,7 @@ is PGD-AT with smoothed labels.
 
 from __future__ import annotations
 
-from advkit.plugin import Defense
-from advkit.plugin import UserError
+from advkit.plugin import Defense, UserError
 from advkit_training import _checks
 
 

@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if p.is_dir() and p.name.startswith("advkit_"))
 PLUGIN_API = set(advkit.plugin.__all__)
 
+#: String literals of the core that are Python names equal to a registered name, each with its reason.
+PYTHON_NAMES = {
+    "advkit/__init__.py: 'pgd'": "the function advkit.pgd (now advkit.plugin.pgd_perturbation), deprecated",
+}
+
 #: Functions allowed over 60 lines, each with its reason.
 LONG_FUNCTIONS: dict[str, str] = {}
 MAX_FUNCTION, MAX_MODULE = 60, 400
@@ -92,7 +97,7 @@ def sources(*folders: str):
 def test_plugins_import_only_the_plugin_api():
     bad = []
     for name in PLUGINS:
-        for path, text, where in sources(f"plugins/{name}"):
+        for _path, text, where in sources(f"plugins/{name}"):
             bad += crossings(text, where, name)
     for path, text, where in sources("examples"):
         bad += crossings(text, where, path.relative_to(ROOT / "examples").parts[1])
@@ -103,8 +108,9 @@ def test_core_imports_no_plugin_and_names_no_registration():
     names = registered_names()
     assert {"pgd", "aa", "smallcnn", "fmnist-mini", "trades", "ig"} <= names  # the registry is live
     bad = []
-    for path, text, where in sources("advkit"):
+    for _path, text, where in sources("advkit"):
         bad += crossings(text, where, None) + named_registrations(text, where, names)
+    bad = [b for b in bad if b.split(":")[0] + ": " + b.split(": ", 1)[1] not in PYTHON_NAMES]
     assert not bad, "\n".join(bad)
 
 

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from advkit._internal.checkpoint import save_checkpoint
+from advkit._internal.checkpoint import load_checkpoint, save_checkpoint
 from advkit._internal.errors import UserError
 from advkit._internal.models import ImageClassifier, load_model
-from advkit._internal.checkpoint import load_checkpoint
 
 
 class Flat(nn.Module):

@@ -58,8 +58,13 @@ def test_parsers():
     with pytest.raises(UserError):
         parse_options(["steps=20"])
     assert parse_spec("mixed:clean=0.5,fgsm=0.25") == ("mixed", {"clean": "0.5", "fgsm": "0.25"})
-    with pytest.raises(UserError):
-        parse_spec("mixed:clean")
+    assert parse_spec("hf-hub:org/net") == ("hf-hub:org/net", {})  # a prefixed name, no parameters
+    assert parse_spec("pkg.mod:factory:width=4") == ("pkg.mod:factory", {"width": "4"})
+    assert parse_spec("smallcnn:mean=0.1,0.2,0.3") == ("smallcnn", {"mean": "0.1,0.2,0.3"})
+    with pytest.raises(UserError, match="key=value, got 'fgsm'"):
+        parse_spec("mixed:clean=0.5,fgsm")
+    with pytest.raises(UserError, match="given twice"):
+        parse_spec("pgd:steps=1,steps=2")
 
 
 def test_listing_filters_by_wildcard_pattern():

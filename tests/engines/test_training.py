@@ -13,17 +13,17 @@ import torch
 from click.testing import CliRunner
 
 import advkit
+from advkit._internal.checkpoint import load_checkpoint
 from advkit._internal.cli import cli
 from advkit._internal.data import load_dataset
 from advkit._internal.defense import Defense
 from advkit._internal.errors import ThreatViolation, UserError
-from advkit._internal.checkpoint import load_checkpoint
 from advkit._internal.models import load_model
+from advkit._internal.seeds import derive_seed
 from advkit._internal.threat import ThreatModel
 from advkit._internal.training.batching import apply_augmentation, augmentation_for, draw_augmentation, epoch_batches
 from advkit._internal.training.optim import lr_at
 from advkit._internal.training.trainer import train
-from advkit._internal.seeds import derive_seed
 
 LINF = ThreatModel.parse("Linf", "0.1")
 

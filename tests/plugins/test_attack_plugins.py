@@ -156,6 +156,7 @@ def test_registry_contents(plugins):
 
 def test_torchattacks_catalog_matches_installed_library():
     import torchattacks
+
     from advkit_torchattacks.catalog import BY_CLASS, SKIPPED
 
     assert set(torchattacks.__all__) == set(BY_CLASS) | set(SKIPPED)
@@ -171,6 +172,7 @@ def test_art_catalog_matches_installed_library():
     import importlib.util
 
     import art.attacks.evasion as evasion
+
     from advkit_art.catalog import SPECS
 
     for spec in SPECS:

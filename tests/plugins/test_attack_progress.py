@@ -117,6 +117,7 @@ def test_autoattack_reports_each_sub_attack_and_its_restarts(setup, shown, pyaut
 
 def test_autoattack_tracking_leaves_the_attack_unchanged(setup, shown, pyautoattack_only):
     import pyautoattack
+
     from advkit_autoattack import backends
 
     model, x, y = setup
@@ -203,6 +204,10 @@ def test_plan_turns_stages_into_a_range_and_a_live_estimate():
     pgd.done_passes = Passes(500, 500, 10, 10)
     assert plan.expected_points(1, breaks=True) == pytest.approx(20)
     assert plan.remaining() == pytest.approx(1.5 + 20 * 1.3)
+    # low end: pgd broke 80 %, so 80 % of aa's points are taken to break in its first stage (APGD-CE: 0.3 s each)
+    assert plan.range()[0] == pytest.approx(1.5 + 20 * (0.2 * 1.3 + 0.8 * 0.3))
+    square = AttackPlan("square", [Stage("Square", 5001, 0, early_stop=True)])
+    assert square.cost(10, 1, broken=1.0) == Passes(10, 0, 1, 0)  # each point broken at its first query
     # inside aa's first batch: 20 points, Square (stage 1) reached with 8 points live, 3000 forwards done
     plan.current, aa.points = 1, 20
     plan.batch = InBatch(20, Passes(), stage=1, stage_start=Passes(2000, 2000), live=8)
@@ -238,7 +243,8 @@ def fast_clock(monkeypatch):
     import advkit._internal.meter as meter
 
     ticks = iter(range(10**9))
-    monkeypatch.setattr(meter, "time", type("T", (), {"monotonic": staticmethod(lambda: float(next(ticks)))}))
+    clock = staticmethod(lambda: float(next(ticks)))
+    monkeypatch.setattr(meter, "time", type("T", (), {"monotonic": clock, "perf_counter": clock}))
 
 
 @pytest.mark.parametrize("name, params", [("pgd", {"steps": 5}), ("art.pgd", {"max_iter": 5}),

@@ -263,8 +263,8 @@ def test_bank_cost_is_said_before_the_build_and_brackets_it(tiny, tmp_path, caps
 
 
 def test_bank_cost_counts_every_pass_of_the_estimators():
-    from advkit_csa.cost import bank_cost
     from advkit_csa.bank import estimator_settings
+    from advkit_csa.cost import bank_cost
     from advkit_csa.players import FrequencyPlayers
 
     players = FrequencyPlayers((8, 8), GRID)  # 8 players

@@ -7,7 +7,6 @@ import math
 import random
 
 import pytest
-import torch
 
 import advkit
 from advkit._internal.errors import UserError

@@ -292,8 +292,8 @@ def test_part_with_csa(data, tmp_path):
 
 
 def test_cli_train_then_part_map(tmp_path, capsys):
-    from advkit._internal.cli import main
     from advkit._internal.checkpoint import load_tensors
+    from advkit._internal.cli import main
 
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:

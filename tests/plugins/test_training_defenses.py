@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 import advkit
 import advkit.plugin
+from advkit._internal.checkpoint import load_checkpoint
 from advkit._internal.data import load_dataset
 from advkit._internal.defense import Defense, TrainContext, compose, create_defense
 from advkit._internal.errors import UserError
-from advkit._internal.checkpoint import load_checkpoint
 from advkit._internal.models import load_model
 from advkit._internal.threat import ThreatModel
 from advkit._internal.training.optim import build_optimizer

@@ -17,6 +17,7 @@ import warnings
 import click
 
 from advkit import __version__
+from advkit._internal.distributed import resolve_device
 from advkit._internal.errors import ThreatViolation, UserError
 
 
@@ -34,6 +35,11 @@ class RunOptions:
         if self._resolved is None:
             self._resolved = resolve_device(self._device)
         return self._resolved
+
+    @property
+    def device_name(self) -> str:
+        """``--device`` as given (the engines resolve it)."""
+        return self._device
 
     @property
     def command(self) -> str:
@@ -89,18 +95,6 @@ def cli(ctx, device, seed, verbose, quiet, debug):
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available here (use --device cpu)")
-    if name != "cpu" and not name.startswith("cuda") and name != "mps":
-        raise UserError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
-    return name
-
-
 LIST_KINDS = ("attacks", "defenses", "explainers", "backbones", "datasets", "plugins")
 
 
@@ -142,17 +136,19 @@ def _split_csv(text: str) -> list[str]:
 
 
 @cli.command("eval")
-@click.option("--model", "-m", default="smallcnn-fmnist", show_default=True, help="Backbone name, timm/NAME, checkpoint path or module:factory.")
+@click.option("--model", "-m", default=None, help="Backbone name, timm/NAME, checkpoint path or module:factory "
+              "[default: the model a plugin declares as the default].")
 @click.option("--weights", default=None, help="Local weights file for the backbone (.safetensors or .pth).")
-@click.option("--dataset", "-d", default="fmnist-mini", show_default=True, help="Dataset name or image folder.")
+@click.option("--dataset", "-d", default=None, help="Dataset name or image folder [default: the declared default].")
 @click.option("--data-dir", default=None, help="Where torchvision datasets live.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
-@click.option("--attacks", "-a", default="pgd,cw,aa", show_default=True, metavar="NAME[:key=value,...],...",
-              help="Comma-separated attacks, each with optional parameters: pgd:steps=20,alpha=0.01,aa")
+@click.option("--attacks", "-a", default=None, metavar="NAME[:key=value,...],...",
+              help="Comma-separated attacks, each with optional parameters: pgd:steps=20,alpha=0.01,aa; none: clean "
+                   "accuracy only [default: the suite plugins declare as the default, see 'advkit list attacks'].")
 @click.option("--norm", default="Linf", show_default=True, help="Threat norm: Linf, L2 or L1.")
 @click.option("--eps", default=None, help="Budget, e.g. 8/255 or 0.031 (default: the dataset's usual one).")
 @click.option("--attack-opt", "attack_opts", multiple=True, metavar="NAME.PARAM=VALUE", help="Per-attack option, repeatable (same as NAME:PARAM=VALUE in --attacks).")
-@click.option("-n", "--n", "n", default=500, show_default=True, type=int, help="Number of test points (first n); under torchrun write -n.")
+@click.option("-n", "--n", "n", default=None, type=int, help="Number of test points (the first n) [default: all]; under torchrun write -n.")
 @click.option("--batch-size", default="250", show_default=True, metavar="N|auto",
               help="Points per batch; auto: the largest that fits the GPU (250 on a CPU).")
 @click.option("--independent", is_flag=True, help="Run every attack on every clean-correct point (also reports the cascade).")
@@ -173,14 +169,15 @@ def eval_cmd(opts, attacks, eps_sweep, **kw):
     run_eval(opts, attacks=attacks, eps_sweep=_split_csv(eps_sweep) if eps_sweep else None, **kw)
 
 
-from advkit._internal.cli.train import config_option as _train_config  # noqa: E402(light: click only)
+from advkit._internal.cli.train import config_option as _train_config  # noqa: E402 (light: click only)
 
 
 @cli.command("train")
 @_train_config
-@click.option("--model", "-m", default="smallcnn", show_default=True, help="Backbone name, timm/NAME, checkpoint or module:factory.")
+@click.option("--model", "-m", default=None, help="Backbone name, timm/NAME, checkpoint or module:factory "
+              "[default: the architecture a plugin declares for training].")
 @click.option("--weights", default=None, help="Start from these local weights (.safetensors or .pth).")
-@click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
+@click.option("--dataset", "-d", default=None, help="[default: the dataset a plugin declares as default]")
 @click.option("--data-dir", default=None)
 @click.option("--defense", "defenses", multiple=True, metavar="NAME[:key=value,...]", help="Repeatable; composed at the model/data/adversary/objective points.")
 @click.option("--epochs", default=10, show_default=True, type=int)
@@ -195,7 +192,8 @@ from advkit._internal.cli.train import config_option as _train_config  # noqa: E
 @click.option("--augment/--no-augment", default=True, show_default=True, help="The dataset's usual augmentation (crop + flip for CIFAR-like data).")
 @click.option("--n-train", default=None, type=int, help="Use the first N training images.")
 @click.option("--n-val", default=500, show_default=True, type=int, help="Held-out test images evaluated each epoch.")
-@click.option("--val-attack", default="pgd", show_default=True, help="Attack for the per-epoch robust accuracy ('none' to skip).")
+@click.option("--val-attack", default=None, help="Attack for the per-epoch robust accuracy ('none' to skip) "
+              "[default: the attack a plugin declares for validation].")
 @click.option("--val-eot", default=20, show_default=True, type=int, help="EOT samples of the validation attack on a stochastic model.")
 @click.option("--amp", default="off", show_default=True, help="Mixed precision of the update: off, bf16 or fp16 (CUDA only); validation stays fp32.")
 @click.option("--amp-adversary", is_flag=True, help="Run the training adversary under --amp too (default fp32: reduced precision can mask gradients).")
@@ -213,10 +211,10 @@ def train_cmd(opts, **kw):
 
 @cli.command("explain")
 @click.option("--method", required=True, help="Explainer name (see 'advkit list explainers').")
-@click.option("--model", "-m", default="smallcnn-fmnist", show_default=True)
+@click.option("--model", "-m", default=None, help="[default: the model a plugin declares as default]")
 @click.option("--weights", default=None)
 @click.option("--compare", default=None, help="A second model, shown side by side.")
-@click.option("--dataset", "-d", default="fmnist-mini", show_default=True)
+@click.option("--dataset", "-d", default=None, help="[default: the dataset the model was trained on, else the default]")
 @click.option("--data-dir", default=None)
 @click.option("-n", "--n", "n", default=16, show_default=True, type=int, help="Number of images (first n).")
 @click.option("--opt", "opts_list", multiple=True, metavar="PARAM=VALUE", help="Explainer parameter, repeatable.")
@@ -229,7 +227,7 @@ def explain_cmd(opts, **kw):
     run_explain(opts, **kw)
 
 
-from advkit._internal.cli.report import report_cmd  # noqa: E402(a command in its own module; imports only click)
+from advkit._internal.cli.report import report_cmd  # noqa: E402 (a command in its own module; imports only click)
 
 cli.add_command(report_cmd)
 

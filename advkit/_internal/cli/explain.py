@@ -14,12 +14,12 @@ def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, 
     """Explain ``model`` (and ``compare``) on the first ``n`` images of ``dataset``; write npz, png and json."""
     import torch
 
-    from advkit._internal.data import load_dataset
+    from advkit._internal.evaluation.resolve import model_and_data
     from advkit._internal.explainer import ExplainContext, create_explainer
     from advkit._internal.explanation.engine import explain, figure_names, write_outputs
     from advkit._internal.models import load_model
-    from advkit._internal.registry import parse_spec
     from advkit._internal.provenance import versions
+    from advkit._internal.registry import parse_spec
 
     torch.manual_seed(opts.seed)
     params = {}
@@ -31,15 +31,19 @@ def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, 
     name, spec_params = parse_spec(method)
     params = {**spec_params, **params}
     create_explainer(name, **params)  # fail early on a bad name or parameter
-    data = load_dataset(dataset, "test", data_dir=data_dir, n=n)
+    if n is not None and n <= 0:
+        raise UserError(f"-n must be positive, got {n}")
+    first, data, label = model_and_data(model, dataset, weights=weights, split="test", data_dir=data_dir, norm=None,
+                                        device=opts.device)
+    data = data.first(n)
     x, y = data.tensors()
     x, y = x.to(opts.device), y.to(opts.device)
     info = data.info
-    ctx = ExplainContext(dataset=dataset, data_dir=data_dir, device=opts.device, quiet=opts.quiet, seed=opts.seed)
+    ctx = ExplainContext(dataset=info.name, data_dir=data_dir, device=opts.device, quiet=opts.quiet, seed=opts.seed)
     results = []
-    for spec in [model] + ([compare] if compare else []):
-        m = load_model(spec, dataset=info,
-                       weights=weights if spec == model else None, device=opts.device, context={"dataset": info.name})
+    for spec in [label] + ([compare] if compare else []):
+        m = first if spec is label else load_model(spec, dataset=info, device=opts.device,
+                                                   context={"dataset": info.name})
         torch.manual_seed(opts.seed)
         results.append((spec, explain(m, x, y, name, ctx=ctx, **params)))
     if info.classes:

@@ -16,9 +16,9 @@ def report_cmd(dirs, fmt, output):
     Each DIR is an 'advkit eval --out' directory (or its report.json). An attack a run did not have
     is left empty; one that ran on no point reads n/a.
     """
-    from advkit._internal.files import atomic_write_bytes
     from advkit._internal.errors import UserError
-    from advkit._internal.evaluation.report import format_comparison, load_run
+    from advkit._internal.evaluation.compare import format_comparison, load_run
+    from advkit._internal.files import atomic_write_bytes
 
     runs = {}
     for d in dirs:

@@ -92,10 +92,11 @@ def run_train(opts, *, model, weights, dataset, data_dir, defenses, epochs, batc
     from advkit._internal.defense import create_defense
     from advkit._internal.models import load_model
     from advkit._internal.threat import ThreatModel
+    from advkit._internal.training.setup import architecture
     from advkit._internal.training.trainer import train
 
     config = {k: v for k, v in locals().items() if k not in ("opts", "torch", "load_dataset", "create_defense",
-                                                              "load_model", "ThreatModel", "train")}
+                                                              "load_model", "ThreatModel", "train", "architecture")}
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k not in ("resume", "overwrite")}
     if n_val is not None and n_val < 0:
         raise UserError(f"--n-val must be >= 0, got {n_val}")
@@ -103,8 +104,9 @@ def run_train(opts, *, model, weights, dataset, data_dir, defenses, epochs, batc
     val_data = load_dataset(dataset, "test", data_dir=data_dir, n=n_val) if n_val else None
     info = train_data.info
     threat = ThreatModel.parse(norm, eps if eps is not None else info.default_eps)
+    config.update(model=architecture(model), dataset=dataset or info.name)  # saved resolved
     torch.manual_seed(opts.seed)
-    net = load_model(model, dataset=info, weights=weights, device=opts.device,
+    net = load_model(architecture(model), dataset=info, weights=weights, device=opts.device,
                      context={"dataset": info.name, "norm": norm})
     defs = [create_defense(spec) for spec in defenses]
     result = train(

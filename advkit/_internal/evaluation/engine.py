@@ -34,18 +34,20 @@ from torch import nn
 
 from advkit._internal import distributed as D
 from advkit._internal.attack import Attack, create_attack
+from advkit._internal.counter import PassCounter
 from advkit._internal.errors import UserError
-from advkit._internal.files import lock_output
 from advkit._internal.evaluation.checks import gradient_warning, run_audit
 from advkit._internal.evaluation.confirm import parse_confirm, run_confirm
 from advkit._internal.evaluation.examples import Keeper, write_examples
 from advkit._internal.evaluation.inputs import Inputs, model_label, say, validate
-from advkit._internal.evaluation.probes import batch_dependence
-from advkit._internal.stochastic import EOTModel, adaptive_name, stochasticity
 from advkit._internal.evaluation.planning import make_plan
+from advkit._internal.evaluation.probes import batch_dependence
+from advkit._internal.evaluation.resolve import resolve
 from advkit._internal.evaluation.runner import Checked, Progress, Runner, swapped_threat
-from advkit._internal.counter import PassCounter
+from advkit._internal.files import lock_output
 from advkit._internal.provenance import model_fingerprint, versions
+from advkit._internal.seeds import checked_seed, seed_everything
+from advkit._internal.stochastic import EOTModel, adaptive_name, stochasticity
 from advkit._internal.threat import ThreatModel, parse_eps
 
 
@@ -233,42 +235,59 @@ def assemble(s: Session, results, robust, samples, *, seed, independent, meta, c
 
 
 def evaluate(
-    model: nn.Module,
-    data,
-    attacks=("pgd", "cw", "aa"),
+    model=None,
+    data=None,
+    attacks=None,
     *,
+    weights: str | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
     eps=None,
     norm: str = "Linf",
     attack_opts: dict[str, dict] | None = None,
     n: int | None = None,
-    batch_size: int = 250,
+    batch_size=250,
     independent: bool = False,
     out: str | os.PathLike | None = None,
     eps_sweep=None,
     audit: bool = False,
     eot: int = 20,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     quiet: bool = False,
     meta: dict | None = None,
     save_adv: int = 0,
     confirm=None,
 ) -> Report:
-    """Evaluate ``model`` on ``data`` (an :class:`advkit._internal.data.ImageData` or an ``(x, y)`` pair).
+    """Evaluate ``model`` on ``data``; ``advkit eval`` is this function with the same arguments and defaults.
 
-    ``eps`` defaults to the dataset's usual budget; ``attack_opts`` maps an
-    attack name to its parameters (``{"pgd": {"steps": 20}}``). Returns a
-    :class:`Report`; with ``out`` the reports are written there too, and with
-    ``save_adv`` the first adversarial examples of every attack
+    ``model``: a name (``"smallcnn-fmnist"``, a checkpoint path, ``timm/NAME``...; None: the default model a
+    plugin declares) or an ``nn.Module`` taking images in [0, 1]; ``weights``: a weights file for a model
+    given by name; ``data``: a dataset name (None: the declared default; ``split``, ``data_dir``), an
+    :class:`advkit.ImageData` or an ``(x, y)`` pair; ``attacks``: specs (``["pgd:steps=20", "aa"]``) or one
+    comma-separated string (None: the declared default suite; ``"none"``: clean accuracy only);
+    ``attack_opts`` maps an attack name to more parameters (``{"pgd": {"steps": 20}}``); ``eps`` defaults to
+    the dataset's usual budget; ``n``: the first n points (None: all); ``batch_size`` may be ``"auto"``; ``device`` ``"auto"`` is CUDA when available;
+    ``seed`` seeds everything first. Returns a :class:`Report`; with ``out`` the reports are written there
+    too, and with ``save_adv`` the first adversarial examples of every attack
     (:mod:`advkit._internal.evaluation.examples`). ``confirm``: ``"aa:fraction=0.1"`` runs that attack on a
     seeded sample of the points left unbroken and estimates what the run missed
     (:mod:`advkit._internal.evaluation.confirm`).
     """
+    seed = checked_seed(seed)
+    seed_everything(seed)
+    r = resolve(model, data, attacks, attack_opts, weights=weights, split=split, data_dir=data_dir, norm=norm,
+                device=device, batch_size=batch_size, quiet=quiet, meta=meta)
     lock = lock_output(out) if out and D.is_main() else contextlib.nullcontext()
-    with lock:  # one run per --out: a second one refuses instead of mixing its records into this one's
-        return _evaluate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
-                         batch_size=batch_size, independent=independent, out=out, eps_sweep=eps_sweep, audit=audit,
-                         eot=eot, seed=seed, device=device, quiet=quiet, meta=meta, save_adv=save_adv, confirm=confirm)
+    try:
+        with lock:  # one run per --out: a second one refuses instead of mixing its records into this one's
+            return _evaluate(r.model, r.data, r.attacks, eps=eps, norm=norm, attack_opts=r.attack_opts, n=n,
+                             batch_size=r.batch_size, independent=independent, out=out, eps_sweep=eps_sweep,
+                             audit=audit, eot=eot, seed=seed, device=r.device, quiet=quiet, meta=r.meta,
+                             save_adv=save_adv, confirm=confirm)
+    finally:
+        if r.joined:
+            D.shutdown()
 
 
 def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
@@ -277,6 +296,22 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
                              batch_size=batch_size, eot=eot, audit=audit, device=device, who=who)
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in (eps_sweep or ())]
+    checking = parse_confirm(confirm)
+    s, config = session(model, inputs, out=out, eot=eot, seed=seed, independent=independent, quiet=quiet,
+                        device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta)
+    built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
+    if checking is not None:
+        s.build(checking[0], **checking[2])
+    x0, y0 = inputs.x[:batch_size][:64].to(device), inputs.y[:batch_size][:64].to(device)
+    gradient_warning(s.eval_model, x0, y0)
+    results, robust, samples = cascade(s, built, independent)
+    report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
+    extras(s, report, robust, budgets=budgets, checking=checking, audit=audit, seed=seed, quiet=quiet)
+    return finish(s, report, out)
+
+
+def session(model, inputs, *, out, eot, seed, independent, quiet, device, batch_size, save_adv, who, meta):
+    """The run's session: the model checked, probed and counted, the seeded runner with its log."""
     checked = Checked(model).eval()
     stochastic = probe_model(model, inputs, device, who)
     counter = PassCounter(checked).eval()
@@ -287,34 +322,36 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
         "attack_opts": inputs.attack_opts, "threat": inputs.threat.as_dict(), "seed": seed,
         "independent": independent, "eot": eot if stochastic else None, "versions": versions(),
     }
-    if int(save_adv) < 0 or (save_adv and not out):
+    if not isinstance(save_adv, int) or save_adv < 0 or (save_adv and not out):
         raise UserError(f"save_adv needs an output directory and a count >= 0, got {save_adv!r} (out={out!r})")
     progress = Progress(Path(out) if out else None, config)
-    keeper = Keeper(save_adv) if save_adv else None
     runner = Runner(checked, inputs.x, inputs.y, inputs.threat, batch_size=batch_size, seed=seed,
-                    progress=progress, quiet=quiet, device=device, keeper=keeper)
-    s = Session(runner, checked, eval_model, inputs, stochastic, counter=counter)
-    built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
-    checking = parse_confirm(confirm)
-    if checking is not None:
-        s.build(checking[0], **checking[2])
-    gradient_warning(eval_model, inputs.x[:batch_size][:64].to(device), inputs.y[:batch_size][:64].to(device))
-    results, robust, samples = cascade(s, built, independent)
-    report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
+                    progress=progress, quiet=quiet, device=device, keeper=Keeper(save_adv) if save_adv else None)
+    return Session(runner, checked, eval_model, inputs, stochastic, counter=counter), config
+
+
+def extras(s: Session, report: Report, robust, *, budgets, checking, audit, seed, quiet) -> None:
+    """What runs after the cascade: the eps sweep, the confirmation sample, the audit."""
     if budgets:
         if not quiet and D.is_main():
-            print(f"advkit: eps sweep: {', '.join(b.name for b in built)} on each of the {len(s.correct)} "
-                  f"clean-correct points at {len(budgets)} budgets ({', '.join(label for _, label in budgets)}): "
-                  f"{len(built) * len(budgets)} attack runs", file=sys.stderr, flush=True)
-        report.sweep = sweep(s, inputs.attacks, budgets)
+            names = ", ".join(s.inputs.attacks)
+            print(f"advkit: eps sweep: {names} on each of the {len(s.correct)} clean-correct points at "
+                  f"{len(budgets)} budgets ({', '.join(label for _, label in budgets)}): "
+                  f"{len(s.inputs.attacks) * len(budgets)} attack runs", file=sys.stderr, flush=True)
+        report.sweep = sweep(s, s.inputs.attacks, budgets)
     if checking is not None:
         report.confirm = run_confirm(s, checking, robust, seed)
     if audit:
         report.audit = run_audit(s, robust)
+
+
+def finish(s: Session, report: Report, out) -> Report:
+    """Say what was resumed, write the adversarial examples and the reports."""
+    progress, keeper = s.runner.progress, s.runner.keeper
     if progress.resumed and D.is_main():
         print(f"advkit: resumed {progress.resumed} of {progress.batches} batches from {out}", file=sys.stderr)
     if keeper is not None:
-        saved = write_examples(keeper, Path(out), inputs.threat, list(inputs.data_meta.get("classes") or []))
+        saved = write_examples(keeper, Path(out), s.inputs.threat, list(s.inputs.data_meta.get("classes") or []))
         report.meta["adversarial_examples"] = [f"adv/{stem}.safetensors" for stem in saved]
         if progress.resumed:
             report.meta.setdefault("notes", []).append(
@@ -322,5 +359,5 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     if out and D.is_main():
         from advkit._internal.evaluation.report import write_reports
 
-        write_reports(report, Path(out))
+        report.meta["written"] = write_reports(report, Path(out))
     return report

@@ -104,8 +104,8 @@ def picture(t: dict[str, torch.Tensor], k: float, classes: list[str], title: str
 def write_examples(keeper: Keeper, out: Path, threat, classes: list[str]) -> list[str]:
     """Write every stage's examples under ``out/adv`` (rank 0 under torchrun); return the file stems."""
     from advkit._internal import distributed as D
-    from advkit._internal.files import atomic_write_bytes
     from advkit._internal.checkpoint import save_tensors
+    from advkit._internal.files import atomic_write_bytes
 
     written = []
     for stage, t in keeper.tensors().items():  # every rank takes part in the gathering

@@ -144,8 +144,6 @@ def validate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, eot
     _positive("--eot", eot)
     notes: list[str] = []
     attacks = [a for a in attacks if a]
-    if not attacks:
-        raise UserError("no attack given (e.g. --attacks pgd,cw,aa)")
     for a in attacks:
         registry("attack").get(a)  # unknown names: one line with the closest ones
     attack_opts = {k.lower(): dict(v) for k, v in (attack_opts or {}).items()}

@@ -4,7 +4,7 @@ The range is said once, when the first batch that is not on disk is about to
 run (batches read back from an earlier run are left out; a finished run says
 nothing). When that batch is expected to be short, the announcement waits for
 it to end, so that the first attack's break rate and its measured passes inform
-what the cascade will leave to the later attacks. A margin of a fifth either way
+what the cascade will leave to the later attacks. A margin of 30 % either way
 covers the timing noise of a shared machine. Printed when the high end is over
 half a minute; always recorded in report.json (``cost``), with the live
 estimates the bar showed (``cost.trace``: seconds since the start, seconds left).
@@ -13,12 +13,13 @@ estimates the bar showed (``cost.trace``: seconds since the start, seconds left)
 from __future__ import annotations
 
 import sys
+import time
 
 from advkit._internal import distributed as D
 from advkit._internal.cost import AttackPlan, Clock, Plan, calibrate
 from advkit._internal.progress import format_seconds
 
-MARGIN = 1.2  # timing noise on a shared machine, either way
+MARGIN = 1.3  # timing noise on a shared machine, either way
 SAY_ABOVE = 30.0  # seconds: shorter runs are not announced (the report keeps the range anyway)
 SHORT_BATCH = 30.0  # seconds: a first batch this short is run before the announcement
 
@@ -30,6 +31,7 @@ class RunPlan(Plan):
         super().__init__(attacks, clock, correct, independent, batch)
         self.quiet, self.per_image = quiet, per_image
         self.announced: tuple[float, float] | None = None
+        self.announced_at = 0.0
         self.deferred = False
 
     def batch_starts(self, points: int) -> None:
@@ -51,6 +53,7 @@ class RunPlan(Plan):
     def announce(self) -> None:
         low, high = self.range()
         self.announced = (low / MARGIN, high * MARGIN)
+        self.announced_at = time.perf_counter() - self.t0
         if self.quiet or not D.is_main() or self.announced[1] < SAY_ABOVE:
             return
         print(f"advkit: {self.line()}", file=sys.stderr, flush=True)
@@ -59,7 +62,7 @@ class RunPlan(Plan):
         low, high = self.announced
         parts = []
         for k in range(self.current, len(self.attacks)):
-            lo = self._later(k, breaks=True, first_stage_only=True) / MARGIN
+            lo = self._later(k, breaks=True, optimistic=True) / MARGIN
             hi = self._later(k, breaks=False) * MARGIN
             parts.append(f"{self.attacks[k].name} {_span(lo, hi)}")
         unknown = [a.name for a in self.attacks[self.current:] if a.cost(1, 1) is None]
@@ -70,7 +73,11 @@ class RunPlan(Plan):
                 f"{min(self.batch_size, self.correct)} here; the bar shows the live estimate")
 
     def summary(self) -> dict:
-        return {"announced_s": list(self.announced) if self.announced else None, "trace": self.trace,
+        """For report.json: the announced range (seconds left when announced, and when that was), the live
+        estimates, how long the attacks took, and the calibration."""
+        return {"announced_s": list(self.announced) if self.announced else None,
+                "announced_at_s": round(self.announced_at, 2) if self.announced else None,
+                "elapsed_s": round(time.perf_counter() - self.t0, 2), "trace": self.trace,
                 "calibration_s_per_image": self.per_image, "calibration_batch": self.batch_size,
                 "correction": round(self.clock.factor, 3)}
 

@@ -26,8 +26,8 @@ from advkit._internal import distributed as D
 from advkit._internal.errors import ThreatViolation, UserError
 from advkit._internal.meter import Meter
 from advkit._internal.passes import Passes
-from advkit._internal.seeds import derive_seed, seed_everything
 from advkit._internal.progress import progress
+from advkit._internal.seeds import derive_seed, seed_everything
 
 if TYPE_CHECKING:
     from advkit._internal.threat import ThreatModel

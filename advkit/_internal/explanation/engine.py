@@ -135,7 +135,7 @@ def write_outputs(explanations: list[tuple[str, Explanation]], out: Path, summar
 
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
-    for k, (label, e) in enumerate(explanations):
+    for k, (_label, e) in enumerate(explanations):
         arrays.update(e.arrays(prefix="" if k == 0 else "compare_"))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)

@@ -24,7 +24,7 @@ class Options:
     weight_decay: float = 5e-4
     schedule: str = "multistep"
     augment: bool = True
-    val_attack: str | None = "pgd"
+    val_attack: str | None = None  # the attack a plugin declares for validation; "none": no attack
     val_eot: int = 20
     amp: str = "off"
     amp_adversary: bool = False
@@ -75,17 +75,28 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world, owns and world > 1), device
 
 
+def architecture(model):
+    """``model``, or (None, ``"default"``) the architecture a plugin declares that training builds by default."""
+    from advkit._internal.plugins import registry
+    from advkit._internal.registry import DEFAULT
+
+    if model is None or (isinstance(model, str) and model.strip().lower() == DEFAULT):
+        return registry("backbone").default("architecture").name
+    return model
+
+
 def resolve_inputs(model, train_data, defenses, threat, val_data, device):
     """Names to objects: datasets, the model (sized by the dataset), defenses and the threat model."""
     from advkit._internal.data import ImageData, load_dataset
     from advkit._internal.models import ImageClassifier, load_model
     from advkit._internal.threat import ThreatModel
 
-    if isinstance(train_data, str):
+    if isinstance(train_data, str) or train_data is None:
         train_data = load_dataset(train_data, "train")
     info = getattr(train_data, "info", None)
     if isinstance(val_data, str):
         val_data = load_dataset(val_data, "test")
+    model = architecture(model)
     if not isinstance(model, ImageClassifier):
         model = load_model(model, device=device, dataset=info)
     defenses = [create_defense(d) if isinstance(d, str) else d for d in defenses]

@@ -65,8 +65,8 @@ from advkit._internal.defense import Defense, TrainContext, compose
 from advkit._internal.distributed import barrier, shutdown
 from advkit._internal.errors import UserError
 from advkit._internal.files import lock_output
-from advkit._internal.seeds import derive_seed, generator, seed_everything
 from advkit._internal.progress import progress
+from advkit._internal.seeds import derive_seed, generator, seed_everything
 from advkit._internal.training import records, state
 from advkit._internal.training.batching import Augmenter, Batches, in_memory, on_device
 from advkit._internal.training.optim import build_optimizer, lr_at, set_lr

@@ -19,10 +19,14 @@ from advkit._internal.progress import progress
 
 
 def parse_attack(spec: str | None):
-    """``(name, params)`` of a ``"name:k=v"`` spec, or None for no attack (``None``/``"none"``)."""
+    """``(name, params)`` of a ``"name:k=v"`` spec; the declared validation attack for None; None for ``"none"``."""
+    from advkit._internal.plugins import registry
     from advkit._internal.registry import parse_spec
 
-    if not spec or str(spec).strip().lower() == "none":
+    if spec is None:
+        declared = registry("attack").with_capability("validation")
+        return (declared[0].name, {}) if declared else None
+    if not str(spec).strip() or str(spec).strip().lower() == "none":
         return None
     return parse_spec(str(spec))
 

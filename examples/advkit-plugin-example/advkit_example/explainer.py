@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def saliency(target: str = "label"):
     """Absolute input gradient of the target logit (TARGET: label or pred)."""
     from advkit.plugin import Explanation, UserError
