@@ -162,6 +162,11 @@ class Attack:
     counter: PassCounter | None = None  # counts the passes of the model the attack sees
     stages: list = field(default_factory=list)  # the plugin's declared plan (LibraryAttack.stages)
 
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        model = getattr(self.model, "arch", None) or type(self.model).__name__
+        return f"Attack({self.name!r}, {self.threat}, model={model}{', ' + params if params else ''})"
+
     @property
     def minimum_norm(self) -> bool:
         return bool(self.entry.can("minimum_norm"))

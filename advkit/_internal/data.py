@@ -137,6 +137,8 @@ def check_images(x: torch.Tensor, bounds=(0.0, 1.0), where: str = "input") -> No
     """Refuse images outside [0, 1] (a common sign of already normalized or 0-255 data)."""
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise UserError(f"{where}: expected a float tensor of images in [0, 1]")
+    if not bool(torch.isfinite(x).all()):
+        raise UserError(f"{where}: {int((~torch.isfinite(x)).sum())} pixel values are NaN or infinite")
     lo, hi = float(x.min()), float(x.max())
     if lo < bounds[0] - 1e-6 or hi > bounds[1] + 1e-6:
         if lo < 0:
@@ -144,3 +146,20 @@ def check_images(x: torch.Tensor, bounds=(0.0, 1.0), where: str = "input") -> No
         else:
             hint = " (0-255 values? divide by 255)"
         raise UserError(f"{where}: images must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]{hint}")
+
+
+def check_sample(data, where: str, k: int = 256) -> None:
+    """The data checks of an evaluation, on the images a run is about to use: all of an in-memory set,
+    else the first ``k``; labels must be classes of the set."""
+    if not isinstance(data, ImageData):
+        raise UserError(f"{where}: expected a dataset name or an advkit.ImageData, got {type(data).__name__}")
+    if not len(data):
+        raise UserError(f"{where}: the dataset is empty")
+    if isinstance(data.base, TensorImages) and data.indices is None:
+        x, y = data.base.images, data.base.labels
+    else:
+        x, y = data.first(k).tensors()
+    check_images(x, where=where)
+    if int(y.min()) < 0 or int(y.max()) >= data.info.num_classes:
+        raise UserError(f"{where}: labels must lie in [0, {data.info.num_classes}), found {int(y.min())} to "
+                        f"{int(y.max())}")

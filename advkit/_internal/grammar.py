@@ -111,6 +111,9 @@ def parse_assignments(items, what: str = "--opt") -> dict[str, str]:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
             raise UserError(f"{what} {item!r} must look like PARAM=VALUE")
+        if key.strip() in out and out[key.strip()] != value:
+            raise UserError(f"{what}: {key.strip()} is given twice with different values ({out[key.strip()]} "
+                            f"and {value})")
         out[key.strip()] = value
     return out
 

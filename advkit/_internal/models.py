@@ -97,11 +97,21 @@ def _accepts(fn, name: str) -> bool:
 
 def _call_factory(fn, params, **offered):
     """``fn(**params)`` plus each ``offered`` keyword argument that ``fn`` accepts (``params`` win)."""
+    if not callable(fn):
+        raise UserError(f"{getattr(fn, '__name__', fn)!r} is a {type(fn).__name__}, not a model or a factory of one")
     kwargs = dict(params)
     for key, value in offered.items():
         if value is not None and _accepts(fn, key):
             kwargs.setdefault(key, value)
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise UserError(f"building the model with {getattr(fn, '__qualname__', fn)}"
+                        f"({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                        f"{type(exc).__name__}: {first}") from None
 
 
 def build_backbone(arch: str, num_classes: int, input_shape: Sequence[int], params: dict | None = None) -> nn.Module:
@@ -241,6 +251,8 @@ def _build(name: str, params: dict, offered: dict):
         obj = import_object(name)
         if isinstance(obj, nn.Module):
             return obj, name
+        if not callable(obj):
+            raise UserError(f"{name!r} is a {type(obj).__name__}, not an nn.Module or a factory of one")
         params.update(bind_params(Entry("backbone", name, obj, "user", params=introspect(obj)), params))
         return _call_factory(obj, params, **offered), name
     raise _unknown_backbone(name)

@@ -130,7 +130,7 @@ def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None,
     unknown_caps = sorted(set(capabilities) - set(CAPABILITIES[kind]))
     if unknown_caps:
         allowed = ", ".join(CAPABILITIES[kind]) or "none"
-        raise TypeError(f"register() got capability {unknown_caps[0]!r} for a {kind} (allowed: {allowed})")
+        raise TypeError(f"register() got capability {unknown_caps[0]!r} for {'an' if kind[0] in 'aeiou' else 'a'} {kind} (allowed: {allowed})")
     params = introspect(factory)
     threat = sorted({p.name for p in params} & set(THREAT_PARAMS)) if kind == "attack" else []
     if threat:
@@ -290,10 +290,18 @@ def import_object(spec: str):
     from advkit._internal.errors import UserError
 
     module_name, _, attr = spec.partition(":")
+    top = module_name.split(".")[0]
+    here = os.getcwd()
+    if here not in sys.path and (os.path.isfile(f"{top}.py") or os.path.isfile(os.path.join(top, "__init__.py"))):
+        sys.path.append(here)  # the user's own module in the working directory, as ``python -m`` finds it
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UserError(f"cannot import module {module_name!r} from {spec!r}: {exc}") from None
+        hint = (f" (put {top}.py in the working directory or its folder on PYTHONPATH)"
+                if isinstance(exc, ModuleNotFoundError) and exc.name == top else "")
+        raise UserError(f"cannot import module {module_name!r} from {spec!r}: {exc}{hint}") from None
+    except Exception as exc:
+        raise UserError(f"importing {module_name!r} from {spec!r} failed: {type(exc).__name__}: {exc}") from None
     for part in attr.split(".") if attr else ():
         if not hasattr(obj, part):
             raise UserError(f"module {module_name!r} has no attribute {attr!r}")

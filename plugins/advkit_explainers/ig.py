@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from advkit.plugin import Explanation, UserError
+from advkit.plugin import Explanation, UserError, generator
 from advkit_explainers.common import check_choice, target_classes, target_logits
 
 METHODS = ("trapezoid", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")
@@ -33,13 +33,14 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def make_baseline(x: torch.Tensor, kind: str, sigma: float = 5.0) -> torch.Tensor:
-    """The IG baseline x': black (zeros), blurred (Gaussian blur of x) or noise (uniform in [0, 1])."""
+def make_baseline(x: torch.Tensor, kind: str, sigma: float = 5.0, seed: int = 0) -> torch.Tensor:
+    """The IG baseline x': black (zeros), blurred (Gaussian blur of x) or noise (uniform in [0, 1], drawn
+    from ``seed``: the run's seed, so that a run's attributions are reproducible)."""
     kind = check_choice("ig.baseline", kind, BASELINES)
     if kind == "black":
         return torch.zeros_like(x)
     if kind == "noise":
-        return torch.rand_like(x)
+        return torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator(x.device, seed))
     if not sigma > 0:
         raise UserError(f"ig.sigma must be > 0, got {sigma!r}")
     return gaussian_blur(x, float(sigma)).clamp(0, 1)
@@ -98,7 +99,7 @@ def ig(
 
     def explain(model, x, y, ctx):
         cls = target_classes(model, x, y, target)
-        base = make_baseline(x, baseline, sigma)
+        base = make_baseline(x, baseline, sigma, ctx.seed)
         attrs, gaps = integrated_gradients(model, x, cls, base, steps=steps, method=method, batch_size=batch_size)
         return Explanation(
             method="ig", inputs=x.detach(), maps=attrs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from advkit.plugin import hookimpl
+from advkit.plugin import Range, hookimpl
 from advkit_models import zoo
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -85,9 +85,12 @@ def bundled(name: str):
 
 @hookimpl
 def advkit_register_backbones(register):
-    register("smallcnn", smallcnn, aliases=("small-cnn",), default="architecture")
-    register("resnet18-cifar", resnet18_cifar, aliases=("cifar-resnet18",))
-    register("wrn-34-10", wide_resnet, aliases=("wideresnet", "wrn"))
+    size = {"num_classes": Range(1, 100_000), "in_chans": Range(1, 64)}
+    register("smallcnn", smallcnn, aliases=("small-cnn",), default="architecture",
+             ranges={**size, "width": Range(1, 4096)})
+    register("resnet18-cifar", resnet18_cifar, aliases=("cifar-resnet18",), ranges={**size, "width": Range(1, 1024)})
+    register("wrn-34-10", wide_resnet, aliases=("wideresnet", "wrn"),
+             ranges={**size, "depth": Range(10, 202), "widen": Range(1, 32), "drop": Range(0, 1, hi_open=True)})
     register("timm", timm_model, summary="Any timm architecture: --model timm/NAME (or a bare timm name)",
              prefix="timm/", claims=timm_knows, library="timm")
     register("robustbench", zoo.robustbench_model, prefix="robustbench:",

@@ -89,7 +89,7 @@ def _ghost_module():
 
     import click
 
-    import advkit as advkit_pkg
+    import advkit.plugin
 
     module = types.ModuleType("advkit_ghost")
 
@@ -109,7 +109,7 @@ def _ghost_module():
             click.echo("ghost ran")
 
     for fn in (advkit_register_attacks, advkit_register_backbones, advkit_register_datasets, advkit_register_commands):
-        setattr(module, fn.__name__, advkit_pkg.hookimpl(fn))
+        setattr(module, fn.__name__, advkit.plugin.hookimpl(fn))
     return module
 
 
@@ -168,7 +168,7 @@ def test_plugin_failing_in_its_command_hook_adds_no_command():
 
     import click
 
-    import advkit as advkit_pkg
+    import advkit.plugin
 
     module = types.ModuleType("advkit_halfcmd")
 
@@ -176,7 +176,7 @@ def test_plugin_failing_in_its_command_hook_adds_no_command():
         cli.add_command(click.Command("half-cmd", callback=lambda: None))
         raise RuntimeError("after one command")
 
-    module.advkit_register_commands = advkit_pkg.hookimpl(advkit_register_commands)
+    module.advkit_register_commands = advkit.plugin.hookimpl(advkit_register_commands)
     group = click.Group("probe")
     try:
         plugins.load_plugins()
@@ -221,3 +221,64 @@ def test_library_must_name_distributions():
     assert entry.wrapped()["name"] == "torchattacks"
     assert Entry("attack", "x", print, "p", library=("no-such-dist-xyz",)).wrapped() == \
         {"name": "no-such-dist-xyz", "version": "not installed"}
+
+
+def _shadow_module():
+    """A third-party plugin registering an attack under a name torchattacks' plugin already holds."""
+    import types
+
+    import advkit.plugin
+
+    module = types.ModuleType("advkit_shadow")
+
+    def advkit_register_attacks(register):
+        def pgd(model, threat, steps: int = 1):
+            """A third-party attack under a taken name."""
+            return lambda x, y: x
+
+        register("pgd", pgd)
+
+    module.advkit_register_attacks = advkit.plugin.hookimpl(advkit_register_attacks)
+    return module
+
+
+@pytest.mark.parametrize("prefer, holder", [("", "torchattacks"), ("shadow.pgd", "shadow")])
+def test_a_taken_name_stays_with_the_first_unless_advkit_prefer_hands_it_over(monkeypatch, prefer, holder):
+    warned = []
+    monkeypatch.setenv("ADVKIT_PREFER", prefer)
+    monkeypatch.setattr(plugins, "_warn_once", warned.append)
+    try:
+        plugins.reset()
+        plugins.load_plugins()
+        plugins.register_plugin(_shadow_module(), plugins.PluginInfo("shadow", "advkit_shadow", "advkit-shadow", "0.1"))
+        reg = plugins.registry("attack")
+        assert reg.get("pgd").provider == holder
+        assert reg.get("shadow.pgd").provider == "shadow" and reg.get("torchattacks.pgd").provider == "torchattacks"
+        said = " ".join(warned)
+        assert "'pgd'" in said and ("ADVKIT_PREFER" in said)  # the collision, or the hand-over, is reported
+    finally:
+        monkeypatch.undo()
+        plugins.reset()
+        plugins.load_plugins()
+
+
+def test_an_undeclared_capability_is_refused_at_registration():
+    import types
+
+    import advkit.plugin
+
+    module = types.ModuleType("advkit_odd")
+
+    def advkit_register_attacks(register):
+        register("odd", lambda model, threat: None, quantum=True)
+
+    module.advkit_register_attacks = advkit.plugin.hookimpl(advkit_register_attacks)
+    try:
+        plugins.load_plugins()
+        plugins.register_plugin(module, plugins.PluginInfo("odd", "advkit_odd", "advkit-odd", "0.1"))
+        assert "odd" not in plugins.registry("attack")
+        odd = next(p for p in plugins.plugins() if p.name == "odd")
+        assert "register() got capability 'quantum' for an attack (allowed: minimum_norm" in odd.error
+    finally:
+        plugins.reset()
+        plugins.load_plugins()

@@ -63,6 +63,13 @@ class AdvkitGroup(click.Group):
             click.echo("advkit: interrupted", err=True)
             ctx.exit(130)
 
+    def add_command(self, cmd, name=None):
+        """Every command (plugin commands too) also takes the root options after its name."""
+        if isinstance(cmd, click.Command) and not getattr(cmd, "_advkit_root_options", False):
+            cmd.params += root_options()
+            cmd._advkit_root_options = True
+        super().add_command(cmd, name)
+
     def resolve_command(self, ctx, args):
         try:
             return super().resolve_command(ctx, args)
@@ -79,17 +86,54 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     click.echo(f"advkit: warning: {message}", err=True)
 
 
+def _set_root(ctx, param, value):
+    """A root option given after the command (or in its ``--config``) overrides the one before it."""
+    opts = ctx.find_object(RunOptions)
+    if opts is None or value in (None, False, 0):
+        return
+    if param.name == "device":
+        opts._device, opts._resolved = value, None
+    elif param.name == "seed":
+        from advkit._internal.seeds import checked_seed
+
+        opts.seed = checked_seed(value)
+    elif param.name == "verbose":
+        opts.verbose += value
+    else:
+        setattr(opts, param.name, True)
+        if param.name == "debug":
+            warnings.showwarning = _SHOW_WARNING
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def root_options() -> list[click.Option]:
+    """``--device``, ``--seed``, ``-v``, ``-q`` and ``--debug`` as options of a command."""
+    kw = {"expose_value": False, "callback": _set_root}
+    return [click.Option(["--device"], default=None, help="As before the command: auto, cpu, cuda or cuda:N.", **kw),
+            click.Option(["--seed"], default=None, help="As before the command: seed for every random choice.", **kw),
+            click.Option(["-v", "--verbose"], count=True, help="As before the command: more output.", **kw),
+            click.Option(["-q", "--quiet"], is_flag=True, help="As before the command: no progress bars.", **kw),
+            click.Option(["--debug"], is_flag=True, help="As before the command: show tracebacks.", **kw)]
+
+
 @click.group(cls=AdvkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="advkit")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for every random choice.")
+@click.option("--seed", default="0", show_default=True, help="Seed for every random choice.")
 @click.option("-v", "--verbose", count=True, help="More output: each attack's implementation and settings, per-epoch notes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.pass_context
 def cli(ctx, device, seed, verbose, quiet, debug):
-    """Evaluate, train and explain adversarially robust image classifiers."""
-    ctx.obj = RunOptions(device, seed, verbose, quiet, debug)
+    """Evaluate, train and explain adversarially robust image classifiers.
+
+    The options above may also follow the command (advkit eval --seed 1).
+    """
+    from advkit._internal.seeds import checked_seed
+
+    ctx.obj = RunOptions(device, checked_seed(seed), verbose, quiet, debug)
     if not debug:
         warnings.showwarning = _warning_line
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -17,19 +17,12 @@ def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, 
     from advkit._internal.evaluation.resolve import model_and_data
     from advkit._internal.explainer import ExplainContext, create_explainer
     from advkit._internal.explanation.engine import explain, figure_names, write_outputs
+    from advkit._internal.grammar import merged, parse_assignments, parse_spec
     from advkit._internal.models import load_model
     from advkit._internal.provenance import versions
-    from advkit._internal.registry import parse_spec
 
-    torch.manual_seed(opts.seed)
-    params = {}
-    for item in opts_list:
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise UserError(f"--opt {item!r} must look like PARAM=VALUE")
-        params[k.strip()] = v
     name, spec_params = parse_spec(method)
-    params = {**spec_params, **params}
+    params = merged({name: spec_params}, {name: parse_assignments(opts_list)})[name.lower()]
     create_explainer(name, **params)  # fail early on a bad name or parameter
     if n is not None and n <= 0:
         raise UserError(f"-n must be positive, got {n}")
@@ -44,7 +37,6 @@ def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, 
     for spec in [label] + ([compare] if compare else []):
         m = first if spec is label else load_model(spec, dataset=info, device=opts.device,
                                                    context={"dataset": info.name})
-        torch.manual_seed(opts.seed)
         results.append((spec, explain(m, x, y, name, ctx=ctx, **params)))
     if info.classes:
         for _, e in results:  # caption the explained images with their labels

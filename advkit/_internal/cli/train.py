@@ -85,46 +85,24 @@ config_option = click.option(
 def run_train(opts, *, model, weights, dataset, data_dir, defenses, epochs, batch_size, lr, optimizer, momentum,
               weight_decay, schedule, norm, eps, augment, n_train, n_val, val_attack, val_eot, amp, amp_adversary,
               channels_last, out, resume, overwrite):
-    """Resolve names, train (the engine checks the numbers), print the best epoch and the checkpoints."""
-    import torch
-
-    from advkit._internal.data import load_dataset
-    from advkit._internal.defense import create_defense
-    from advkit._internal.models import load_model
-    from advkit._internal.threat import ThreatModel
-    from advkit._internal.training.setup import architecture
+    """:func:`advkit.train` with the options as given (the engine resolves and checks them); print a summary."""
+    args = {k: v for k, v in locals().items() if k != "opts"}
     from advkit._internal.training.trainer import train
 
-    config = {k: v for k, v in locals().items() if k not in ("opts", "torch", "load_dataset", "create_defense",
-                                                              "load_model", "ThreatModel", "train", "architecture")}
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k not in ("resume", "overwrite")}
-    if n_val is not None and n_val < 0:
-        raise UserError(f"--n-val must be >= 0, got {n_val}")
-    train_data = load_dataset(dataset, "train", data_dir=data_dir, n=n_train)
-    val_data = load_dataset(dataset, "test", data_dir=data_dir, n=n_val) if n_val else None
-    info = train_data.info
-    threat = ThreatModel.parse(norm, eps if eps is not None else info.default_eps)
-    config.update(model=architecture(model), dataset=dataset or info.name)  # saved resolved
-    torch.manual_seed(opts.seed)
-    net = load_model(architecture(model), dataset=info, weights=weights, device=opts.device,
-                     context={"dataset": info.name, "norm": norm})
-    defs = [create_defense(spec) for spec in defenses]
-    result = train(
-        net, train_data, defenses=defs, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        momentum=momentum, weight_decay=weight_decay, schedule=schedule, threat=threat, augment=augment,
-        val_data=val_data, val_attack=val_attack, val_eot=val_eot, amp=amp, amp_adversary=amp_adversary,
-        channels_last=channels_last, out=out, resume=resume, overwrite=overwrite,
-        config=config, seed=opts.seed, device=opts.device, quiet=opts.quiet,
-        command=opts.command,
-    )
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items() if k not in ("resume", "overwrite")}
+    config["seed"] = opts.seed
+    result = train(model, dataset, defenses=list(defenses), **{k: v for k, v in args.items()
+                                                               if k not in ("model", "dataset", "defenses")},
+                   config=config, seed=opts.seed, device=opts.device_name, quiet=opts.quiet, command=opts.command)
     if D.is_main():
-        _summary(result, net, info, train_data, threat, defs)
+        _summary(result)
     return result
 
 
-def _summary(result, net, info, train_data, threat, defs) -> None:
-    names = ", ".join(d.name for d in defs) or "none (standard training)"
-    click.echo(f"trained {net.arch} on {info.name} ({len(train_data)} images, {threat}); defenses: {names}")
+def _summary(result) -> None:
+    names = ", ".join(result.defenses) or "none (standard training)"
+    click.echo(f"trained {result.model.arch} on {result.dataset} ({result.n_train} images, {result.threat}); "
+               f"defenses: {names}")
     b = result.best
     if b is not None and b.get("val_clean") is None:
         click.echo(f"best epoch {b['epoch']}: train loss {b['train_loss']:.4f} (no validation)")

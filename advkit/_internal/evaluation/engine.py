@@ -90,6 +90,18 @@ class Report:
     audit: list[dict] = field(default_factory=list)
     confirm: dict | None = None
 
+    def __repr__(self) -> str:
+        attacks = ", ".join(a.name for a in self.attacks) or "none"
+        return (f"Report(model={self.meta.get('model', '?')!r}, n={self.n}, {self.threat}, "
+                f"clean={100 * self.clean_accuracy:.2f}%, robust={100 * self.robust_accuracy:.2f}%, "
+                f"attacks=[{attacks}])")
+
+    def __str__(self) -> str:
+        """The report as Markdown, as report.md holds it."""
+        from advkit._internal.evaluation.report import markdown
+
+        return markdown(self)
+
     def as_dict(self) -> dict:
         return {
             **self.meta,

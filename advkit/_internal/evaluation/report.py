@@ -118,7 +118,9 @@ def _notes(report) -> list[str]:
         lines.append("Dropped: points where a minimum-norm attack found a perturbation larger than eps; "
                      "they count as not broken.")
     if any(a.attempted == 0 for a in report.attacks):
-        lines.append(f"{NO_POINTS}: earlier attacks had broken every point, so this attack did not run.")
+        why = ("no point was classified correctly" if report.clean_accuracy == 0
+               else "earlier attacks had broken every point")
+        lines.append(f"{NO_POINTS}: {why}, so this attack did not run.")
     return lines
 
 
@@ -154,7 +156,11 @@ def markdown(report, *, per_class_table: bool = True) -> str:
         f"({report.n} points, {report.threat}, seed {m.get('seed')})",
         "",
     ]
-    norm = (m.get("model_info") or {}).get("normalization")
+    info = m.get("model_info") or {}
+    source = [f"{k} {info[k]}" for k in ("checkpoint", "weights") if info.get(k)]
+    if source:
+        lines += [f"Model loaded from: {'; '.join(source)}.", ""]
+    norm = info.get("normalization")
     if norm:
         lines += [f"Normalization inside the model: {_normalization(norm)}.", ""]
     notes = list(m.get("adaptive") or []) + list(m.get("notes") or [])

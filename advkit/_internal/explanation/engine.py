@@ -25,18 +25,38 @@ def explain(model, x: torch.Tensor, y: torch.Tensor, method: str, /, *, ctx: Exp
 
     The first four arguments are positional, so that an explainer may itself
     have a parameter called ``method`` (``explain(m, x, y, "ig", method="riemann_left")``).
-    ``ctx`` tells the explainer about the run (dataset, device, quiet); by
-    default the batch's device and nothing else.
+    ``ctx`` tells the explainer about the run (dataset, device, quiet, seed); by
+    default the batch's device and seed 0. The engine seeds everything with ``ctx.seed`` before the
+    explainer runs, so the API and ``advkit explain`` give the same result.
     """
-    from advkit._internal.data import check_images
+    from advkit._internal.seeds import seed_everything
 
-    check_images(x, where="explain input")
+    check_batch(model, x, y)
     model = model.eval()
     fn = create_explainer(method, **params)
-    result = fn(model, x, y, ctx or ExplainContext(device=str(x.device)))
+    ctx = ctx or ExplainContext(device=str(x.device))
+    seed_everything(ctx.seed)
+    result = fn(model, x, y, ctx)
     if not isinstance(result, Explanation):
         raise UserError(f"explainer {method!r} returned {type(result).__name__}, not an Explanation")
     return result
+
+
+def check_batch(model, x, y) -> None:
+    """The checks of an evaluation's data, on a batch to explain: images in [0, 1], one label per image,
+    each a class of the model."""
+    from advkit._internal.data import check_images
+
+    if not torch.is_tensor(x) or x.dim() != 4 or not x.shape[0]:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise UserError(f"explain: x must be a non-empty (N, C, H, W) batch of images, got {shape}")
+    check_images(x, where="explain input")
+    if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+        shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
+        raise UserError(f"explain: y must hold one integer label per image ({x.shape[0]}), got {shape}")
+    k = getattr(model, "num_classes", None)
+    if k is not None and (int(y.min()) < 0 or int(y.max()) >= k):
+        raise UserError(f"explain: labels must lie in [0, {k}), found {int(y.min())} to {int(y.max())}")
 
 
 def _to_image(t: torch.Tensor) -> np.ndarray:

@@ -41,7 +41,9 @@ class Options:
         """Every option's one check (the CLI adapter does not repeat them)."""
         check_settings(self.epochs, self.batch_size, self.lr, self.schedule, self.optimizer, self.momentum,
                        self.weight_decay)
-        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), int(self.seed)
+        from advkit._internal.seeds import checked_seed
+
+        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), checked_seed(self.seed)
         check_amp(self.amp, self.amp_adversary)
         if int(self.val_eot) < 1:
             raise UserError(f"--val-eot must be >= 1, got {self.val_eot}")
@@ -85,28 +87,71 @@ def architecture(model):
     return model
 
 
-def resolve_inputs(model, train_data, defenses, threat, val_data, device):
+@dataclass
+class Sources:
+    """Where a run's inputs come from, when they are given by name (the arguments of :func:`advkit.train`
+    that ``advkit train`` shares): weights for a named model, the data folder, the budget and the sizes."""
+
+    weights: str | None = None
+    data_dir: str | None = None
+    eps: object = None
+    norm: str = "Linf"
+    n_train: int | None = None
+    n_val: int | None = 500
+
+    def check(self) -> None:
+        for key in ("n_train", "n_val"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise UserError(f"--{key.replace('_', '-')} must be a whole number >= 0, got {value!r}")
+
+
+def resolve_data(train_data, val_data, src: Sources):
+    """A dataset name (None: the declared default) becomes its train split and, for validation, the first
+    ``n_val`` images of its test split; given data is kept (cut to ``n_train``)."""
+    from advkit._internal.data import check_sample, load_dataset
+
+    if isinstance(train_data, str) or train_data is None:
+        name = train_data
+        train_data = load_dataset(name, "train", data_dir=src.data_dir, n=src.n_train or None)
+        if val_data is None and src.n_val:
+            val_data = load_dataset(name, "test", data_dir=src.data_dir, n=src.n_val)
+    elif src.n_train and hasattr(train_data, "first"):
+        train_data = train_data.first(src.n_train)
+    if isinstance(val_data, str):
+        val_data = load_dataset(val_data, "test", data_dir=src.data_dir, n=src.n_val or None)
+    check_sample(train_data, "training data")
+    if val_data is not None:
+        check_sample(val_data, "validation data")
+    return train_data, val_data
+
+
+def resolve_inputs(model, train_data, defenses, threat, val_data, device, src: Sources | None = None):
     """Names to objects: datasets, the model (sized by the dataset), defenses and the threat model."""
-    from advkit._internal.data import ImageData, load_dataset
+    from advkit._internal.data import ImageData
     from advkit._internal.models import ImageClassifier, load_model
     from advkit._internal.threat import ThreatModel
 
-    if isinstance(train_data, str) or train_data is None:
-        train_data = load_dataset(train_data, "train")
+    src = src or Sources()
+    train_data, val_data = resolve_data(train_data, val_data, src)
     info = getattr(train_data, "info", None)
-    if isinstance(val_data, str):
-        val_data = load_dataset(val_data, "test")
     model = architecture(model)
     if not isinstance(model, ImageClassifier):
-        model = load_model(model, device=device, dataset=info)
+        model = load_model(model, device=device, dataset=info, weights=src.weights,
+                           context={"dataset": info.name, "norm": src.norm} if info else {"norm": src.norm})
+    elif src.weights:
+        raise UserError("weights= applies to a model given by name; load the weights into your model instead")
     defenses = [create_defense(d) if isinstance(d, str) else d for d in defenses]
     for d in defenses:
         if not isinstance(d, Defense):
             raise UserError(f"defenses must be Defense objects or 'name[:k=v]' strings, got {type(d).__name__}")
+    if threat is not None and src.eps is not None:
+        raise UserError("give threat= or eps=, not both")
     if threat is None:
-        threat = ThreatModel.parse("Linf", info.default_eps if isinstance(train_data, ImageData) else "8/255")
+        usual = info.default_eps if isinstance(train_data, ImageData) else "8/255"
+        threat = ThreatModel.parse(src.norm, src.eps if src.eps is not None else usual)
     elif isinstance(threat, str):
-        threat = ThreatModel.parse("Linf", threat)
+        threat = ThreatModel.parse(src.norm, threat)
     return model, train_data, defenses, threat, val_data
 
 

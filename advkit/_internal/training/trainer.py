@@ -71,7 +71,16 @@ from advkit._internal.training import records, state
 from advkit._internal.training.batching import Augmenter, Batches, in_memory, on_device
 from advkit._internal.training.optim import build_optimizer, lr_at, set_lr
 from advkit._internal.training.precision import Precision, check_device
-from advkit._internal.training.setup import Dist, Options, init_distributed, prepare_model, resolve_inputs, settings_of
+from advkit._internal.training.setup import (
+    Dist,
+    Options,
+    Sources,
+    architecture,
+    init_distributed,
+    prepare_model,
+    resolve_inputs,
+    settings_of,
+)
 from advkit._internal.training.validation import Validator
 
 
@@ -84,6 +93,10 @@ class TrainResult:
     best_epoch: int | None = None
     best: dict | None = None
     out: Path | None = None
+    threat: object = None  # the ThreatModel trained and validated at
+    dataset: str = ""
+    n_train: int = 0
+    defenses: list[str] = field(default_factory=list)  # their names, in the order composed
 
 
 class _Accuracy:
@@ -221,35 +234,47 @@ def epoch_line(r: dict, epochs: int) -> str:
 
 
 
-def train(model, train_data, *, defenses=(), threat=None, val_data=None, device="cpu", **options) -> TrainResult:
-    """Train ``model`` on ``train_data`` with ``defenses`` composed at the four points.
+def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=None, device="auto",
+          weights=None, data_dir=None, eps=None, norm="Linf", n_train=None, n_val=500, **options) -> TrainResult:
+    """Train ``model`` on ``train_data`` with ``defenses`` composed at the four points; ``advkit train`` is this
+    function with the same arguments and defaults.
 
-    ``model``: an :class:`~advkit._internal.models.ImageClassifier` (or a spec for
-    :func:`advkit._internal.models.load_model`); ``train_data``/``val_data``:
-    :class:`~advkit._internal.data.ImageData` (or dataset names); ``defenses``:
-    :class:`~advkit._internal.defense.Defense` objects or ``"name[:k=v,...]"`` strings;
-    ``threat``: the training and validation :class:`~advkit._internal.threat.ThreatModel`
-    (default: Linf at the dataset's usual eps). ``options`` are those of
-    :class:`~advkit._internal.training.setup.Options`: ``epochs=10, batch_size=128,
-    lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-    schedule="multistep", augment=True, val_attack="pgd"`` (a registered attack,
-    ``"pgd:steps=20"`` style, or ``"none"``), ``val_eot=20`` (EOT samples of the
+    ``model``: an :class:`~advkit._internal.models.ImageClassifier` or a name for
+    :func:`advkit._internal.models.load_model` (None: the architecture a plugin declares for training;
+    ``weights``: a weights file to start from); ``train_data``: :class:`~advkit._internal.data.ImageData`
+    or a dataset name (None: the declared default), whose first ``n_train`` images train (``data_dir``:
+    where its files are) and whose test split's first ``n_val`` validate (``val_data`` gives them instead);
+    ``defenses``: :class:`~advkit._internal.defense.Defense` objects or ``"name[:k=v,...]"`` strings;
+    ``threat`` (or ``eps``, ``norm``): the training and validation budget (default: Linf at the
+    dataset's usual eps); ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]``.
+    ``options`` are those of :class:`~advkit._internal.training.setup.Options`: ``epochs=10,
+    batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+    schedule="multistep", augment=True, val_attack=None`` (the attack a plugin declares for validation,
+    a spec such as ``"pgd:steps=20"``, or ``"none"``), ``val_eot=20`` (EOT samples of the
     validation attack on a stochastic model), ``out=None``, ``resume=False``,
     ``overwrite=False``, ``config=None`` (saved as ``OUT/config.json``),
-    ``seed=0, quiet=False, command=""``; ``amp="off"`` (``"bf16"``/``"fp16"``:
-    autocast for the update), ``amp_adversary=False`` (the training adversary
-    under autocast too), ``channels_last=None`` (on for CUDA with image inputs;
-    ``True``/``False`` force it): see :mod:`advkit._internal.training.precision`.
+    ``seed=0`` (seeds everything before the model is built), ``quiet=False, command=""``; ``amp="off"``
+    (``"bf16"``/``"fp16"``: autocast for the update), ``amp_adversary=False`` (the training adversary
+    under autocast too), ``channels_last=None`` (on for CUDA with image inputs; ``True``/``False``
+    force it): see :mod:`advkit._internal.training.precision`.
     """
     unknown = sorted(set(options) - set(Options.__dataclass_fields__))
     if unknown:
         raise TypeError(f"train() got unexpected keyword arguments: {', '.join(unknown)}")
     o = Options(**options)
     o.check()
-    dist, device = init_distributed(torch.device(device))
+    src = Sources(weights, data_dir, eps, norm, n_train, n_val)
+    src.check()
+    seed_everything(o.seed)
+    dist, device = init_distributed(torch.device(D.resolve_device(device)))
     try:
         check_device(o.amp, device)
-        model, train_data, defenses, threat, val_data = resolve_inputs(model, train_data, defenses, threat, val_data, device)
+        named = model if isinstance(model, str) or model is None else None
+        model, train_data, defenses, threat, val_data = resolve_inputs(model, train_data, defenses, threat,
+                                                                       val_data, device, src)
+        if o.config is not None:  # saved resolved: names the defaults stood for
+            o.config = {**o.config, "model": o.config.get("model") or architecture(named),
+                        "dataset": o.config.get("dataset") or getattr(getattr(train_data, "info", None), "name", None)}
         # one run per --out: a second one refuses instead of overwriting this one's checkpoints
         with lock_output(o.out) if o.out is not None and dist.main else contextlib.nullcontext():
             return _run(o, model, train_data, list(defenses), threat, val_data, dist, device)
@@ -335,7 +360,9 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
         board.close()
     model.eval()
     best_record = history[best["epoch"] - 1] if best.get("epoch") and best["epoch"] <= len(history) else None
-    return TrainResult(model=model, history=history, best_epoch=best.get("epoch"), best=best_record, out=out)
+    return TrainResult(model=model, history=history, best_epoch=best.get("epoch"), best=best_record, out=out,
+                       threat=threat, dataset=settings["dataset"], n_train=len(train_data),
+                       defenses=[d.name for d in defenses])
 
 
 def _epoch(trainer: Trainer, validator: Validator | None, epoch: int, o: Options) -> dict:
