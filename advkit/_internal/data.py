@@ -157,8 +157,9 @@ def check_sample(data, where: str, k: int = 256) -> None:
         raise UserError(f"{where}: the dataset is empty")
     if isinstance(data.base, TensorImages) and data.indices is None:
         x, y = data.base.images, data.base.labels
-    else:
-        x, y = data.first(k).tensors()
+    else:  # item by item: a file-backed set is read once, later, by the run itself
+        items = [data[i] for i in range(min(k, len(data)))]
+        x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.tensor([int(b) for _, b in items])
     check_images(x, where=where)
     if int(y.min()) < 0 or int(y.max()) >= data.info.num_classes:
         raise UserError(f"{where}: labels must lie in [0, {data.info.num_classes}), found {int(y.min())} to "

@@ -157,7 +157,8 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.+/")
 def _check_names(kind: str, name, factory, aliases) -> None:
     """A registration's name and aliases are non-empty words of the name grammar; its factory is callable."""
     if isinstance(aliases, str) or not isinstance(aliases, (tuple, list)):
-        raise TypeError(f"register({name!r}): aliases must be a tuple of names, not {type(aliases).__name__}")
+        raise TypeError(f"register({name!r}): aliases and renamed_from take a tuple of names, not "
+                        f"{type(aliases).__name__}")
     for n in (name, *aliases):
         if not isinstance(n, str) or not n.strip() or not set(n.lower()) <= _NAME_CHARS:
             raise TypeError(f"register(): {kind} name {n!r} must be a non-empty word of letters, digits and -_.+/")
@@ -175,9 +176,12 @@ def _collect(kind: str) -> Registry | None:
             continue
         pending: list[Entry] = []
 
-        def register(name, factory, *, aliases=(), summary=None, ranges=None, library=None, _info=info,
-                     **capabilities):
-            pending.append(_entry(kind, _info, name, factory, aliases, summary, ranges, library, **capabilities))
+        def register(name, factory, *, aliases=(), summary=None, ranges=None, library=None, renamed_from=(),
+                     _info=info, **capabilities):
+            entry = _entry(kind, _info, name, factory, aliases, summary, ranges, library, **capabilities)
+            _check_names(kind, name, factory, renamed_from)
+            entry.renamed_from = tuple(str(n).lower() for n in renamed_from)
+            pending.append(entry)
 
         try:
             impl.function(register=register)

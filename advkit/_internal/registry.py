@@ -140,10 +140,12 @@ class Entry:
     capabilities: dict[str, Any] = field(default_factory=dict)
     ranges: dict[str, "Range"] = field(default_factory=dict)
     library: tuple[str, ...] = ()
+    renamed_from: tuple[str, ...] = ()  # former names: still found, with a warning naming the new one
 
     @property
     def qualified(self) -> str:
-        return f"{self.provider}.{self.name}"
+        """``provider.name``; a name that already starts with its provider (``art.fgsm``) is its own."""
+        return self.name if self.name.startswith(f"{self.provider.lower()}.") else f"{self.provider}.{self.name}"
 
     def wrapped(self) -> dict | None:
         """The library this entry wraps (``register(..., library=...)``): the first of the declared
@@ -171,6 +173,7 @@ class Entry:
             "package": self.package,
             "version": self.version,
             "aliases": list(self.aliases),
+            "renamed_from": list(self.renamed_from),
             "summary": self.summary,
             "params": [p.as_dict() for p in self.params],
             "capabilities": {k: v for k, v in self.capabilities.items() if _jsonable(v)},
@@ -193,6 +196,8 @@ class Registry:
         self._prefer = {p.lower() for p in (prefer or ())}
         self._warn = warn or (lambda message: None)
         self.notes: list[str] = []  # collisions and explicit preferences, as reported
+        self._renamed: dict[str, Entry] = {}
+        self._said: set[str] = set()
 
     def _note(self, message: str) -> None:
         self.notes.append(message)
@@ -219,6 +224,10 @@ class Registry:
                            f"provides: {key!r} stays {holder.qualified!r}; use {entry.qualified!r} "
                            f"(or ADVKIT_PREFER={entry.qualified})")
 
+        for key in entry.renamed_from:
+            if key not in self._by_name:
+                self._by_name[key] = self._renamed[key] = entry
+
     def with_capability(self, capability: str, value=True) -> list[Entry]:
         """Entries that declared ``capability`` (with ``value``), in registration order."""
         return [e for e in self._entries if e.capabilities.get(capability) == value]
@@ -234,11 +243,18 @@ class Registry:
 
     def all_names(self) -> list[str]:
         """Names, aliases and qualified names: everything ``get`` accepts."""
-        return sorted(set(self._by_name) | set(self._by_qualified))
+        return sorted((set(self._by_name) - set(self._renamed)) | set(self._by_qualified))
 
     def find(self, name: str) -> Entry | None:
         key = name.strip().lower()
-        return self._by_name.get(key) or self._by_qualified.get(key)
+        entry = self._by_name.get(key) or self._by_qualified.get(key)
+        if entry is not None and self._renamed.get(key) is entry and key not in self._said:
+            import warnings
+
+            self._said.add(key)
+            warnings.warn(f"{self.kind} {key!r} was renamed {entry.name!r}; the old name will go in a later "
+                          f"version", FutureWarning, stacklevel=3)
+        return entry
 
     def get(self, name: str) -> Entry:
         entry = self.find(name)

@@ -119,10 +119,12 @@ class FreqShapley:
                   "efficiency_gap": r.efficiency_gap()}
         meta = {"settings": r.settings, "players": r.players.describe(),
                 "maps": "per-player Shapley values on the centred spectrum (fftshift layout), DC cell 0",
-                "images": f"images[:{n}] PFC reconstructions, images[{n}:] NFC reconstructions (DC cell kept in both)",
+                "maps_space": "spectrum",
+                "images": "PFC reconstructions (DC cell kept); extra_NFC: NFC reconstructions (DC cell kept)",
+                "images_title": "PFC",
                 "forward_passes": int(r.passes.sum())}
         if self.figure:
             seed_figure(x, pfc, nfc, heat, self.figure)
             meta["figure"] = str(self.figure)
-        return Explanation("freq-shapley", x.detach().cpu(), maps=heat, images=torch.cat([pfc, nfc]).cpu(),
+        return Explanation("freq-shapley", x.detach().cpu(), maps=heat, images=pfc.cpu(), extras={"NFC": nfc.cpu()},
                            scores=scores, meta=meta)

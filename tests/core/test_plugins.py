@@ -282,3 +282,36 @@ def test_an_undeclared_capability_is_refused_at_registration():
     finally:
         plugins.reset()
         plugins.load_plugins()
+
+
+def test_a_renamed_registration_answers_to_its_old_name_with_a_warning():
+    import types
+    import warnings
+
+    import advkit.plugin
+
+    module = types.ModuleType("advkit_renamer")
+
+    def advkit_register_attacks(register):
+        register("calm", lambda model, threat: (lambda x, y: x), renamed_from=("quiet-noise",))
+
+    module.advkit_register_attacks = advkit.plugin.hookimpl(advkit_register_attacks)
+    try:
+        plugins.load_plugins()
+        plugins.register_plugin(module, plugins.PluginInfo("renamer", "advkit_renamer", "advkit-renamer", "0.1"))
+        reg = plugins.registry("attack")
+        with pytest.warns(FutureWarning, match="attack 'quiet-noise' was renamed 'calm'"):
+            assert reg.get("quiet-noise").name == "calm"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert reg.get("calm").name == "calm" and reg.get("quiet-noise").name == "calm"  # said once
+        assert "quiet-noise" not in reg.all_names()  # never suggested
+    finally:
+        plugins.reset()
+        plugins.load_plugins()
+
+
+def test_qualified_names_do_not_repeat_the_provider():
+    reg = plugins.registry("attack")
+    assert reg.get("art.fgsm").qualified == "art.fgsm" and reg.get("pgd").qualified == "torchattacks.pgd"
+    assert not [e.qualified for e in reg if e.qualified.startswith("art.art.")]

@@ -18,7 +18,8 @@ from advkit._internal.data import load_dataset
 from advkit._internal.models import load_model
 from advkit._internal.threat import ThreatModel
 from advkit._internal.training import records
-from advkit._internal.training.trainer import epoch_line, train
+from advkit._internal.training.records import epoch_line
+from advkit._internal.training.trainer import train
 
 LINF = ThreatModel.parse("Linf", "0.1")
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -302,8 +302,8 @@ def test_freq_shapley_explainer(tiny, tmp_path):
     with one_thread():
         e = explain(net, x, y, "freq-shapley", permutations=16, grid="3x3", progress=False,
                            figure=str(tmp_path / "csa.png"))
-    assert e.maps.shape == (4, 1, 8, 8) and e.images.shape == (8, 1, 8, 8)
-    assert e.images.min() >= 0 and e.images.max() <= 1
+    assert e.maps.shape == (4, 1, 8, 8) and e.images.shape == e.extras["NFC"].shape == (4, 1, 8, 8)
+    assert e.images.min() >= 0 and e.images.max() <= 1 and e.meta["maps_space"] == "spectrum"
     assert set(e.scores) >= {"max_se", "v_all", "v_none", "v_pfc", "v_nfc"}
     assert e.scores["efficiency_gap"].abs().max() < 1e-5
     assert (tmp_path / "csa.png").stat().st_size > 0

@@ -127,7 +127,7 @@ def check_gradients(s, pts) -> dict:
                   "use BPDA or black-box attacks")
 
 
-def run_audit(s, robust, limit: int = 200) -> list[dict]:
+def run_audit(s, limit: int = 200) -> list[dict]:
     """The four checks on the first ``limit`` clean-correct points of session ``s``."""
     pts = s.correct[:limit]
     if not pts:

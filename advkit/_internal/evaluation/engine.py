@@ -354,7 +354,7 @@ def extras(s: Session, report: Report, robust, *, budgets, checking, audit, seed
     if checking is not None:
         report.confirm = run_confirm(s, checking, robust, seed)
     if audit:
-        report.audit = run_audit(s, robust)
+        report.audit = run_audit(s)
 
 
 def finish(s: Session, report: Report, out) -> Report:

@@ -76,8 +76,8 @@ def _caption(ax, text) -> None:
 
 
 def _count(explanations) -> int:
-    first = explanations[0][1]
-    return max([first.inputs.shape[0]] + [e.images.shape[0] for _, e in explanations if e.images is not None])
+    """Columns: one per explained image."""
+    return int(explanations[0][1].inputs.shape[0])
 
 
 def _rows(explanations, cols: range) -> list[tuple]:
@@ -94,7 +94,9 @@ def _rows(explanations, cols: range) -> list[tuple]:
     for label, e in explanations:
         if e.maps is not None:
             maps = [_to_map(e.maps[i]) for i in cols if i < e.maps.shape[0]]
-            rows.append((f"{label}: {e.method}", images(e.inputs), maps, None))
+            space = e.meta.get("maps_space")  # maps that do not live on the pixels are drawn on their own
+            under = None if space else images(e.inputs)
+            rows.append((f"{label}: {e.method}" + (f" ({space})" if space else ""), under, maps, None))
         if e.images is not None:
             title = e.meta.get("images_title", f"{e.method} images")
             rows.append((f"{label}: {title}", images(e.images), None, part(e.meta.get("captions"))))
@@ -124,19 +126,23 @@ def figure(explanations: list[tuple[str, Explanation]], max_cols: int = 10, page
         for c in range(width):
             ax = axes[r][c]
             ax.axis("off")
-            if c >= len(imgs):
+            if c >= len(imgs if imgs is not None else maps):
                 continue
-            ax.imshow(imgs[c], cmap="gray" if imgs[c].ndim == 2 else None, vmin=0, vmax=1)
+            if imgs is not None:
+                ax.imshow(imgs[c], cmap="gray" if imgs[c].ndim == 2 else None, vmin=0, vmax=1)
             if maps is not None and c < len(maps):
-                overlay = ax.imshow(maps[c], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                overlay = ax.imshow(maps[c], cmap="jet", alpha=0.5 if imgs is not None else 1.0, vmin=0, vmax=1)
             if caps is not None and c < len(caps):
                 _caption(ax, caps[c])
         axes[r][0].set_title(title, fontsize=8, loc="left")
-    fig.suptitle(f"images {cols.start + 1}-{cols.stop} of {n}", fontsize=8)
-    fig.tight_layout()
+    shown = f"image {cols.start + 1}" if len(cols) == 1 else f"images {cols.start + 1}-{cols.stop}"
+    fig.suptitle(f"{shown} of {n}", fontsize=8)
+    right = 1.0 if overlay is None else 1 - 0.75 / fig.get_figwidth()  # room for the colour bar and its label
+    fig.tight_layout(rect=(0, 0, right, 1))
     if overlay is not None:
-        bar = fig.colorbar(overlay, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
-        bar.set_label("attribution (scaled to its 99th percentile)", fontsize=7)
+        cax = fig.add_axes((right + 0.1 / fig.get_figwidth(), 0.12, 0.12 / fig.get_figwidth(), 0.76))
+        bar = fig.colorbar(overlay, cax=cax)
+        bar.set_label("|attribution| / its 99th percentile", fontsize=7)
         bar.ax.tick_params(labelsize=6)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -95,3 +95,19 @@ def write_records(out: Path, history: list[dict], tensorboard: TensorBoard) -> N
     write_metrics(out, history)
     write_curves(out, history)
     tensorboard.log(history[-1])
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def epoch_line(r: dict, epochs: int) -> str:
+    """The line printed after every epoch."""
+    parts = [f"epoch {r['epoch']}/{epochs}", f"lr {r['lr']:.4g}", f"loss {r['train_loss']:.4f}", f"train acc {_pct(r['train_acc'])}"]
+    if r["val_clean"] is not None:
+        parts.append(f"val clean {_pct(r['val_clean'])}")
+    if r["val_robust"] is not None:
+        adaptive = f" ({r['val_adaptive']})" if r.get("val_adaptive") else ""
+        parts.append(f"val {r['val_attack']}{adaptive} {_pct(r['val_robust'])}")
+    parts.append(f"{r['time']:.1f}s")
+    return "  ".join(parts)

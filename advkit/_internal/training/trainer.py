@@ -217,23 +217,6 @@ class Trainer:
         return epoch_batches(len(self.batches), self.batch_size, self.seed, epoch, self.dist.rank, self.dist.world)
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def epoch_line(r: dict, epochs: int) -> str:
-    """The line printed after every epoch."""
-    parts = [f"epoch {r['epoch']}/{epochs}", f"lr {r['lr']:.4g}", f"loss {r['train_loss']:.4f}", f"train acc {_pct(r['train_acc'])}"]
-    if r["val_clean"] is not None:
-        parts.append(f"val clean {_pct(r['val_clean'])}")
-    if r["val_robust"] is not None:
-        adaptive = f" ({r['val_adaptive']})" if r.get("val_adaptive") else ""
-        parts.append(f"val {r['val_attack']}{adaptive} {_pct(r['val_robust'])}")
-    parts.append(f"{r['time']:.1f}s")
-    return "  ".join(parts)
-
-
-
 def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=None, device="auto",
           weights=None, data_dir=None, eps=None, norm="Linf", n_train=None, n_val=500, **options) -> TrainResult:
     """Train ``model`` on ``train_data`` with ``defenses`` composed at the four points; ``advkit train`` is this
@@ -349,7 +332,7 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
             if improved:
                 best = {"epoch": epoch + 1, "metric": score}
             if dist.main and not o.quiet:
-                print(epoch_line(record, o.epochs), flush=True)
+                print(records.epoch_line(record, o.epochs), flush=True)
                 for note in record["notes"]:
                     print(f"  {note}", flush=True)
             if out is not None and dist.main:
