@@ -189,7 +189,8 @@ def train(model: str, a) -> str:
         return f"{model}: trained"
     if model == CIFAR:
         build_cifar_data(Path(a.out) / "data" / "fmnist32rgb")
-    seconds = run(cmd + (["--resume"] if last.exists() else []), out / "logs" / "train.log", a)
+    started = last.exists() or (out / "config.json").exists()  # --resume restarts a run stopped before epoch 1
+    seconds = run(cmd + (["--resume"] if started else []), out / "logs" / "train.log", a)
     return f"{model}: trained in {seconds:.0f} s"
 
 

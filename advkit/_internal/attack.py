@@ -180,10 +180,9 @@ class Attack:
         import torch
 
         device, dtype = _model_device_dtype(self.model)
-        if not torch.is_tensor(x) or not x.is_floating_point():
-            raise TypeError(f"attack {self.name!r}: inputs must be a float tensor")
+        labels = self._checked(x, y)
         clean = x.detach().to(device=device or x.device, dtype=dtype or x.dtype).contiguous().clone()
-        labels = torch.as_tensor(y).detach().to(clean.device).long()
+        labels = labels.to(clean.device)
         was_training = bool(getattr(self.model, "training", False))
         if was_training:
             self.model.eval()
@@ -211,6 +210,24 @@ class Attack:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.run(x, y).x_adv
+
+    def _checked(self, x, y):
+        """The batch an attack is given: images inside the threat model's bounds, one class label per image
+        (a caller's mistake is a :class:`UserError` naming the caller's data, not the attack)."""
+        import torch
+
+        from advkit._internal.data import check_images
+
+        check_images(x, bounds=self.threat.bounds, where=f"attack {self.name!r}: input")
+        labels = torch.as_tensor(y).detach()
+        if labels.dim() != 1 or labels.shape[0] != x.shape[0] or labels.is_floating_point():
+            raise UserError(f"attack {self.name!r}: labels must be one integer per image ({x.shape[0]}), got "
+                            f"{labels.dtype} of shape {tuple(labels.shape)}")
+        k = getattr(self.model, "num_classes", None)
+        if len(labels) and (int(labels.min()) < 0 or (k is not None and int(labels.max()) >= k)):
+            raise UserError(f"attack {self.name!r}: labels must lie in [0, {k}), found {int(labels.min())} to "
+                            f"{int(labels.max())}")
+        return labels.long()
 
     def describe(self) -> dict:
         """What the report says about this attack: provider, implementation, capabilities, parameters."""

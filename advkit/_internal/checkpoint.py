@@ -8,7 +8,6 @@ whether the model is stochastic. Nothing is ever unpickled.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,10 +84,9 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     side = sidecar(path)
     if not side.is_file():
         raise UserError(f"checkpoint {path} has no sidecar {side.name} (architecture and normalization)")
-    try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{side} is not valid JSON: {exc}") from None
+    from advkit._internal.schema import Fields, read_json
+
+    return Fields(read_json(side, "a checkpoint sidecar"), str(side)).data
 
 
 def apply_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -194,13 +192,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
                 break
     if not path.is_file():
         raise UserError(f"checkpoint file not found: {path}")
-    meta = read_sidecar(path)
+    from advkit._internal.schema import checked_sidecar
+
+    meta = checked_sidecar(read_sidecar(path), str(sidecar(path)))
     state = load_tensors(path)
-    try:
-        arch, num_classes, shape = meta["arch"], int(meta["num_classes"]), meta["input_shape"]
-        mean, std = meta["mean"], meta["std"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"sidecar of {path} lacks {exc} (need arch, num_classes, input_shape, mean, std)") from None
+    arch, num_classes, shape, mean, std = (meta[k] for k in ("arch", "num_classes", "input_shape", "mean", "std"))
     require_plugins(path, meta)
     backbone = build_backbone(arch, num_classes, shape, meta.get("arch_params"))
     model = ImageClassifier(backbone, mean, std, num_classes=num_classes, input_shape=shape, arch=arch, arch_params=meta.get("arch_params"))

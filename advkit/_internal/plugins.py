@@ -154,11 +154,10 @@ def _entry(kind: str, info: PluginInfo, name, factory, aliases=(), summary=None,
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.+/")
 
 
-def _check_names(kind: str, name, factory, aliases) -> None:
+def _check_names(kind: str, name, factory, aliases, what: str = "aliases") -> None:
     """A registration's name and aliases are non-empty words of the name grammar; its factory is callable."""
     if isinstance(aliases, str) or not isinstance(aliases, (tuple, list)):
-        raise TypeError(f"register({name!r}): aliases and renamed_from take a tuple of names, not "
-                        f"{type(aliases).__name__}")
+        raise TypeError(f"register({name!r}): {what} must be a tuple of names, not {type(aliases).__name__}")
     for n in (name, *aliases):
         if not isinstance(n, str) or not n.strip() or not set(n.lower()) <= _NAME_CHARS:
             raise TypeError(f"register(): {kind} name {n!r} must be a non-empty word of letters, digits and -_.+/")
@@ -179,7 +178,7 @@ def _collect(kind: str) -> Registry | None:
         def register(name, factory, *, aliases=(), summary=None, ranges=None, library=None, renamed_from=(),
                      _info=info, **capabilities):
             entry = _entry(kind, _info, name, factory, aliases, summary, ranges, library, **capabilities)
-            _check_names(kind, name, factory, renamed_from)
+            _check_names(kind, name, factory, renamed_from, "renamed_from")
             entry.renamed_from = tuple(str(n).lower() for n in renamed_from)
             pending.append(entry)
 

@@ -16,7 +16,7 @@ def checked_seed(seed) -> int:
     """A seed is a whole number in [0, 2**64) (what torch accepts); anything else is refused."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         try:
-            if isinstance(seed, str) and seed.strip().lstrip("+").isdigit():
+            if isinstance(seed, str) and seed.strip().lstrip("+-").isdigit():
                 seed = int(seed)
             else:
                 raise ValueError

@@ -9,6 +9,7 @@ tensor broadcastable to the input, checked point by point under Linf.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -34,6 +35,8 @@ def parse_eps(text, norm: str = "Linf") -> float:
     Refuses what is not a finite non-negative number, and warns when a Linf
     budget above 1 looks like a value on the 0-255 scale.
     """
+    if isinstance(text, bool) or not isinstance(text, (str, numbers.Real)):
+        raise UserError(f"eps must be one number (write 8/255, 0.031 or 2e-2), got {type(text).__name__} {text!r}")
     try:
         value = float(parse_number(text)) if isinstance(text, str) else float(text)
     except (ValueError, ZeroDivisionError) as exc:

@@ -237,6 +237,8 @@ def build_bank(
     """
     if int(per_class) < 1 or int(chunk) < 1:
         raise UserError(f"csa bank: per_class and chunk must be >= 1, got {per_class!r} and {chunk!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise UserError(f"csa bank: --batch-size must be >= 1, got {batch_size!r}")
     info = data.info
     chosen = _choose(data, per_class, seed, grid)
     settings = estimator_settings(estimator, players=chosen.players, pairs=pairs, target_loss=target_loss,
@@ -302,7 +304,7 @@ def _compute(model, data, chosen: _Chosen, settings: dict, out: Path, key: str, 
     from advkit_csa.shards import chunk_bounds, missing_chunks, run_chunks
 
     device = next(iter(model.parameters())).device
-    batch_size = int(batch_size) if batch_size else default_batch_size(device)
+    batch_size = int(batch_size) if batch_size is not None else default_batch_size(device)
     positions, labels, players = chosen.positions, chosen.labels, chosen.players
 
     def compute(a: int, b: int) -> dict:

@@ -9,7 +9,7 @@ clean training alone the noise scales tend to shrink. Only weight noise
 
 from __future__ import annotations
 
-from advkit.plugin import Defense, UserError, hookimpl
+from advkit.plugin import Defense, Range, UserError, hookimpl
 
 
 class NoiseInjection(Defense):
@@ -32,4 +32,4 @@ class NoiseInjection(Defense):
 
 @hookimpl
 def advkit_register_defenses(register):
-    register("noise-injection", NoiseInjection, aliases=("pni",))
+    register("noise-injection", NoiseInjection, aliases=("pni",), ranges={"alpha": Range(0, 100)})

@@ -311,7 +311,7 @@ def test_explainer_offers_the_gradient_estimator(tiny):
 
     net, x, y, _ = tiny
     e = explain(net, x, y, "freq-shapley", estimator="gradient", pairs=32, grid="3x3", progress=False)
-    assert e.maps.shape == (4, 1, 8, 8) and e.images.shape == (8, 1, 8, 8)
+    assert e.maps.shape == (4, 1, 8, 8) and e.images.shape == e.extras["NFC"].shape == (4, 1, 8, 8)
     assert e.meta["settings"]["estimator"] == "gradient" and e.meta["forward_passes"] > 0
     with pytest.raises(UserError):
         explain(net, x, y, "freq-shapley", estimator="kernel")

@@ -175,10 +175,6 @@ def list_cmd(kind, pattern, as_json):
         click.echo(format_listing(listing), nl=False)
 
 
-def _split_csv(text: str) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
 @cli.command("eval")
 @click.option("--model", "-m", default=None, help="Backbone name, timm/NAME, checkpoint path or module:factory "
               "[default: the model a plugin declares as the default].")
@@ -210,7 +206,7 @@ def eval_cmd(opts, attacks, eps_sweep, **kw):
     """Evaluate a model under a suite of attacks (clean, per-attack and worst-case accuracy)."""
     from advkit._internal.cli.evaluate import run_eval
 
-    run_eval(opts, attacks=attacks, eps_sweep=_split_csv(eps_sweep) if eps_sweep else None, **kw)
+    run_eval(opts, attacks=attacks, eps_sweep=eps_sweep, **kw)
 
 
 from advkit._internal.cli.train import config_option as _train_config  # noqa: E402 (light: click only)

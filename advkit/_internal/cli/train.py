@@ -30,8 +30,8 @@ def read_config(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--config: file not found: {p}")
-    text = p.read_text()
     try:
+        text = p.read_text()
         if p.suffix in (".yaml", ".yml"):
             try:
                 import yaml
@@ -47,7 +47,8 @@ def read_config(path: str) -> dict:
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"--config {p} cannot be read: {exc}") from None
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"--config {p} cannot be read: {said[:240]}") from None
     if isinstance(data, dict) and isinstance(data.get("train"), dict):
         data = data["train"]
     if not isinstance(data, dict):
@@ -67,14 +68,33 @@ def _apply_config(ctx, param, value):
     defaults = {}
     for key, v in read_config(value).items():
         name = aliases.get(str(key).replace("-", "_"))
+        if name == "config":
+            raise UserError(f"--config {value}: a config file cannot name another one ({key!r})")
         if name is None:
             close = difflib.get_close_matches(str(key), sorted(aliases), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(f"--config {value}: unknown option {key!r}{hint}")
+        _check_type(value, key, names[name], v)
         defaults[name] = list(v) if names[name].multiple and isinstance(v, (list, tuple)) else \
             ([v] if names[name].multiple else v)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _check_type(path: str, key, param, value) -> None:
+    """A config value of the option's own type: ``epochs = 1.7`` or ``true`` is refused, not read as 1."""
+    kind = getattr(param.type, "name", "")
+    ok = (value is None or (param.multiple and isinstance(value, (list, tuple, str)))
+          or (getattr(param, "is_flag", False) and isinstance(value, bool))
+          or (kind == "integer" and isinstance(value, int) and not isinstance(value, bool))
+          or (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
+          or (kind in ("text", "directory", "path") and isinstance(value, (str, int, float)) and not isinstance(value, bool))
+          or (kind == "boolean" and isinstance(value, bool)))
+    if not ok:
+        want = {"integer": "a whole number", "float": "a number", "boolean": "true or false"}.get(kind, "a string")
+        if getattr(param, "is_flag", False):
+            want = "true or false"
+        raise UserError(f"--config {path}: {key} must be {want}, got {value!r}")
 
 
 config_option = click.option(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from advkit._internal.errors import UserError
@@ -17,10 +16,20 @@ def load_run(path: str | Path) -> dict:
     f = p / "report.json" if p.is_dir() or not p.suffix else p
     if not f.is_file():
         raise UserError(f"{path}: no report.json there (write one with advkit eval --out {path})")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{f}: not a readable report ({exc.msg} at line {exc.lineno})") from None
+    from advkit._internal.schema import Fields, read_json
+
+    run = Fields(read_json(f, "a report"), str(f))
+    run.whole("n", 0)
+    for key in ("clean_accuracy", "robust_accuracy"):
+        if not 0 <= run.number(key) <= 1:
+            raise run.fail(key, "a fraction in [0, 1]", run.data[key])
+    run.mapping("threat_model")
+    for a in run.items("attacks", dict):
+        attack = Fields(a, f"{f} (attacks)")
+        attack.text("name")
+        if attack.has("accuracy") and not 0 <= attack.number("accuracy") <= 1:
+            raise attack.fail("accuracy", "a fraction in [0, 1]", a["accuracy"])
+    return run.data
 
 
 def _eps_label(norm: str, eps) -> str:
@@ -56,7 +65,7 @@ def comparison(runs: dict[str, dict]) -> tuple[list[str], list[list]]:
 def _passes(run: dict) -> str:
     """All attacks' forward + backward passes of a run (``"1.2M"``), or ``""`` for reports without counts."""
     counts = [a.get("passes") for a in run.get("attacks", [])]
-    if not counts or any(c is None for c in counts):  # reports of versions that did not count
+    if any(c is None for c in counts):  # reports of versions that did not count
         return ""
     total = sum(int(c.get("forward", 0)) + int(c.get("backward", 0)) for c in counts)
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

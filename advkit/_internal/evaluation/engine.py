@@ -302,12 +302,22 @@ def evaluate(
             D.shutdown()
 
 
+def sweep_budgets(eps_sweep) -> list:
+    """``"0.05,0.1"`` or a list of budgets; an empty part (``",,"``) is refused, not dropped."""
+    if eps_sweep is None:
+        return []
+    parts = [t.strip() for t in eps_sweep.split(",")] if isinstance(eps_sweep, str) else list(eps_sweep)
+    if not parts or any(p in ("", None) for p in parts):
+        raise UserError(f"--eps-sweep {eps_sweep!r}: give budgets separated by commas, such as 0.05,0.1,0.2")
+    return parts
+
+
 def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
               eot, seed, device, quiet, meta, save_adv, confirm) -> Report:
     who = model_label(model, meta)
     model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
                              batch_size=batch_size, eot=eot, audit=audit, device=device, who=who)
-    budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in (eps_sweep or ())]
+    budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in sweep_budgets(eps_sweep)]
     checking = parse_confirm(confirm)
     s, config = session(model, inputs, out=out, eot=eot, seed=seed, independent=independent, quiet=quiet,
                         device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta)

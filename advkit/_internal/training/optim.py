@@ -71,17 +71,29 @@ def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float, wei
     raise UserError(f"optimizer must be sgd or adam, got {name!r}")
 
 
+def whole(value, option: str, lo: int = 1) -> int:
+    """A whole number >= ``lo`` (``True`` and ``1.7`` are refused, not read as 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise UserError(f"--{option} must be a whole number >= {lo}, got {value!r}")
+    return value
+
+
+def real(value, option: str) -> float:
+    """A number (not a flag, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise UserError(f"--{option} must be a number, got {value!r}")
+    return float(value)
+
+
 def check_settings(epochs, batch_size, lr, schedule, optimizer, momentum, weight_decay) -> None:
     """The engine's one check of the optimisation arguments (the CLI does not repeat it)."""
-    if int(epochs) < 1:
-        raise UserError(f"--epochs must be >= 1, got {epochs}")
-    if int(batch_size) < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    if not lr > 0:
+    whole(epochs, "epochs")
+    whole(batch_size, "batch-size")
+    if not real(lr, "lr") > 0:
         raise UserError(f"--lr must be > 0, got {lr}")
-    if not (0 <= momentum < 1):
+    if not (0 <= real(momentum, "momentum") < 1):
         raise UserError(f"--momentum must lie in [0, 1), got {momentum}")
-    if not weight_decay >= 0:
+    if not real(weight_decay, "weight-decay") >= 0:
         raise UserError(f"--weight-decay must be >= 0, got {weight_decay}")
     for option, value, allowed in (("schedule", schedule, SCHEDULES), ("optimizer", optimizer, OPTIMIZERS)):
         if value not in allowed:

@@ -8,7 +8,7 @@ import torch
 
 from advkit._internal.defense import Defense, create_defense
 from advkit._internal.errors import UserError
-from advkit._internal.training.optim import check_settings
+from advkit._internal.training.optim import check_settings, whole
 from advkit._internal.training.precision import check_amp
 
 
@@ -43,10 +43,12 @@ class Options:
                        self.weight_decay)
         from advkit._internal.seeds import checked_seed
 
-        self.epochs, self.batch_size, self.seed = int(self.epochs), int(self.batch_size), checked_seed(self.seed)
+        self.seed = checked_seed(self.seed)
         check_amp(self.amp, self.amp_adversary)
-        if int(self.val_eot) < 1:
-            raise UserError(f"--val-eot must be >= 1, got {self.val_eot}")
+        whole(self.val_eot, "val-eot")
+        for key in ("augment", "amp_adversary", "resume", "overwrite", "quiet"):
+            if not isinstance(getattr(self, key), bool):
+                raise UserError(f"--{key.replace('_', '-')} is a flag (true or false), got {getattr(self, key)!r}")
         if (self.resume or self.overwrite) and self.out is None:
             raise UserError("resuming or overwriting needs an output directory (out=...)")
 

@@ -129,7 +129,13 @@ def read_state(out: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if header.get("format") != STATE_FORMAT or "meta" not in header:
         raise UserError(f"{path} is not an {STATE_FORMAT} training state (written by another advkit version?); "
                         "pass --overwrite to start over")
-    return tensors, json.loads(header["meta"])
+    from advkit._internal.schema import checked_state
+
+    try:
+        meta = json.loads(header["meta"])
+    except (ValueError, RecursionError):
+        raise UserError(f"{path}: its metadata is not readable JSON; pass --overwrite to start over") from None
+    return tensors, checked_state(meta, str(path))
 
 
 def check_settings(out: Path, saved: dict, settings: dict) -> None:
