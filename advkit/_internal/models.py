@@ -186,6 +186,9 @@ def load_model(
     num_classes = int(num_classes if num_classes is not None else info.num_classes if info else 10)
     shape_from = "given" if input_shape is not None else f"of dataset {info.name!r}" if info else "the default"
     input_shape = tuple(int(s) for s in (input_shape or (info.input_shape if info else (3, 32, 32))))
+    if not 1 <= num_classes <= 100_000 or not 1 <= len(input_shape) <= 3 or min(input_shape) < 1:
+        raise UserError(f"load_model: num_classes must lie in [1, 100000] and input_shape be 1 to 3 positive "
+                        f"sizes, got {num_classes} and {input_shape}")
     context = {**({"dataset": info.name} if info else {}), **(context or {})}
     offered = dict(context, num_classes=num_classes, in_chans=input_shape[0], input_shape=input_shape)
     if isinstance(spec, nn.Module):

@@ -354,8 +354,16 @@ PROBABILITY = Range(0, 1)
 
 
 def convert(value: Any, default: Any, where: str) -> Any:
-    """Convert a command-line string to the type of ``default``."""
+    """Convert a command-line string to the type of ``default``; a number of the wrong kind (``steps=2.7``,
+    ``steps=True``) is refused, never truncated."""
     if not isinstance(value, str):
+        if isinstance(default, int) and not isinstance(default, bool) and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                if not (isinstance(value, float) and value.is_integer()):
+                    raise UserError(f"{where}: expected an integer, got {value!r}")
+                return int(value)
+        if isinstance(default, bool) and value is not None and not isinstance(value, bool):
+            raise UserError(f"{where}: expected true/false, got {value!r}")
         return value
     v = value.strip()
     if isinstance(default, bool):

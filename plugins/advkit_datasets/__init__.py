@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advkit.plugin import hookimpl
+from advkit.plugin import Range, hookimpl
 from advkit_datasets import folder, scale
 
 DATA = Path(__file__).parent / "data"
@@ -101,7 +101,8 @@ def advkit_register_datasets(register):
     for name in TORCHVISION:
         register(name, _torchvision_factory(name), aliases=("fmnist",) if name == "fashion-mnist" else (),
                  usual_eps=TORCHVISION[name][5])
-    register("imagefolder", folder.imagefolder, aliases=("folder",), reads_folders=True)
+    register("imagefolder", folder.imagefolder, aliases=("folder",), reads_folders=True,
+             ranges={"size": Range(0, 8192), "workers": Range(-1, 256)})
     register("imagenet", scale.imagenet, usual_eps="4/255")
     register("cifar10-c", scale.cifar10_c, usual_eps="8/255")
     register("imagenet-c", scale.imagenet_c, usual_eps="4/255")

@@ -90,10 +90,6 @@ def test_the_api_refuses_with_the_clis_words():
         (lambda: advkit.evaluate(model, (x, y), attacks="fgsm", eps=[0.1]), "eps"),
         (lambda: advkit.evaluate(model, (x * 255, y), attacks="fgsm"), "0-255 values"),
         (lambda: advkit.evaluate(model, (x, y), attacks="fgsm", batch_size=0), "--batch-size must be positive"),
-        (lambda: advkit.create_defense("trades:beta=-1") if False else advkit.train("smallcnn:width=4", defenses="trades",
-                                                                                      epochs=1, n_train=16, n_val=0,
-                                                                                      quiet=True),
-         "defenses"),
     ]
     for call, words in cases:
         with pytest.raises(UserError) as info:
@@ -102,3 +98,69 @@ def test_the_api_refuses_with_the_clis_words():
     attack = advkit.create_attack("fgsm", model)
     with pytest.raises(UserError, match="labels"):
         attack(x, torch.full_like(y, 12))
+
+
+class _Tuple(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :10], None
+
+
+class _OneRow(torch.nn.Module):
+    def forward(self, x):
+        return torch.zeros(1, 10) + 0 * x.sum()
+
+
+class _IntLogits(torch.nn.Module):
+    def forward(self, x):
+        return (x.flatten(1)[:, :10] * 100).long()
+
+
+class _OddBatches(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        if x.shape[0] not in (1, 2, 8):
+            raise RuntimeError(f"cannot take a batch of {x.shape[0]}")
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("model, words", [
+    (_Tuple(), "returned tuple for 2 images"),
+    (_OneRow(), "returned float32 of shape (1, 10) for 2 images"),
+    (_IntLogits(), "returned int64 of shape (2, 10)"),
+    (_OddBatches(), "raised on a batch of 4 image(s)"),
+])
+def test_models_with_the_wrong_output_are_named(model, words):
+    x, y = advkit.load_dataset("fmnist-mini").first(8).tensors()
+    with pytest.raises(UserError) as info:
+        advkit.evaluate(model, (x, y), attacks="fgsm", eps=0.1, batch_size=8, quiet=True)
+    assert words in str(info.value), str(info.value)
+
+
+def test_data_and_parameters_in_other_forms():
+    x, y = advkit.load_dataset("fmnist-mini").first(8).tensors()
+    as_numpy = advkit.evaluate(None, (x.numpy(), y.numpy()), attacks="fgsm", quiet=True)
+    as_tensors = advkit.evaluate(None, (x, y), attacks="fgsm", quiet=True)
+    assert as_numpy.robust_accuracy == as_tensors.robust_accuracy
+    for call, words in [
+        (lambda: advkit.evaluate(None, (None, None), attacks="fgsm"), "an (images, labels) pair"),
+        (lambda: advkit.evaluate(None, 42, attacks="fgsm"), "got int"),
+        (lambda: advkit.create_attack("pgd", advkit.load_model(), steps=2.7), "pgd.steps: expected an integer, got 2.7"),
+        (lambda: advkit.load_model("smallcnn", num_classes=-3), "num_classes must lie in [1, 100000]"),
+        (lambda: advkit.load_dataset("imagefolder:root=.,size=-3"), "size must lie in [0, 8192], got -3"),
+        (lambda: advkit.evaluate(None, None, attacks="fgsm", n=8, device="cuda")
+         if not torch.cuda.is_available() else (_ for _ in ()).throw(UserError("no CUDA device")), "no CUDA device"),
+    ]:
+        with pytest.raises(UserError) as info:
+            call()
+        assert words in str(info.value), (words, str(info.value))
+
+
+def test_a_string_of_defenses_is_a_list_of_specs():
+    result = advkit.train("smallcnn:width=4", defenses="label-smoothing:smoothing=0.2", epochs=1, n_train=16,
+                          n_val=0, quiet=True)
+    assert result.defenses == ["label-smoothing"]
+    with pytest.raises(UserError, match="unknown defense 'tradez'; did you mean 'trades'"):
+        advkit.train("smallcnn:width=4", defenses="tradez", epochs=1, n_train=16, n_val=0, quiet=True)

@@ -61,11 +61,21 @@ def _positive(name: str, value) -> None:
 
 def _tensors(data, n, notes) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``(x, y, meta)`` of the first ``n`` points of an ImageData or an ``(x, y)`` pair."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
-        x, y = data[0], torch.as_tensor(data[1])
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        try:
+            x, y = torch.as_tensor(data[0]), torch.as_tensor(data[1])  # tensors, numpy arrays or lists
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise UserError(f"evaluation data: an (images, labels) pair of tensors or arrays, got "
+                            f"({type(data[0]).__name__}, {type(data[1]).__name__}): {exc}") from None
+        if x.dim() != 4 or y.dim() != 1 or y.is_floating_point():
+            raise UserError(f"evaluation data: images must be (N, C, H, W) and labels (N,) integers, got "
+                            f"{tuple(x.shape)} and {y.dtype} {tuple(y.shape)}")
         if len(x) != len(y):
             raise UserError(f"evaluation data: {len(x)} images but {len(y)} labels")
         meta = {"name": "tensors", "default_eps": "8/255"}
+    elif not hasattr(data, "tensors"):
+        raise UserError(f"evaluation data: a dataset name, an advkit.ImageData or an (images, labels) pair, "
+                        f"got {type(data).__name__}")
     else:
         info = getattr(data, "info", None)
         meta = {"name": getattr(info, "name", ""), "split": getattr(info, "split", ""),
@@ -121,13 +131,27 @@ def model_dtype(model: nn.Module, notes: list[str]) -> nn.Module:
     return model
 
 
-def num_classes(model: nn.Module, x: torch.Tensor, device) -> int:
-    """The model's number of classes, from its declaration or one forward pass on one point (a copy)."""
-    declared = getattr(model, "num_classes", None)
-    if isinstance(declared, int) and declared > 0:
-        return declared
+def num_classes(model: nn.Module, x: torch.Tensor, device, who: str = "the model") -> int:
+    """The model's number of classes, checked on one forward pass over two points (a copy): the output must
+    be float logits of shape (2, K), K the declared class count when there is one."""
+    probe = x[: min(len(x), 2)].to(device, copy=True)
     with torch.inference_mode():
-        return int(model(x[:1].to(device, copy=True)).shape[-1])
+        try:
+            out = model(probe)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"{who} raised on a batch of {len(probe)} image(s) of shape {tuple(probe.shape[1:])}: "
+                            f"{type(exc).__name__}: {first}") from None
+    if not torch.is_tensor(out) or out.dim() != 2 or out.shape[0] != len(probe) or not out.is_floating_point():
+        got = (f"{str(out.dtype).replace('torch.', '')} of shape {tuple(out.shape)}" if torch.is_tensor(out)
+               else type(out).__name__)
+        raise UserError(f"{who} returned {got} for {len(probe)} images: a model returns float logits of shape "
+                        f"(N, classes), one row per image (a wrapper returning a tuple or probabilities needs an "
+                        f"nn.Module that returns the logits)")
+    declared = getattr(model, "num_classes", None)
+    if isinstance(declared, int) and declared > 0 and declared != out.shape[1]:
+        raise UserError(f"{who} declares {declared} classes but returns {out.shape[1]} logits")
+    return int(out.shape[1])
 
 
 def model_label(model: nn.Module, meta: dict | None) -> str:
@@ -162,5 +186,5 @@ def validate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, eot
     model = model_dtype(model.to(device).eval(), notes)
     check_images(x, threat.bounds)
     writes_input(model, x[: min(len(x), 8)].to(device, copy=True), who)
-    check_labels(y, num_classes(model, x, device))
+    check_labels(y, num_classes(model, x, device, who))
     return model, Inputs(x.contiguous(), y.long(), threat, attacks, attack_opts, meta, notes)

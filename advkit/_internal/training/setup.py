@@ -143,6 +143,10 @@ def resolve_inputs(model, train_data, defenses, threat, val_data, device, src: S
                            context={"dataset": info.name, "norm": src.norm} if info else {"norm": src.norm})
     elif src.weights:
         raise UserError("weights= applies to a model given by name; load the weights into your model instead")
+    if isinstance(defenses, str):  # one string is a list of specs, never its characters
+        from advkit._internal.grammar import parse_list
+
+        defenses = [create_defense(name, **params) for name, params in parse_list(defenses)]
     defenses = [create_defense(d) if isinstance(d, str) else d for d in defenses]
     for d in defenses:
         if not isinstance(d, Defense):
