@@ -30,11 +30,11 @@ _NAMES: dict[str, str | tuple[str, str]] = {
     "unknown": "errors",
     # registries and parameters
     "registry": "plugins",
-    "Range": "registry",
-    "POSITIVE": "registry",
-    "NON_NEGATIVE": "registry",
-    "AT_LEAST_ONE": "registry",
-    "PROBABILITY": "registry",
+    "Range": "values",
+    "POSITIVE": "values",
+    "NON_NEGATIVE": "values",
+    "AT_LEAST_ONE": "values",
+    "PROBABILITY": "values",
     "parse_spec": "grammar",
     "parse_list": "grammar",
     # the threat model

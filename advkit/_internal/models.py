@@ -152,6 +152,16 @@ def _is_checkpoint_path(spec: str) -> bool:
 _NORM_KEYS = ("normalize", "mean", "std")
 
 
+def _sizes(num_classes, input_shape, info) -> tuple[int, tuple[int, ...]]:
+    """The class count and input shape a new model is built for: given, else the dataset's, else 10 of 3x32x32."""
+    num_classes = int(num_classes if num_classes is not None else info.num_classes if info else 10)
+    input_shape = tuple(int(s) for s in (input_shape or (info.input_shape if info else (3, 32, 32))))
+    if not 1 <= num_classes <= 100_000 or not 1 <= len(input_shape) <= 3 or min(input_shape) < 1:
+        raise UserError(f"load_model: num_classes must lie in [1, 100000] and input_shape be 1 to 3 positive "
+                        f"sizes, got {num_classes} and {input_shape}")
+    return num_classes, input_shape
+
+
 def load_model(
     spec: str | nn.Module | None = None,
     *,
@@ -183,12 +193,8 @@ def load_model(
 
         spec = registry("backbone").default("model").name
     info = _data_info(dataset)
-    num_classes = int(num_classes if num_classes is not None else info.num_classes if info else 10)
     shape_from = "given" if input_shape is not None else f"of dataset {info.name!r}" if info else "the default"
-    input_shape = tuple(int(s) for s in (input_shape or (info.input_shape if info else (3, 32, 32))))
-    if not 1 <= num_classes <= 100_000 or not 1 <= len(input_shape) <= 3 or min(input_shape) < 1:
-        raise UserError(f"load_model: num_classes must lie in [1, 100000] and input_shape be 1 to 3 positive "
-                        f"sizes, got {num_classes} and {input_shape}")
+    num_classes, input_shape = _sizes(num_classes, input_shape, info)
     context = {**({"dataset": info.name} if info else {}), **(context or {})}
     offered = dict(context, num_classes=num_classes, in_chans=input_shape[0], input_shape=input_shape)
     if isinstance(spec, nn.Module):
@@ -288,7 +294,7 @@ def _normalization(params: dict, mean, std, info, channels: int, spec) -> dict |
     Precedence: the spec's own (``normalize=none`` or ``mean=..,std=..``), then
     ``mean``/``std`` arguments ("user"), then the dataset's; None when nothing says.
     """
-    from advkit._internal.registry import parse_number
+    from advkit._internal.values import parse_number
 
     given = {k: params.pop(k) for k in _NORM_KEYS if k in params}
     if "normalize" in given:

@@ -85,7 +85,7 @@ def load_plugins() -> None:
         _plugins[ep.name] = info
         try:
             module = ep.load()
-        except Exception as exc:  # a broken plugin must not take advkit down
+        except (Exception, SystemExit) as exc:  # a broken plugin (even one calling sys.exit) must not take advkit down
             info.error = f"{type(exc).__name__}: {exc}"
             _warn(f"plugin {ep.name!r} ({ep.value}) failed to load: {info.error}")
             continue
@@ -184,7 +184,7 @@ def _collect(kind: str) -> Registry | None:
 
         try:
             impl.function(register=register)
-        except Exception as exc:  # the whole plugin is skipped, not only this hook
+        except (Exception, SystemExit) as exc:  # the whole plugin is skipped, not only this hook
             _fail(info, f"advkit_register_{kind}s", exc)
             return None
         for entry in pending:
@@ -244,7 +244,7 @@ def register_commands(cli) -> None:
         before = dict(cli.commands)
         try:
             impl.function(cli=cli)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             cli.commands.clear()
             cli.commands.update(before)
             _fail(info, "advkit_register_commands", exc)

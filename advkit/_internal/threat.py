@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from advkit._internal.errors import ThreatViolation, UserError
-from advkit._internal.registry import parse_number
+from advkit._internal.values import parse_number
 
 NORMS = {"linf": "Linf", "inf": "Linf", "l_inf": "Linf", "l2": "L2", "2": "L2", "l1": "L1", "1": "L1"}
 

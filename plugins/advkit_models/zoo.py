@@ -165,6 +165,7 @@ def hf_hub_model(name: str, cache_dir: str = ""):
 
     if name.count("/") != 1 or not all(name.split("/")):
         raise UserError(f"hf-hub:{name}: expected hf-hub:ORG/NAME (a timm model repository on the hub)")
+    _reachable_or_cached(name, cache_dir or None)
     try:
         net = timm.create_model(f"hf-hub:{name}", pretrained=True, cache_dir=cache_dir or None)
     except Exception as exc:  # offline, missing files and bad repositories surface as many exception types
@@ -181,6 +182,26 @@ def hf_hub_model(name: str, cache_dir: str = ""):
     return model
 
 
+def _reachable_or_cached(name: str, cache_dir) -> None:
+    """Refuse at once (instead of after the hub client's retries) a repository that is neither in the local
+    cache nor reachable: one request with a 5-second timeout decides."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from advkit.plugin import UserError
+
+    if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache_dir), str) or constants.HF_HUB_OFFLINE:
+        return  # cached (the load reads it), or offline (the load says so without a network attempt)
+    try:
+        from huggingface_hub import model_info
+
+        model_info(name, timeout=5)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"hf-hub:{name} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and the "
+                        f"hub cannot be reached ({type(exc).__name__}: {first}): run 'hf download {name}' where "
+                        f"there is network and copy the cache here") from None
+
+
 def _hub_line(name: str, exc: Exception) -> str:
     from huggingface_hub import constants, errors
 
@@ -189,6 +210,6 @@ def _hub_line(name: str, exc: Exception) -> str:
                errors.RepositoryNotFoundError)
     if isinstance(exc, missing) and constants.HF_HUB_OFFLINE:
         return (f"hf-hub:{name} is not in the local Hugging Face cache ({where}) and HF_HUB_OFFLINE is set: "
-                f"download it where there is network (huggingface-cli download {name}) and copy the cache here")
+                f"download it where there is network (hf download {name}) and copy the cache here")
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"hf-hub:{name}: cannot load it from the hub or the cache {where} ({type(exc).__name__}: {first})"

@@ -70,6 +70,13 @@ def test_plugin_that_raises_on_import_is_isolated(tmp_path):
     assert "smallcnn" in r.stdout
 
 
+def test_plugin_that_exits_at_import_is_named_and_skipped(tmp_path):
+    env = _fake_distribution(tmp_path, "advkit_quitter", "import sys\nsys.exit(3)\n")
+    r = advkit("list", "backbones", env=env)
+    assert "plugin 'advkit_quitter' (advkit_quitter) failed to load: SystemExit: 3" in r.stderr
+    assert "smallcnn" in r.stdout
+
+
 def test_plugin_that_raises_in_a_hook_is_isolated(tmp_path):
     source = (
         "import advkit\n"

@@ -3,7 +3,8 @@
 import pytest
 
 from advkit._internal.errors import UserError
-from advkit._internal.registry import Entry, Registry, bind_params, introspect, parse_number, parse_options, parse_spec
+from advkit._internal.registry import Entry, Registry, bind_params, introspect, parse_options, parse_spec
+from advkit._internal.values import parse_number
 
 
 def factory(model, threat, steps: int = 10, alpha: float | None = None, random_start: bool = True):

@@ -189,7 +189,7 @@ def test_advkit_report_user_errors(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "report.json").write_text("{oops")
     res = runner.invoke(cli, ["report", str(tmp_path / "bad")])
-    assert res.exit_code == 2 and "not a readable report" in res.output
+    assert res.exit_code == 2 and "is not readable as a report" in res.output
     assert math.isfinite(Z)
 
 

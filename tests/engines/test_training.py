@@ -250,7 +250,7 @@ def test_cli_train(tmp_path):
     (["--eps", "lots"], "not a number"),
     (["--optimizer", "adma"], "--optimizer must be one of sgd, adam, got 'adma' (did you mean 'adam'?)"),
     (["--schedule", "cosin"], "did you mean 'cosine'?"),
-    (["--val-eot", "0"], "--val-eot must be >= 1"),
+    (["--val-eot", "0"], "--val-eot must be a whole number >= 1"),
     (["--resume", "--overwrite"], "pass one of them"),
 ])
 def test_cli_errors(tmp_path, args, message):

@@ -192,3 +192,19 @@ def test_model_sources_are_prefix_resolvers_of_the_models_plugin():
     assert reg.get("robustbench").can("prefix") == "robustbench:"
     assert reg.get("hf-hub").can("prefix") == "hf-hub:"
     assert "advkit_models" in sys.modules
+
+
+def test_hf_hub_unreachable_and_not_cached_is_refused_at_once(tmp_path):
+    """Online mode, no cache, no hub (a closed local port): one line within seconds, not after retries."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "home"))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "advkit", "eval", "-m", "hf-hub:someone/nothing", "-a", "none"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "the hub cannot be reached" in r.stderr and "hf download someone/nothing" in r.stderr
+    assert r.stderr.count("\n") == 1 and time.time() - t0 < 60
