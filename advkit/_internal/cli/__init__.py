@@ -231,7 +231,11 @@ from advkit._internal.cli.train import config_option as _train_config  # noqa: E
 @click.option("--eps", default=None, help="Training and validation budget (default: the dataset's usual one).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="The dataset's usual augmentation (crop + flip for CIFAR-like data).")
 @click.option("--n-train", default=None, type=int, help="Use the first N training images.")
-@click.option("--n-val", default=500, show_default=True, type=int, help="Held-out test images evaluated each epoch.")
+@click.option("--n-val", default=500, show_default=True, type=int,
+              help="Validation images, evaluated each epoch; they choose best.safetensors.")
+@click.option("--val-from", default="train", show_default=True, type=click.Choice(["train", "test"]),
+              help="train: held out of the training split with the seed (indices in config.json); "
+                   "test: the test split's first --n-val (model selection on test data).")
 @click.option("--val-attack", default=None, help="Attack for the per-epoch robust accuracy ('none' to skip) "
               "[default: the attack a plugin declares for validation].")
 @click.option("--val-eot", default=20, show_default=True, type=int, help="EOT samples of the validation attack on a stochastic model.")

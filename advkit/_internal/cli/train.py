@@ -103,7 +103,7 @@ config_option = click.option(
 
 
 def run_train(opts, *, model, weights, dataset, data_dir, defenses, epochs, batch_size, lr, optimizer, momentum,
-              weight_decay, schedule, norm, eps, augment, n_train, n_val, val_attack, val_eot, amp, amp_adversary,
+              weight_decay, schedule, norm, eps, augment, n_train, n_val, val_from, val_attack, val_eot, amp, amp_adversary,
               channels_last, out, resume, overwrite):
     """:func:`advkit.train` with the options as given (the engine resolves and checks them); print a summary."""
     args = {k: v for k, v in locals().items() if k != "opts"}
@@ -131,7 +131,10 @@ def _summary(result) -> None:
         if b.get("val_robust") is not None:
             adaptive = f" ({b['val_adaptive']})" if b.get("val_adaptive") else ""
             line += f", val {b['val_attack']}{adaptive} {_pct(b['val_robust'])}"
-        click.echo(line)
+        v = result.validation or {}
+        where = {"train": "held out of the training split",
+                 "test": "the test split's first: model selection on test data"}.get(v.get("from"), "given")
+        click.echo(f"{line} (validation: {v.get('n', 0)} images, {where})")
     if result.out is not None:
         out = result.out
         click.echo(f"checkpoints: {out / 'best.safetensors'} (best), {out / 'last.safetensors'} (last); "

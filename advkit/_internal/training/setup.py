@@ -100,24 +100,32 @@ class Sources:
     norm: str = "Linf"
     n_train: int | None = None
     n_val: int | None = 500
+    val_from: str = "train"  # "train": a seeded held-out part of the training split; "test": the test split's first
 
     def check(self) -> None:
         for key in ("n_train", "n_val"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise UserError(f"--{key.replace('_', '-')} must be a whole number >= 0, got {value!r}")
+        if self.val_from not in ("train", "test"):
+            raise UserError(f"--val-from must be train or test, got {self.val_from!r}")
 
 
-def resolve_data(train_data, val_data, src: Sources):
-    """A dataset name (None: the declared default) becomes its train split and, for validation, the first
-    ``n_val`` images of its test split; given data is kept (cut to ``n_train``)."""
+def resolve_data(train_data, val_data, src: Sources, seed: int = 0):
+    """A dataset name (None: the declared default) becomes its train split, less the ``n_val`` images held
+    out for validation (``val_from="train"``, the default: model selection never sees a test image), or
+    with the test split's first ``n_val`` as validation (``val_from="test"``); given data is kept (cut to
+    ``n_train``)."""
     from advkit._internal.data import check_sample, load_dataset
 
     if isinstance(train_data, str) or train_data is None:
         name = train_data
-        train_data = load_dataset(name, "train", data_dir=src.data_dir, n=src.n_train or None)
-        if val_data is None and src.n_val:
-            val_data = load_dataset(name, "test", data_dir=src.data_dir, n=src.n_val)
+        if val_data is None and src.n_val and src.val_from == "train":
+            train_data, val_data = held_out(load_dataset(name, "train", data_dir=src.data_dir), src, seed)
+        else:
+            train_data = load_dataset(name, "train", data_dir=src.data_dir, n=src.n_train or None)
+            if val_data is None and src.n_val:
+                val_data = load_dataset(name, "test", data_dir=src.data_dir, n=src.n_val)
     elif src.n_train and hasattr(train_data, "first"):
         train_data = train_data.first(src.n_train)
     if isinstance(val_data, str):
@@ -128,14 +136,42 @@ def resolve_data(train_data, val_data, src: Sources):
     return train_data, val_data
 
 
-def resolve_inputs(model, train_data, defenses, threat, val_data, device, src: Sources | None = None):
+def held_out(full, src: Sources, seed: int):
+    """(training part, validation part) of the train split ``full``: ``n_val`` images drawn with the run's seed,
+    from the images beyond the first ``n_train`` when there are enough (the training images are then the
+    first ``n_train``, as without validation), else from all of them."""
+    from advkit._internal.seeds import derive_seed
+
+    total, n_train, n_val = len(full), src.n_train, src.n_val
+    if n_val >= total:
+        raise UserError(f"--n-val {n_val} leaves no training image in {full.info.name} ({total} images)")
+    g = torch.Generator().manual_seed(derive_seed(seed, "validation"))
+    pool = range(n_train, total) if n_train and n_train + n_val <= total else range(total)
+    picked = sorted(pool[int(i)] for i in torch.randperm(len(pool), generator=g)[:n_val])
+    chosen = set(picked)
+    rest = [i for i in range(total) if i not in chosen][: n_train or None]
+    return full.subset(rest), full.subset(picked)
+
+
+def validation_record(train_data, val_data) -> dict:
+    """Where the validation images come from, for config.json: the training split's indices, or the test split."""
+    if val_data is None:
+        return {"from": None, "n": 0}
+    same = getattr(val_data, "base", None) is not None and val_data.base is getattr(train_data, "base", None)
+    if same and val_data.indices is not None:
+        return {"from": "train", "n": len(val_data), "indices": list(val_data.indices)}
+    info = getattr(val_data, "info", None)
+    return {"from": getattr(info, "split", None) or "given", "n": len(val_data)}
+
+
+def resolve_inputs(model, train_data, defenses, threat, val_data, device, src: Sources | None = None, seed: int = 0):
     """Names to objects: datasets, the model (sized by the dataset), defenses and the threat model."""
     from advkit._internal.data import ImageData
     from advkit._internal.models import ImageClassifier, load_model
     from advkit._internal.threat import ThreatModel
 
     src = src or Sources()
-    train_data, val_data = resolve_data(train_data, val_data, src)
+    train_data, val_data = resolve_data(train_data, val_data, src, seed)
     info = getattr(train_data, "info", None)
     model = architecture(model)
     if not isinstance(model, ImageClassifier):
@@ -190,6 +226,7 @@ def settings_of(o: Options, model, train_data, val_data, threat, recipes: list[d
         "dataset": getattr(info, "name", ""),
         "n_train": len(train_data),
         "n_val": len(val_data) if val_data is not None else 0,
+        "validation": {k: v for k, v in validation_record(train_data, val_data).items() if k != "indices"},
         "threat": threat.as_dict(),
         "defenses": recipes,
     }

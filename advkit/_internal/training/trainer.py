@@ -80,6 +80,7 @@ from advkit._internal.training.setup import (
     prepare_model,
     resolve_inputs,
     settings_of,
+    validation_record,
 )
 from advkit._internal.training.validation import Validator
 
@@ -97,6 +98,7 @@ class TrainResult:
     dataset: str = ""
     n_train: int = 0
     defenses: list[str] = field(default_factory=list)  # their names, in the order composed
+    validation: dict = field(default_factory=dict)  # where the validation images came from (from, n)
 
 
 class _Accuracy:
@@ -218,7 +220,8 @@ class Trainer:
 
 
 def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=None, device="auto",
-          weights=None, data_dir=None, eps=None, norm="Linf", n_train=None, n_val=500, **options) -> TrainResult:
+          weights=None, data_dir=None, eps=None, norm="Linf", n_train=None, n_val=500, val_from="train",
+          **options) -> TrainResult:
     """Train ``model`` on ``train_data`` with ``defenses`` composed at the four points; ``advkit train`` is this
     function with the same arguments and defaults.
 
@@ -226,7 +229,9 @@ def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=Non
     :func:`advkit._internal.models.load_model` (None: the architecture a plugin declares for training;
     ``weights``: a weights file to start from); ``train_data``: :class:`~advkit._internal.data.ImageData`
     or a dataset name (None: the declared default), whose first ``n_train`` images train (``data_dir``:
-    where its files are) and whose test split's first ``n_val`` validate (``val_data`` gives them instead);
+    where its files are); ``n_val`` images validate and choose ``best``: by default held out of the training
+    split with the run's seed (their indices go to config.json), with ``val_from="test"`` the test split's
+    first ``n_val`` (model selection on test data: the summary says so); ``val_data`` gives them instead;
     ``defenses``: :class:`~advkit._internal.defense.Defense` objects or ``"name[:k=v,...]"`` strings;
     ``threat`` (or ``eps``, ``norm``): the training and validation budget (default: Linf at the
     dataset's usual eps); ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]``.
@@ -246,7 +251,7 @@ def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=Non
         raise TypeError(f"train() got unexpected keyword arguments: {', '.join(unknown)}")
     o = Options(**options)
     o.check()
-    src = Sources(weights, data_dir, eps, norm, n_train, n_val)
+    src = Sources(weights, data_dir, eps, norm, n_train, n_val, val_from)
     src.check()
     seed_everything(o.seed)
     dist, device = init_distributed(torch.device(D.resolve_device(device)))
@@ -254,10 +259,11 @@ def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=Non
         check_device(o.amp, device)
         named = model if isinstance(model, str) or model is None else None
         model, train_data, defenses, threat, val_data = resolve_inputs(model, train_data, defenses, threat,
-                                                                       val_data, device, src)
-        if o.config is not None:  # saved resolved: names the defaults stood for
+                                                                       val_data, device, src, o.seed)
+        if o.config is not None:  # saved resolved: names the defaults stood for, the validation images
             o.config = {**o.config, "model": o.config.get("model") or architecture(named),
-                        "dataset": o.config.get("dataset") or getattr(getattr(train_data, "info", None), "name", None)}
+                        "dataset": o.config.get("dataset") or getattr(getattr(train_data, "info", None), "name", None),
+                        "validation": validation_record(train_data, val_data)}
         # one run per --out: a second one refuses instead of overwriting this one's checkpoints
         with lock_output(o.out) if o.out is not None and dist.main else contextlib.nullcontext():
             return _run(o, model, train_data, list(defenses), threat, val_data, dist, device)
@@ -317,7 +323,8 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     elif out is not None and dist.main:
         from advkit._internal.files import atomic_write_json
 
-        atomic_write_json(out / "config.json", o.config if o.config is not None else settings)
+        atomic_write_json(out / "config.json", o.config if o.config is not None
+                          else {**settings, "validation": validation_record(train_data, val_data)})
     common = dict(dataset=settings["dataset"], command=o.command, seed=o.seed, threat=threat.as_dict(),
                   defenses=recipes, stochastic=model.info["stochastic"])
     board = records.TensorBoard(out if dist.main else None)
@@ -345,7 +352,7 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     best_record = history[best["epoch"] - 1] if best.get("epoch") and best["epoch"] <= len(history) else None
     return TrainResult(model=model, history=history, best_epoch=best.get("epoch"), best=best_record, out=out,
                        threat=threat, dataset=settings["dataset"], n_train=len(train_data),
-                       defenses=[d.name for d in defenses])
+                       defenses=[d.name for d in defenses], validation=settings["validation"])
 
 
 def _epoch(trainer: Trainer, validator: Validator | None, epoch: int, o: Options) -> dict:

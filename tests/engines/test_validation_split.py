@@ -1,0 +1,51 @@
+"""Validation images come from the training split by default: no test image chooses ``best``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import advkit
+from advkit._internal.training.setup import Sources, held_out
+
+
+def test_held_out_images_are_seeded_disjoint_and_leave_the_first_n_train():
+    full = advkit.load_dataset("fmnist-mini", "train")
+    train, val = held_out(full, Sources(n_train=3000, n_val=400), seed=1)
+    assert train.indices == list(range(3000))  # the training images are those a run without validation uses
+    assert len(val) == 400 and min(val.indices) >= 3000 and len(set(val.indices)) == 400
+    again, other = held_out(full, Sources(n_train=3000, n_val=400), seed=1)[1], held_out(full, Sources(n_train=3000, n_val=400), seed=2)[1]
+    assert again.indices == val.indices and other.indices != val.indices
+    train, val = held_out(full, Sources(n_train=None, n_val=500), seed=0)  # all images: drawn from all
+    assert len(train) + len(val) == len(full) and not set(train.indices) & set(val.indices)
+
+
+def test_a_run_never_selects_on_test_images(tmp_path):
+    result = advkit.train("smallcnn:width=4", epochs=1, n_train=128, n_val=32, val_attack="none", quiet=True,
+                          out=tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    v = config["validation"]
+    assert v["from"] == "train" and v["n"] == 32 and min(v["indices"]) >= 128
+    assert result.validation == {"from": "train", "n": 32}
+    full = advkit.load_dataset("fmnist-mini", "train")
+    x_val = torch.stack([full[i][0] for i in v["indices"]])
+    test_x, _ = advkit.load_dataset("fmnist-mini", "test").tensors()
+    flat = test_x.flatten(1)
+    assert not any(bool((flat == xi.flatten()).all(1).any()) for xi in x_val)  # no validation image is a test image
+
+
+def test_validation_from_the_test_split_is_possible_and_said(tmp_path):
+    from click.testing import CliRunner
+
+    from advkit._internal.cli import cli
+
+    r = CliRunner().invoke(cli, ["-q", "train", "--model", "smallcnn:width=4", "--epochs", "1", "--n-train", "64",
+                                 "--n-val", "16", "--val-from", "test", "--val-attack", "none", "--out",
+                                 str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    assert "model selection on test data" in r.output
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["validation"] == {"from": "test", "n": 16}
+    with pytest.raises(advkit.UserError, match="--n-val 20000 leaves no training image"):
+        advkit.train("smallcnn:width=4", epochs=1, n_val=20000, quiet=True)
