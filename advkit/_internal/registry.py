@@ -46,6 +46,8 @@ CAPABILITIES: dict[str, dict[str, str]] = {
                    "what advkit train trains when none is named",
         "trained_on": "the dataset a pretrained checkpoint was trained on",
         "defenses": "the defenses a pretrained checkpoint was trained with (a tuple of names; () for none)",
+        "trains_with": "the optimisation settings advkit train uses for it when none are given: a dict of "
+                       "optimizer, lr, momentum, weight_decay, schedule, batch_size",
     },
     "defense": {},
     "explainer": {},

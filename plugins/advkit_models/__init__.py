@@ -87,7 +87,8 @@ def bundled(name: str):
 def advkit_register_backbones(register):
     size = {"num_classes": Range(1, 100_000), "in_chans": Range(1, 64)}
     register("smallcnn", smallcnn, aliases=("small-cnn",), default="architecture",
-             ranges={**size, "width": Range(1, 4096)})
+             ranges={**size, "width": Range(1, 4096)},  # measured: docs/training.md, "Defaults that train"
+             trains_with={"optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "schedule": "cosine", "batch_size": 64})
     register("resnet18-cifar", resnet18_cifar, aliases=("cifar-resnet18",), ranges={**size, "width": Range(1, 1024)})
     register("wrn-34-10", wide_resnet, aliases=("wideresnet", "wrn"),
              ranges={**size, "depth": Range(10, 202), "widen": Range(1, 32), "drop": Range(0, 1, hi_open=True)})

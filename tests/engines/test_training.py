@@ -276,7 +276,7 @@ def _env():
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     args = ["train", "--epochs", "1", "--n-train", "128", "--batch-size", "32", "--n-val", "32",
-            "--val-attack", "none", "--lr", "0.05"]
+            "--val-attack", "none", "--lr", "0.05", "--optimizer", "sgd"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "advkit", "--seed", "0", "-q", "--device", "cpu", *args, "--out", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)

@@ -73,7 +73,7 @@ def test_bf16_step_is_the_autocast_step(data):
     model = smallcnn()
     ref_amp, ref_fp32 = copy.deepcopy(model), copy.deepcopy(model)
     result = train(model, data, epochs=1, batch_size=32, augment=False, val_attack="none", threat=LINF,
-                   amp="bf16", quiet=True)
+                   amp="bf16", quiet=True, optimizer="sgd", lr=0.1, weight_decay=5e-4)  # as hand_step
     loss_amp, ref_amp = hand_step(ref_amp, data, amp=True)
     loss_fp32, ref_fp32 = hand_step(ref_fp32, data, amp=False)
     rec = result.history[0]

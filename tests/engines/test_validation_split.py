@@ -49,3 +49,26 @@ def test_validation_from_the_test_split_is_possible_and_said(tmp_path):
     assert json.loads((tmp_path / "t" / "config.json").read_text())["validation"] == {"from": "test", "n": 16}
     with pytest.raises(advkit.UserError, match="--n-val 20000 leaves no training image"):
         advkit.train("smallcnn:width=4", epochs=1, n_val=20000, quiet=True)
+
+
+def test_the_backbone_declares_what_it_trains_with_and_the_run_says_so(capsys):
+    result = advkit.train("smallcnn:width=4", epochs=1, n_train=64, n_val=0, out=None)
+    out = capsys.readouterr().out
+    assert "optimisation: optimizer adam, lr 0.002, weight_decay 0.0, schedule cosine, batch_size 64 " \
+           "(declared by the backbone)" in out
+    assert result.history[0]["lr"] == pytest.approx(0.002)
+    plain = advkit.train("resnet18-cifar:width=4", advkit.plugin.ImageData(
+        advkit.plugin.TensorImages(torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))),
+        advkit.plugin.DataInfo("rand", 10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3)), epochs=1, n_val=0)
+    assert "lr 0.1, momentum 0.9, weight_decay 0.0005, schedule multistep, batch_size 128 (advkit default)" \
+        in capsys.readouterr().out and plain.history[0]["lr"] == pytest.approx(0.1)
+    given = advkit.train("smallcnn:width=4", epochs=1, n_train=64, n_val=0, optimizer="sgd", lr=0.05, quiet=True)
+    assert given.history[0]["lr"] == pytest.approx(0.05)
+
+
+def test_a_model_that_does_not_learn_is_said_after_the_first_epoch():
+    result = advkit.train("smallcnn:width=4", epochs=1, n_train=320, n_val=0, batch_size=16, optimizer="sgd",
+                          lr=1e-9, quiet=True)
+    assert any("has not fallen below chance level" in n for n in result.history[0]["notes"])
+    learning = advkit.train("smallcnn", epochs=1, n_train=1600, n_val=0, batch_size=16, quiet=True)
+    assert not any("chance level" in n for n in learning.history[0]["notes"])

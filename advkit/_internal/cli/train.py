@@ -25,6 +25,10 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+#: Keys of a saved config.json that record the run rather than set an option.
+RECORDS = ("validation",)
+
+
 def read_config(path: str) -> dict:
     """The option table of a TOML, YAML or JSON file."""
     p = Path(path)
@@ -67,6 +71,8 @@ def _apply_config(ctx, param, value):
                 aliases[opt[2:].replace("-", "_")] = p.name
     defaults = {}
     for key, v in read_config(value).items():
+        if key in RECORDS:
+            continue  # what a run recorded about itself (config.json), not an option
         name = aliases.get(str(key).replace("-", "_"))
         if name == "config":
             raise UserError(f"--config {value}: a config file cannot name another one ({key!r})")
@@ -84,6 +90,8 @@ def _apply_config(ctx, param, value):
 def _check_type(path: str, key, param, value) -> None:
     """A config value of the option's own type: ``epochs = 1.7`` or ``true`` is refused, not read as 1."""
     kind = getattr(param.type, "name", "")
+    if kind == "choice":
+        kind = "text"
     ok = (value is None or (param.multiple and isinstance(value, (list, tuple, str)))
           or (getattr(param, "is_flag", False) and isinstance(value, bool))
           or (kind == "integer" and isinstance(value, int) and not isinstance(value, bool))

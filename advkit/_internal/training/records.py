@@ -111,3 +111,27 @@ def epoch_line(r: dict, epochs: int) -> str:
         parts.append(f"val {r['val_attack']}{adaptive} {_pct(r['val_robust'])}")
     parts.append(f"{r['time']:.1f}s")
     return "  ".join(parts)
+
+
+#: The optimisation steps after which a training loss still at chance level is said (once).
+FIRST_STEPS = 10
+
+
+def not_learning(loss: float, classes, optimizer: str, lr: float) -> list[str]:
+    """A warning when the mean training loss of the epoch in which the run passed :data:`FIRST_STEPS` steps
+    is still at chance level (ln K for K classes): the optimisation settings do not train this model."""
+    import math
+
+    chance = math.log(max(2, int(classes or 2)))
+    if loss < 0.98 * chance:
+        return []
+    return [f"warning: the training loss ({loss:.3f}) has not fallen below chance level (ln {round(math.exp(chance))} "
+            f"= {chance:.3f}): the model is not learning; try another --lr or --optimizer "
+            f"(this run: {optimizer}, lr {lr})"]
+
+
+def score(record: dict) -> float:
+    """What ``best`` maximises: robust validation accuracy, else clean, else minus the training loss."""
+    if record["val_robust"] is not None:
+        return record["val_robust"]
+    return record["val_clean"] if record["val_clean"] is not None else -record["train_loss"]

@@ -17,12 +17,12 @@ class Options:
     """The arguments of :func:`advkit.train` other than the model, the data and the defenses."""
 
     epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "multistep"
+    batch_size: int | None = None
+    lr: float | None = None  # None: what the backbone declares it trains with (trains_with), else RECIPE
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
     augment: bool = True
     val_attack: str | None = None  # the attack a plugin declares for validation; "none": no attack
     val_eot: int = 20
@@ -36,6 +36,21 @@ class Options:
     seed: int = 0
     quiet: bool = False
     command: str = ""
+
+    def fill(self, declared: dict | None) -> str:
+        """Fill the optimisation settings not given from ``declared`` (a backbone's ``trains_with``), the
+        rest from :data:`RECIPE`; say where they came from."""
+        given = {k: getattr(self, k) for k in RECIPE if getattr(self, k) is not None}
+        source = dict(RECIPE)
+        if declared:
+            source.update({k: v for k, v in declared.items() if k in RECIPE})
+        for key, value in source.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        shown = [k for k in RECIPE if k not in given and not (k == "momentum" and self.optimizer != "sgd")]
+        said = ", ".join(f"{k} {getattr(self, k)}" for k in shown)
+        self.filled = said and f"{said} ({'declared by the backbone' if declared else 'advkit default'})"
+        return self.filled
 
     def check(self) -> None:
         """Every option's one check (the CLI adapter does not repeat them)."""
@@ -51,6 +66,26 @@ class Options:
                 raise UserError(f"--{key.replace('_', '-')} is a flag (true or false), got {getattr(self, key)!r}")
         if (self.resume or self.overwrite) and self.out is None:
             raise UserError("resuming or overwriting needs an output directory (out=...)")
+
+
+#: The optimisation settings of a run whose backbone declares none (``trains_with``) and that gives none.
+RECIPE = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "multistep",
+          "batch_size": 128}
+
+
+def declared_recipe(model) -> dict | None:
+    """The ``trains_with`` a backbone registration declares, for a model name or a built model's arch."""
+    from advkit._internal.grammar import parse_spec
+    from advkit._internal.plugins import registry
+
+    name = model if isinstance(model, str) else getattr(model, "arch", None)
+    if not name:
+        return None
+    try:
+        entry = registry("backbone").find(parse_spec(name)[0])
+    except UserError:
+        return None
+    return entry.capabilities.get("trains_with") if entry else None
 
 
 @dataclass

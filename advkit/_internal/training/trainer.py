@@ -72,10 +72,12 @@ from advkit._internal.training.batching import Augmenter, Batches, in_memory, on
 from advkit._internal.training.optim import build_optimizer, lr_at, set_lr
 from advkit._internal.training.precision import Precision, check_device
 from advkit._internal.training.setup import (
+    RECIPE,
     Dist,
     Options,
     Sources,
     architecture,
+    declared_recipe,
     init_distributed,
     prepare_model,
     resolve_inputs,
@@ -250,6 +252,7 @@ def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=Non
     if unknown:
         raise TypeError(f"train() got unexpected keyword arguments: {', '.join(unknown)}")
     o = Options(**options)
+    o.fill(declared_recipe(architecture(model) if isinstance(model, str) or model is None else model))
     o.check()
     src = Sources(weights, data_dir, eps, norm, n_train, n_val, val_from)
     src.check()
@@ -263,7 +266,8 @@ def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=Non
         if o.config is not None:  # saved resolved: names the defaults stood for, the validation images
             o.config = {**o.config, "model": o.config.get("model") or architecture(named),
                         "dataset": o.config.get("dataset") or getattr(getattr(train_data, "info", None), "name", None),
-                        "validation": validation_record(train_data, val_data)}
+                        "validation": validation_record(train_data, val_data),
+                        **{k: getattr(o, k) for k in RECIPE}}
         # one run per --out: a second one refuses instead of overwriting this one's checkpoints
         with lock_output(o.out) if o.out is not None and dist.main else contextlib.nullcontext():
             return _run(o, model, train_data, list(defenses), threat, val_data, dist, device)
@@ -330,11 +334,13 @@ def _run(o: Options, model, train_data, defenses, threat, val_data, dist: Dist, 
     board = records.TensorBoard(out if dist.main else None)
     if dist.main and not o.quiet:
         print(trainer.precision.describe(), flush=True)
+        if o.filled:
+            print(f"optimisation: {o.filled}", flush=True)
     try:
         for epoch in range(start, o.epochs):
             record = _epoch(trainer, validator, epoch, o)
             history.append(record)
-            score = _score(record)
+            score = records.score(record)
             improved = best["epoch"] is None or score > best["metric"]
             if improved:
                 best = {"epoch": epoch + 1, "metric": score}
@@ -362,20 +368,18 @@ def _epoch(trainer: Trainer, validator: Validator | None, epoch: int, o: Options
     stats = trainer.epoch(epoch, lr, o.quiet)
     clean, robust = validator(epoch + 1) if validator is not None else (None, None)
     attack = validator is not None and validator.attack is not None
+    notes = list(stats["notes"])
+    per_epoch = -(-len(trainer.batches) // o.batch_size)
+    if epoch * per_epoch < records.FIRST_STEPS <= (epoch + 1) * per_epoch:  # said once, when enough steps ran
+        notes += records.not_learning(stats["train_loss"], getattr(trainer.model, "num_classes", None),
+                                      o.optimizer, o.lr)
     return {
         "epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
         "val_clean": clean, "val_robust": robust, "val_attack": validator.label if attack else None,
         "val_adaptive": validator.adaptive if attack else None, **trainer.precision.record(),
         "time": round(time.time() - t0, 3),
-        "notes": stats["notes"],
+        "notes": notes,
     }
-
-
-def _score(record: dict) -> float:
-    """What ``best`` maximises: robust validation accuracy, else clean, else minus the training loss."""
-    if record["val_robust"] is not None:
-        return record["val_robust"]
-    return record["val_clean"] if record["val_clean"] is not None else -record["train_loss"]
 
 
 def _commit(out: Path, trainer: Trainer, history, best, improved: bool, info: dict, settings: dict, board) -> None:
