@@ -68,8 +68,8 @@ def markdown(rows: list[dict]) -> str:
         accs = " / ".join(f"{100 * a:.1f}" for a in r["train_acc"])
         lines.append(f"| {r['seed']} | {100 * r['clean']:.2f} | {accs} | {r['train_s']} | "
                      f"{'met' if r['clean'] >= GOAL else 'missed'} |")
-    lines += ["", f"Measured by `python benchmarks/bench_train_defaults.py` on 2 CPU cores shared with other jobs "
-              f"(the seconds are indicative only)."]
+    lines += ["", "Measured by `python benchmarks/bench_train_defaults.py` on 2 CPU cores shared with other jobs "
+              "(the seconds are indicative only)."]
     return "\n".join(lines)
 
 
