@@ -39,6 +39,16 @@ def progress(total: int, desc: str, *, quiet: bool = False, unit: str = "it"):
     return bar
 
 
+def say(text: str) -> None:
+    """A line on stderr above any open progress bar (not glued to it)."""
+    if _OPEN.get():
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
 def _draw(bar, force: bool) -> None:
     text = "; ".join(t for t in (bar._advkit_text.get("eta"), bar._advkit_text.get("activity")) if t)
     now = time.monotonic()

@@ -166,7 +166,7 @@ def test_advkit_report_compares_runs(tmp_path):
     rows = list(csv.reader(io.StringIO(res.output)))
     assert rows[0][-4:] == ["worst case (%)", "passes", "ci95 low (%)", "ci95 high (%)"]
     lo, hi = wilson_by_quadratic(4, 10)
-    assert rows[1][8:] == ["n/a", "40.00", "6.41k", f"{100 * lo:.2f}", f"{100 * hi:.2f}"]
+    assert rows[1][8:] == ["n/a", "40.00", "6410", f"{100 * lo:.2f}", f"{100 * hi:.2f}"]
 
     res = runner.invoke(cli, ["report", str(a), "--format", "latex"])
     tex = res.output.splitlines()

@@ -190,7 +190,7 @@ def list_cmd(kind, pattern, as_json):
 @click.option("--attack-opt", "attack_opts", multiple=True, metavar="NAME.PARAM=VALUE", help="Per-attack option, repeatable (same as NAME:PARAM=VALUE in --attacks).")
 @click.option("-n", "--n", "n", default=None, type=int, help="Number of test points (the first n) [default: all]; under torchrun write -n.")
 @click.option("--batch-size", default="250", show_default=True, metavar="N|auto",
-              help="Points per batch; auto: the largest that fits the GPU (250 on a CPU).")
+              help="Points per batch; auto: the largest that fits the GPU, or on a CPU the fastest measured.")
 @click.option("--independent", is_flag=True, help="Run every attack on every clean-correct point (also reports the cascade).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Write reports and per-sample results here; re-running resumes.")
 @click.option("--eps-sweep", default=None, help="Comma-separated budgets for a robustness curve, e.g. 1/255,2/255,4/255,8/255.")
@@ -200,7 +200,8 @@ def list_cmd(kind, pattern, as_json):
                    "report the estimated gap with a 95 % interval.")
 @click.option("--eot", default=20, show_default=True, type=int, help="EOT samples for gradient attacks on stochastic models.")
 @click.option("--save-adv", default=0, show_default=True, type=int, metavar="N",
-              help="Save the first N adversarial examples of every attack (OUT/adv/*.safetensors and a picture).")
+              help="Save the adversarial examples of the first N points every attack ran on, broken or not "
+                   "(OUT/adv/*.safetensors and a picture).")
 @click.pass_obj
 def eval_cmd(opts, attacks, eps_sweep, **kw):
     """Evaluate a model under a suite of attacks (clean, per-attack and worst-case accuracy)."""

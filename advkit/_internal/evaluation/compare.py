@@ -62,21 +62,29 @@ def comparison(runs: dict[str, dict]) -> tuple[list[str], list[list]]:
     return head, rows
 
 
-def _passes(run: dict) -> str:
-    """All attacks' forward + backward passes of a run (``"1.2M"``), or ``""`` for reports without counts."""
+class Count(int):
+    """A count of passes: shown as ``1.2M`` in tables, written exactly in CSV."""
+
+    def short(self) -> str:
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if self >= size:
+                return f"{self / size:.3g}{unit}"
+        return str(int(self))
+
+
+def _passes(run: dict):
+    """All attacks' forward + backward passes of a run, or ``""`` for reports without counts."""
     counts = [a.get("passes") for a in run.get("attacks", [])]
     if any(c is None for c in counts):  # reports of versions that did not count
         return ""
-    total = sum(int(c.get("forward", 0)) + int(c.get("backward", 0)) for c in counts)
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if total >= size:
-            return f"{total / size:.3g}{unit}"
-    return str(total)
+    return Count(sum(int(c.get("forward", 0)) + int(c.get("backward", 0)) for c in counts))
 
 
 def _cell(v, fmt: str) -> str:
     if v is None:
         return ""
+    if isinstance(v, Count):
+        return str(int(v)) if fmt == "csv" else v.short()
     if isinstance(v, tuple):
         return f"{100 * v[0]:.1f}{'--' if fmt == 'latex' else ' to '}{100 * v[1]:.1f}"
     if isinstance(v, float):

@@ -12,12 +12,11 @@ estimates the bar showed (``cost.trace``: seconds since the start, seconds left)
 
 from __future__ import annotations
 
-import sys
 import time
 
 from advkit._internal import distributed as D
 from advkit._internal.cost import AttackPlan, Clock, Plan, calibrate
-from advkit._internal.progress import format_seconds
+from advkit._internal.progress import format_seconds, say
 
 MARGIN = 1.3  # timing noise on a shared machine, either way
 SAY_ABOVE = 30.0  # seconds: shorter runs are not announced (the report keeps the range anyway)
@@ -56,7 +55,7 @@ class RunPlan(Plan):
         self.announced_at = time.perf_counter() - self.t0
         if self.quiet or not D.is_main() or self.announced[1] < SAY_ABOVE:
             return
-        print(f"advkit: {self.line()}", file=sys.stderr, flush=True)
+        say(f"advkit: {self.line()}")
 
     def line(self) -> str:
         low, high = self.announced

@@ -112,8 +112,15 @@ def _notes(report) -> list[str]:
              "misclassified; 95 % CI: Wilson score interval over all points. Passes / point: forward + backward "
              "passes of the model the attack spent per attempted point, counted where the model is called."]
     standard = [a.name for a in report.attacks if (a.extra or {}).get("autoattack_standard")]
-    lines.append(f"Standard AutoAttack: {'part of this run (' + ', '.join(standard) + ')' if standard else 'not run'}; "
-                 f"the worst case is over {', '.join(a.name for a in report.attacks) or 'no attack'}.")
+    confirm = report.confirm or {}
+    if standard:
+        ran = "part of this run (" + ", ".join(standard) + ")"
+    elif confirm.get("standard_autoattack"):
+        ran = f"run by --confirm on {confirm.get('sampled', 'a sample of')} surviving points only (see Confirmation)"
+    else:
+        ran = "not run"
+    lines.append(f"Standard AutoAttack: {ran}; the worst case is over "
+                 f"{', '.join(a.name for a in report.attacks) or 'no attack'}.")
     if any(minimum_norm(a) for a in report.attacks):
         lines.append("Dropped: points where a minimum-norm attack found a perturbation larger than eps; "
                      "they count as not broken.")
