@@ -65,10 +65,27 @@ def format_listing(listing: dict[str, list[dict]]) -> str:
             continue
         for e in items:
             alias = f" (aka {', '.join(e['aliases'])})" if e["aliases"] else ""
-            lines.append(f"  {e['name']}{alias}  {source_of(e)}")
+            lines.append(f"  {e['name']}{alias}  {source_of(e)}{_roles(e.get('capabilities') or {})}")
             if e["summary"]:
                 lines.append(f"      {e['summary']}")
             if e["params"]:
                 lines.append(f"      params: {format_params(e['params'])}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _roles(caps: dict) -> str:
+    """What an entry is used for when the user names nothing: ``  [default suite #1, validation]``."""
+    roles = []
+    default = caps.get("default")
+    if type(default) is int:
+        roles.append(f"default suite #{default}")
+    elif default is True:
+        roles.append("default")
+    elif isinstance(default, str):
+        roles.append(f"default {default}")
+    if caps.get("validation"):
+        roles.append("validation")
+    if isinstance(caps.get("trains_with"), dict):
+        roles.append("trains with " + ", ".join(f"{k} {v}" for k, v in caps["trains_with"].items()))
+    return f"  [{'; '.join(roles)}]" if roles else ""

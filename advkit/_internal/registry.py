@@ -104,6 +104,8 @@ class Param:
 
 
 def _jsonable(v) -> bool:
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _jsonable(x) for k, x in v.items())
     return v is None or isinstance(v, (bool, int, float, str, list, tuple))
 
 

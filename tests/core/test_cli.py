@@ -37,6 +37,11 @@ def test_list_shows_builtin_plugins_with_parameters():
     assert {"models", "datasets", "torchattacks", "art"} <= names
     code, out, _ = run("list", "backbones")
     assert code == 0 and "params: num_classes=10, in_chans=1, width=128" in out
+    assert "[default architecture; trains with optimizer adam, lr 0.002" in out
+    assert {b["name"]: b for b in listing["backbones"]}["smallcnn"]["capabilities"]["trains_with"]["optimizer"] == "adam"
+    code, out, _ = run("list", "attacks")
+    suite = {ln.split()[0]: int(ln.split("[default suite #")[1][0]) for ln in out.splitlines() if "[default suite #" in ln}
+    assert suite == {"pgd": 1, "cw": 2, "aa": 3} and "validation]" in next(ln for ln in out.splitlines() if ln.split()[:1] == ["pgd"])
 
 
 def one_line_error(args, pattern):

@@ -164,3 +164,18 @@ def test_a_string_of_defenses_is_a_list_of_specs():
     assert result.defenses == ["label-smoothing"]
     with pytest.raises(UserError, match="unknown defense 'tradez'; did you mean 'trades'"):
         advkit.train("smallcnn:width=4", defenses="tradez", epochs=1, n_train=16, n_val=0, quiet=True)
+
+
+def test_a_full_disk_during_an_evaluation_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from advkit._internal.evaluation import runner
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith("progress.jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "open", full_disk_open, raising=False)  # the engine's progress log only
+    with pytest.raises(UserError, match="cannot write .*progress.jsonl: No space left on device; the finished"):
+        advkit.evaluate(attacks="fgsm", n=8, out=tmp_path / "o", quiet=True)

@@ -109,11 +109,15 @@ class Progress:
             self.done[(rec["stage"], rec["batch"])] = rec
         if self.out is None or not D.is_main() or not recs:
             return
-        with open(self.out / "progress.jsonl", "a") as f:
-            for rec in recs:
-                f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.out / "progress.jsonl", "a") as f:
+                for rec in recs:
+                    f.write(json.dumps(rec) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk: the records written so far stay, and a rerun resumes from them
+            raise UserError(f"cannot write {self.out / 'progress.jsonl'}: {exc.strerror or exc}; the finished "
+                            f"batches are kept: free space and re-run to resume") from None
 
 
 class Runner:
