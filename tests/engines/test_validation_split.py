@@ -72,3 +72,13 @@ def test_a_model_that_does_not_learn_is_said_after_the_first_epoch():
     assert any("has not fallen below chance level" in n for n in result.history[0]["notes"])
     learning = advkit.train("smallcnn", epochs=1, n_train=1600, n_val=0, batch_size=16, quiet=True)
     assert not any("chance level" in n for n in learning.history[0]["notes"])
+
+
+def test_stochastic_validation_says_its_cost_and_defaults_to_a_cheaper_eot(capsys):
+    result = advkit.train("smallcnn:width=4", defenses="lwta", epochs=1, n_train=64, n_val=8,
+                          val_attack="pgd:steps=3")
+    err = capsys.readouterr().err
+    # PGD-3 declares 4 forward and 3 backward passes per image; EOT 5 (the default) multiplies them
+    assert "validation of a stochastic model: pgd (EOT 5) on 8 images, up to 20 forward + 15 backward passes " \
+           "per image, 280 per epoch" in err
+    assert result.history[0]["val_adaptive"] == "EOT 5"

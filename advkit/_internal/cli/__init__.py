@@ -239,7 +239,9 @@ from advkit._internal.cli.train import config_option as _train_config  # noqa: E
                    "test: the test split's first --n-val (model selection on test data).")
 @click.option("--val-attack", default=None, help="Attack for the per-epoch robust accuracy ('none' to skip) "
               "[default: the attack a plugin declares for validation].")
-@click.option("--val-eot", default=20, show_default=True, type=int, help="EOT samples of the validation attack on a stochastic model.")
+@click.option("--val-eot", default=5, show_default=True, type=int,
+              help="EOT samples of the validation attack on a stochastic model (a selection signal; advkit eval "
+                   "judges with --eot 20).")
 @click.option("--amp", default="off", show_default=True, help="Mixed precision of the update: off, bf16 or fp16 (CUDA only); validation stays fp32.")
 @click.option("--amp-adversary", is_flag=True, help="Run the training adversary under --amp too (default fp32: reduced precision can mask gradients).")
 @click.option("--channels-last/--no-channels-last", default=None, help="Memory format of model and batches [default: channels_last on CUDA for images].")

@@ -25,7 +25,7 @@ class Options:
     schedule: str | None = None
     augment: bool = True
     val_attack: str | None = None  # the attack a plugin declares for validation; "none": no attack
-    val_eot: int = 20
+    val_eot: int = 5  # validation chooses a checkpoint; advkit eval judges it with --eot 20
     amp: str = "off"
     amp_adversary: bool = False
     channels_last: bool | None = None

@@ -15,7 +15,7 @@ import torch
 
 from advkit._internal.adversary import frozen
 from advkit._internal.meter import Meter
-from advkit._internal.progress import progress
+from advkit._internal.progress import progress, say
 
 
 def parse_attack(spec: str | None):
@@ -55,6 +55,18 @@ class Validator:
         if stochastic:
             self.adaptive = ("adaptive" if run_name != name else f"EOT {eot}") if (run_name != name or eot > 1) \
                 else "single sample, not adaptive"
+            self.announce(len(x), eot if target is not model else 1)
+
+    def announce(self, n: int, eot: int) -> None:
+        """Say what validating a stochastic model costs per epoch, in passes, from the attack's declared plan."""
+        stages = self.attack.stages
+        if self.quiet or not stages or not self.dist.main:
+            return
+        fwd = sum(st.forward * st.share for st in stages) * eot
+        bwd = sum(st.backward * st.share for st in stages) * eot
+        say(f"advkit: validation of a stochastic model: {self.label} ({self.adaptive}) on {n} images, up to "
+            f"{fwd:,.0f} forward + {bwd:,.0f} backward passes per image, {n * (fwd + bwd):,.0f} per epoch "
+            f"(--val-eot and --n-val set it)")
 
     def __call__(self, epoch: int) -> tuple[float, float | None]:
         """Clean accuracy (inference mode) and robust accuracy on this rank's shard, summed over ranks."""
