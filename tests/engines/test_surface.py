@@ -45,7 +45,12 @@ def test_train_cli_and_api_agree_on_the_weights(tmp_path):
     args = dict(epochs=1, n_train=96, n_val=16, batch_size=32, val_attack="none", seed=5, lr=0.05)
     cli("-q", "train", "--model", "smallcnn:width=8", *[f"--{k.replace('_', '-')}={v}" for k, v in args.items()
                                                       if k != "seed"], "--seed", 5, "--out", tmp_path / "t")
-    result = advkit.train("smallcnn:width=8", quiet=True, **args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the command ran (OMP_NUM_THREADS=1): the same reduction order
+    try:
+        result = advkit.train("smallcnn:width=8", quiet=True, **args)
+    finally:
+        torch.set_num_threads(threads)
     saved = load_file(str(tmp_path / "t" / "last.safetensors"))
     mine = {k: v for k, v in result.model.state_dict().items()}
     common = [k for k in mine if k in saved]
