@@ -355,11 +355,10 @@ def markdown(results: list[dict], meta: dict, reading: str) -> str:
         "python benchmarks/bench_fast.py --pin HEAD  # --n 200; trains what is missing (resumable), then aa and fast per model",
         "```", "",
         f"Measured {meta['date']} on {meta['machine']}; {meta['versions']}"
-        + (f", advkit's code as committed at `{meta['pin'][:7]}` (`--pin`: the working tree was being edited during "
-           "the run)" if meta["pin"] else "") + ". Per model, `advkit eval -a aa` (standard "
+        + (f", advkit's code as committed at `{meta['pin'][:7]}` (`--pin`)" if meta["pin"] else "") + ". Per model, `advkit eval -a aa` (standard "
         "AutoAttack: APGD-CE, APGD-T, FAB-T, Square, pyautoattack) and `advkit eval -a fast` on the same first test "
         "points; passes are the model's forward + backward passes (per image) that advkit counted during each attack; "
-        "coverage is |broken by both| / |broken by AutoAttack|; ratio is fast's passes / AutoAttack's. Goals (issue): "
+        "coverage is |broken by both| / |broken by AutoAttack|; ratio is fast's passes / AutoAttack's. Goals: "
         "fast's robust accuracy ≤ AutoAttack's + 0.2 point, coverage ≥ 99 %, ratio ≤ 0.15.", "",
         table(results), "",
     ]
