@@ -199,6 +199,9 @@ def list_cmd(kind, pattern, as_json):
               help="Run this attack (e.g. aa) on a seeded sample of the points left unbroken (fraction 0.1) and "
                    "report the estimated gap with a 95 % interval.")
 @click.option("--eot", default=20, show_default=True, type=int, help="EOT samples for gradient attacks on stochastic models.")
+@click.option("--draws", default=None, type=int,
+              help="Forward passes that judge each point of a stochastic model, each its own random draw "
+                   "[default: 10].")
 @click.option("--save-adv", default=0, show_default=True, type=int, metavar="N",
               help="Save the adversarial examples of the first N points every attack ran on, broken or not "
                    "(OUT/adv/*.safetensors and a picture).")

@@ -27,201 +27,24 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
-
 from advkit._internal import distributed as D
-from advkit._internal.attack import Attack, create_attack
-from advkit._internal.counter import PassCounter
 from advkit._internal.errors import UserError
+from advkit._internal.evaluation.cascade import cascade, sweep
 from advkit._internal.evaluation.checks import gradient_warning, run_audit
 from advkit._internal.evaluation.confirm import parse_confirm, run_confirm
-from advkit._internal.evaluation.examples import Keeper, write_examples
-from advkit._internal.evaluation.inputs import Inputs, model_label, say, validate
-from advkit._internal.evaluation.planning import make_plan
-from advkit._internal.evaluation.probes import batch_dependence
+from advkit._internal.evaluation.examples import write_examples
+from advkit._internal.evaluation.inputs import model_label, validate
 from advkit._internal.evaluation.resolve import resolve
-from advkit._internal.evaluation.runner import Checked, Progress, Runner, swapped_threat
+from advkit._internal.evaluation.session import AttackResult, Report, Session, session
+from advkit._internal.evaluation.sufficiency import eot_sufficiency
 from advkit._internal.files import lock_output
-from advkit._internal.provenance import model_fingerprint, versions
 from advkit._internal.seeds import checked_seed, seed_everything
-from advkit._internal.stochastic import EOTModel, adaptive_name, stochasticity
-from advkit._internal.threat import ThreatModel, parse_eps
+from advkit._internal.stochastic import adaptive_name
+from advkit._internal.threat import parse_eps
 
-
-@dataclass
-class AttackResult:
-    """Outcome of one attack in a run, with the registration that provided it."""
-
-    name: str
-    implementation: str = ""
-    provider: str = ""  # the plugin that registered the attack
-    package: str = ""  # the distribution that ships that plugin
-    version: str = ""
-    qualified: str = ""  # provider.name, always reachable
-    minimum_norm: bool = False
-    black_box: bool = False
-    attempted: int = 0
-    broken: int = 0
-    seconds: float = 0.0
-    accuracy: float | None = None  # cascade: accuracy after this and all earlier attacks
-    independent_accuracy: float | None = None
-    dropped: int = 0  # minimum-norm attacks: points whose perturbation did not fit the budget (not broken)
-    passes: dict = field(default_factory=dict)  # forward / backward images through the model, counted
-    passes_per_point: dict = field(default_factory=dict)  # the same per attempted point
-    params: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class Report:
-    """Everything an evaluation found; written by :mod:`advkit._internal.evaluation.report`."""
-
-    n: int
-    clean_accuracy: float
-    robust_accuracy: float
-    attacks: list[AttackResult]
-    threat: ThreatModel
-    samples: list[dict]
-    meta: dict = field(default_factory=dict)
-    sweep: list[dict] = field(default_factory=list)
-    audit: list[dict] = field(default_factory=list)
-    confirm: dict | None = None
-
-    def __repr__(self) -> str:
-        attacks = ", ".join(a.name for a in self.attacks) or "none"
-        return (f"Report(model={self.meta.get('model', '?')!r}, n={self.n}, {self.threat}, "
-                f"clean={100 * self.clean_accuracy:.2f}%, robust={100 * self.robust_accuracy:.2f}%, "
-                f"attacks=[{attacks}])")
-
-    def __str__(self) -> str:
-        """The report as Markdown, as report.md holds it."""
-        from advkit._internal.evaluation.report import markdown
-
-        return markdown(self)
-
-    def as_dict(self) -> dict:
-        return {
-            **self.meta,
-            "threat_model": self.threat.as_dict(),
-            "n": self.n,
-            "clean_accuracy": self.clean_accuracy,
-            "robust_accuracy": self.robust_accuracy,
-            "attacks": [a.__dict__ for a in self.attacks],
-            "eps_sweep": self.sweep,
-            "audit": self.audit,
-            "confirm": self.confirm,
-        }
-
-
-@dataclass
-class Session:
-    """What the cascade, the sweep and the audit share in one run."""
-
-    runner: Runner
-    model: nn.Module  # the model, deterministic forward as given
-    eval_model: nn.Module  # what gradient attacks see: the model, or its EOT average when stochastic
-    inputs: Inputs
-    stochastic: bool
-    correct: list[int] = field(default_factory=list)
-    counter: nn.Module | None = None  # the model, counted: what attacks see (inside EOT when random)
-    plan: object = None  # the cost plan of the cascade (advkit._internal.evaluation.planning)
-
-    @property
-    def n(self) -> int:
-        return len(self.inputs.x)
-
-    def build(self, name: str, threat: ThreatModel | None = None, **override) -> Attack:
-        """The attack to run for ``name`` (its adaptive counterpart on a stochastic model)."""
-        run_name = adaptive_name(name, self.stochastic)
-        opts = self.inputs.attack_opts
-        params = {**opts.get(name.lower(), {}), **opts.get(run_name.lower(), {}), **override}
-        target = self.counter if run_name != name else self.eval_model  # a counterpart does its own EOT
-        atk = create_attack(run_name, target, threat or self.inputs.threat, **params)
-        atk.name = run_name
-        return atk
-
-
-def probe_model(model: nn.Module, inputs: Inputs, device, who: str) -> bool:
-    """Is the model random? The probe decides over a declaration; a deterministic model's batch dependence is said."""
-    probe = inputs.x[: min(len(inputs.x), 64)].to(device, copy=True)
-    stochastic, note = stochasticity(model, probe, who, declared=bool(getattr(model, "stochastic", False)))
-    if note:
-        say(inputs.notes, note)
-    if not stochastic:
-        warning = batch_dependence(model, probe, who)
-        if warning:
-            say(inputs.notes, warning)
-    return stochastic
-
-
-def result_of(atk: Attack) -> AttackResult:
-    desc = atk.describe()
-    top = {k: desc.pop(k) for k in ("provider", "package", "version", "qualified", "minimum_norm", "black_box")}
-    desc.pop("name")
-    return AttackResult(name=atk.name, implementation=desc.pop("implementation"), params=desc.pop("params"),
-                        extra=desc, **top)
-
-
-def cascade(s: Session, attacks: list[Attack], independent: bool) -> tuple[list[AttackResult], list[int], list[dict]]:
-    """Run the attacks in order; return their results, the robust points and the per-sample records."""
-    x, y = s.inputs.x, s.inputs.y
-    preds = s.runner.predict("clean", list(range(s.n)))
-    s.correct = [i for i in range(s.n) if preds[i] == int(y[i])]
-    samples = [{"index": i, "label": int(y[i]), "clean_pred": preds[i], "clean_correct": preds[i] == int(y[i]),
-                "broken_by": "", "norm": None} for i in range(len(x))]
-    robust, results = list(s.correct), []
-    s.plan = make_plan(s, attacks, independent)
-    mode = "alone" if independent else "cascade"
-    for k, atk in enumerate(attacks):
-        res = result_of(atk)
-        points = s.correct if independent else robust
-        if s.plan is not None:
-            s.plan.attacks[k].points, s.plan.current = len(points), k
-        ran, res.seconds, spent = s.runner.attack(
-            f"{'ind' if independent else 'cascade'}:{k}:{atk.name}", atk, points, key=f"{k}:{atk.name}",
-            label=f"{atk.name} ({mode} {k + 1}/{len(attacks)})", plan=s.plan, k=k)
-        res.passes = spent.as_dict()
-        res.passes_per_point = {kind: round(res.passes[kind] / len(points), 1) if points else 0
-                                for kind in ("forward", "backward")}
-        alive = set(robust)
-        newly = {i: r for i, r in ran.items() if r["broken"] and i in alive}
-        if independent:
-            res.independent_accuracy = sum(1 for i in s.correct if not ran[i]["broken"]) / s.n
-        res.attempted, res.broken = len(points), len(newly)
-        res.dropped = sum(1 for r in ran.values() if r["dropped"])
-        for i, r in newly.items():
-            samples[i]["broken_by"], samples[i]["norm"] = atk.name, r["norm"]
-        robust = [i for i in robust if i not in newly]
-        res.accuracy = len(robust) / s.n
-        if atk.stats.get("mode_restored"):
-            say(s.inputs.notes, f"attack {atk.name!r} put the model in training mode (on "
-                                f"{atk.stats['mode_restored']} batch(es)); advkit switched it back to eval mode "
-                                f"before judging its output")
-        results.append(res)
-    return results, robust, samples
-
-
-def sweep(s: Session, attacks: list[str], budgets: list[tuple[float, str]]) -> list[dict]:
-    """Independent accuracy of every attack, and the worst case, at each budget."""
-    rows = []
-    for eps, label in budgets:
-        t = s.inputs.threat.with_eps(eps)
-        broken_any: set[int] = set()
-        row = {"eps": t.eps, "eps_label": label, "attacks": {}}
-        for k, name in enumerate(attacks):
-            atk = s.build(name, t)
-            with swapped_threat(s.runner, t):
-                res, _, _ = s.runner.attack(f"sweep:{t.eps:.8g}:{k}:{atk.name}", atk, s.correct, key=f"{k}:{atk.name}",
-                                         label=f"{atk.name} at eps {label} ({len(rows) + 1}/{len(budgets)})")
-            broken = {i for i, r in res.items() if r["broken"]}
-            broken_any |= broken
-            row["attacks"][atk.name] = (len(s.correct) - len(broken)) / s.n
-        row["worst_case"] = (len(s.correct) - len(broken_any)) / s.n
-        rows.append(row)
-    return rows
+__all__ = ["AttackResult", "Report", "evaluate"]
 
 
 def assemble(s: Session, results, robust, samples, *, seed, independent, meta, config) -> Report:
@@ -229,12 +52,14 @@ def assemble(s: Session, results, robust, samples, *, seed, independent, meta, c
     adaptive = []
     if s.stochastic:
         adaptive.append(f"stochastic model: predictions vary between forward passes; gradient attacks use EOT "
-                        f"over {config['eot']} samples (mean logits)")
+                        f"over {config['eot']} samples (mean logits); every point is judged over {s.draws} draws "
+                        f"({s.runner.judge.how}): accuracies are mean shares of correct draws, with intervals over "
+                        f"points and draws")
         adaptive += [f"{a} replaced by its adaptive counterpart {adaptive_name(a, True)}"
                      for a in s.inputs.attacks if adaptive_name(a, True) != a]
     return Report(
-        n=s.n, clean_accuracy=len(s.correct) / s.n, robust_accuracy=len(robust) / s.n, attacks=results,
-        threat=s.inputs.threat, samples=samples,
+        n=s.n, clean_accuracy=sum(s.clean.values()) / s.n, robust_accuracy=sum(robust.values()) / s.n,
+        attacks=results, threat=s.inputs.threat, samples=samples, draws=s.draws,
         meta={
             **(meta or {}), "seed": seed, "dataset": s.inputs.data_meta, "model_fingerprint": config["fingerprint"],
             "mode": "independent" if independent else "cascade", "stochastic": s.stochastic,
@@ -264,6 +89,7 @@ def evaluate(
     eps_sweep=None,
     audit: bool = False,
     eot: int = 20,
+    draws: int | None = None,
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
@@ -280,7 +106,8 @@ def evaluate(
     comma-separated string (None: the declared default suite; ``"none"``: clean accuracy only);
     ``attack_opts`` maps an attack name to more parameters (``{"pgd": {"steps": 20}}``); ``eps`` defaults to
     the dataset's usual budget; ``n``: the first n points (None: all); ``batch_size`` may be ``"auto"``; ``device`` ``"auto"`` is CUDA when available;
-    ``seed`` seeds everything first. Returns a :class:`Report`; with ``out`` the reports are written there
+    ``seed`` seeds everything first. A random model is attacked through ``eot`` samples and judged over ``draws``
+    draws per point (None: 10). Returns a :class:`Report`; with ``out`` the reports are written there
     too, and with ``save_adv`` the first adversarial examples of every attack
     (:mod:`advkit._internal.evaluation.examples`). ``confirm``: ``"aa:fraction=0.1"`` runs that attack on a
     seeded sample of the points left unbroken and estimates what the run missed
@@ -295,7 +122,7 @@ def evaluate(
         with lock:  # one run per --out: a second one refuses instead of mixing its records into this one's
             return _evaluate(r.model, r.data, r.attacks, eps=eps, norm=norm, attack_opts=r.attack_opts, n=n,
                              batch_size=r.batch_size, independent=independent, out=out, eps_sweep=eps_sweep,
-                             audit=audit, eot=eot, seed=seed, device=r.device, quiet=quiet, meta=r.meta,
+                             audit=audit, eot=eot, draws=draws, seed=seed, device=r.device, quiet=quiet, meta=r.meta,
                              save_adv=save_adv, confirm=confirm)
     finally:
         if r.joined:
@@ -313,13 +140,13 @@ def sweep_budgets(eps_sweep) -> list:
 
 
 def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
-              eot, seed, device, quiet, meta, save_adv, confirm) -> Report:
+              eot, draws, seed, device, quiet, meta, save_adv, confirm) -> Report:
     who = model_label(model, meta)
     model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
-                             batch_size=batch_size, eot=eot, audit=audit, device=device, who=who)
+                             batch_size=batch_size, eot=eot, draws=draws, audit=audit, device=device, who=who)
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in sweep_budgets(eps_sweep)]
     checking = parse_confirm(confirm)
-    s, config = session(model, inputs, out=out, eot=eot, seed=seed, independent=independent, quiet=quiet,
+    s, config = session(model, inputs, out=out, eot=eot, draws=draws, seed=seed, independent=independent, quiet=quiet,
                         device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta)
     built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
     if checking is not None:
@@ -332,28 +159,8 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     return finish(s, report, out)
 
 
-def session(model, inputs, *, out, eot, seed, independent, quiet, device, batch_size, save_adv, who, meta):
-    """The run's session: the model checked, probed and counted, the seeded runner with its log."""
-    checked = Checked(model).eval()
-    stochastic = probe_model(model, inputs, device, who)
-    counter = PassCounter(checked).eval()
-    eval_model = EOTModel(counter, eot).eval() if stochastic and eot > 1 else counter
-    config = {
-        "model": (meta or {}).get("model", type(model).__name__), "fingerprint": model_fingerprint(model),
-        "data": inputs.data_meta.get("name", ""), "n": len(inputs.x), "attacks": inputs.attacks,
-        "attack_opts": inputs.attack_opts, "threat": inputs.threat.as_dict(), "seed": seed,
-        "independent": independent, "eot": eot if stochastic else None, "versions": versions(),
-    }
-    if not isinstance(save_adv, int) or save_adv < 0 or (save_adv and not out):
-        raise UserError(f"save_adv needs an output directory and a count >= 0, got {save_adv!r} (out={out!r})")
-    progress = Progress(Path(out) if out else None, config)
-    runner = Runner(checked, inputs.x, inputs.y, inputs.threat, batch_size=batch_size, seed=seed,
-                    progress=progress, quiet=quiet, device=device, keeper=Keeper(save_adv) if save_adv else None)
-    return Session(runner, checked, eval_model, inputs, stochastic, counter=counter), config
-
-
 def extras(s: Session, report: Report, robust, *, budgets, checking, audit, seed, quiet) -> None:
-    """What runs after the cascade: the eps sweep, the confirmation sample, the audit."""
+    """What runs after the cascade: the eps sweep, EOT sufficiency (random models), the confirmation, the audit."""
     if budgets:
         if not quiet and D.is_main():
             names = ", ".join(s.inputs.attacks)
@@ -361,8 +168,10 @@ def extras(s: Session, report: Report, robust, *, budgets, checking, audit, seed
                   f"{len(budgets)} budgets ({', '.join(label for _, label in budgets)}): "
                   f"{len(s.inputs.attacks) * len(budgets)} attack runs", file=sys.stderr, flush=True)
         report.sweep = sweep(s, s.inputs.attacks, budgets)
+    if s.stochastic:
+        report.eot_sufficiency = eot_sufficiency(s, seed, quiet)
     if checking is not None:
-        report.confirm = run_confirm(s, checking, robust, seed)
+        report.confirm = run_confirm(s, checking, [i for i in s.correct if robust[i] > 0], seed)
     if audit:
         report.audit = run_audit(s)
 

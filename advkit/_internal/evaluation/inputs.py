@@ -161,11 +161,12 @@ def model_label(model: nn.Module, meta: dict | None) -> str:
 
 
 def validate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, eot, audit, device,
-             who: str = "the model") -> tuple[nn.Module, Inputs]:
+             who: str = "the model", draws=None) -> tuple[nn.Module, Inputs]:
     """Check every argument once; return the model ready to evaluate (eval mode, float32, on ``device``)."""
     _positive("-n", n)
     _positive("--batch-size", batch_size)
     _positive("--eot", eot)
+    _positive("--draws", draws)
     notes: list[str] = []
     attacks = [a for a in attacks if a]
     for a in attacks:

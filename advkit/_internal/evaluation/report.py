@@ -40,6 +40,59 @@ def _ci(v, n: int) -> str:
     return "" if ci is None else f"{100 * ci[0]:.1f} to {100 * ci[1]:.1f}"
 
 
+def scores(report, which: str) -> list[float]:
+    """Per-point ``which`` (``"clean"`` or ``"robust"``) scores: the share of draws correct (0/1 when deterministic)."""
+    out = []
+    for s in report.samples:
+        if f"{which}_score" in s:
+            out.append(float(s[f"{which}_score"]))
+        else:
+            out.append(float(bool(s["clean_correct"]) and (which == "clean" or not s["broken_by"])))
+    return out
+
+
+def interval(report, which: str) -> tuple[float, float] | None:
+    """95 % interval of the clean or robust accuracy: Wilson's for a deterministic model; for a random one, the
+    normal interval of the mean per-point score (its spread holds the points' and the draws' variance)."""
+    n, value = report.n, getattr(report, f"{which}_accuracy")
+    if getattr(report, "draws", 1) <= 1 or not report.samples:
+        return wilson(round(value * n), n)
+    v = scores(report, which)
+    mean = sum(v) / len(v)
+    sd = math.sqrt(sum((a - mean) ** 2 for a in v) / max(len(v) - 1, 1))
+    half = Z95 * sd / math.sqrt(len(v))
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def draw_error(report, which: str) -> float:
+    """Standard error of the accuracy from the draws alone (a rerun with another seed moves it by about this)."""
+    v, r = scores(report, which), getattr(report, "draws", 1)
+    return math.sqrt(sum(p * (1 - p) for p in v) / (r - 1)) / len(v) if r > 1 and v else 0.0
+
+
+def _span(ci) -> str:
+    return "" if ci is None else f"{100 * ci[0]:.1f} to {100 * ci[1]:.1f}"
+
+
+def _random_lines(report) -> list[str]:
+    """What judging over draws means for this report, and the EOT sufficiency check."""
+    if getattr(report, "draws", 1) <= 1:
+        return []
+    lines = ["", f"Random model: every point was judged over {report.draws} draws of its own; an accuracy is the "
+             f"mean share of correct draws, its 95 % CI covers the points' and the draws' variance. From the draws "
+             f"alone (a rerun with another seed): standard error {100 * draw_error(report, 'clean'):.2f} points "
+             f"clean, {100 * draw_error(report, 'robust'):.2f} points robust."]
+    e = report.eot_sufficiency or {}
+    if e.get("rows"):
+        accs = ", ".join(f"EOT {r['eot']}: {_pct(r['accuracy'])} %" for r in e["rows"])
+        verdict = ("**still falling**: the attacks' EOT is not enough; raise --eot and check again"
+                   if e["still_falling"] else "no longer falling: EOT is sufficient for this attack")
+        lines += ["", f"EOT sufficiency ({e['attack']} on a seeded sample of {e['points']} points): {accs}; {verdict}."]
+    elif e.get("skipped"):
+        lines += ["", f"EOT sufficiency: not checked ({e['skipped']})."]
+    return lines
+
+
 def minimum_norm(a) -> bool:
     """Is this a minimum-norm attack (whose out-of-budget points are dropped)?"""
     return bool(getattr(a, "minimum_norm", False) or a.extra.get("minimum_norm") or a.dropped)
@@ -53,12 +106,12 @@ def ran_on_nothing(a) -> bool:
 def per_class(report) -> list[dict]:
     """Clean and robust (worst-case) accuracy per true class, from the per-sample results."""
     names = list(report.meta.get("dataset", {}).get("classes") or [])
-    by: dict[int, list[int]] = {}
-    for s in report.samples:
+    by: dict[int, list] = {}
+    for s, c, r in zip(report.samples, scores(report, "clean"), scores(report, "robust")):
         row = by.setdefault(int(s["label"]), [0, 0, 0])
         row[0] += 1
-        row[1] += bool(s["clean_correct"])
-        row[2] += bool(s["clean_correct"] and not s["broken_by"])
+        row[1] += c
+        row[2] += r
     return [
         {"class": c, "name": names[c] if c < len(names) else str(c), "n": n, "clean_correct": cc, "robust": rb,
          "clean_accuracy": cc / n, "robust_accuracy": rb / n}
@@ -76,21 +129,22 @@ def _attack_table(report) -> list[str]:
     def row(cells: dict) -> str:
         return "| " + " | ".join(str(cells.get(h, "")) for h in head) + " |"
 
+    random = getattr(report, "draws", 1) > 1  # per-attack rows: no per-point scores kept, no interval
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines.append(row({"attack": "clean", "attempted": n,
-                      "accuracy after (%)": _pct(report.clean_accuracy), "95 % CI (%)": _ci(report.clean_accuracy, n)}))
+                      "accuracy after (%)": _pct(report.clean_accuracy), "95 % CI (%)": _span(interval(report, "clean"))}))
     for a in report.attacks:
         none = ran_on_nothing(a)
         cells = {"attack": a.name, "implementation": a.implementation, "attempted": a.attempted, "broken": a.broken,
                  "dropped": a.dropped if minimum_norm(a) else "",
                  "accuracy after (%)": NO_POINTS if a.attempted == 0 else _pct(a.accuracy),
-                 "95 % CI (%)": "" if a.attempted == 0 else _ci(a.accuracy, n),
+                 "95 % CI (%)": "" if a.attempted == 0 or random else _ci(a.accuracy, n),
                  "alone (%)": _pct(a.independent_accuracy), "time (s)": "n/a" if none else f"{a.seconds:.1f}",
                  "passes / point": "n/a" if none else per_point(a)}
         lines.append(row(cells))
     if report.attacks:
         lines.append(row({"attack": "**worst case**", "accuracy after (%)": f"**{_pct(report.robust_accuracy)}**",
-                          "95 % CI (%)": _ci(report.robust_accuracy, n)}))
+                          "95 % CI (%)": _span(interval(report, "robust"))}))
     return lines
 
 
@@ -108,9 +162,11 @@ def _notes(report) -> list[str]:
     indep = any(a.independent_accuracy is not None for a in report.attacks)
     mode = ("each attack on every clean-correct point, worst case over all" if indep
             else "each attack on the points earlier attacks failed on")
-    lines = ["", f"Mode: {mode}. Attempted: the points an attack ran on in the cascade; broken: those it "
-             "misclassified; 95 % CI: Wilson score interval over all points. Passes / point: forward + backward "
-             "passes of the model the attack spent per attempted point, counted where the model is called."]
+    broken, ci = (("those it misclassified", "Wilson score interval over all points") if report.draws <= 1 else
+                  ("those it misclassified on every draw", "over points and draws (see below); none per attack"))
+    lines = ["", f"Mode: {mode}. Attempted: the points an attack ran on in the cascade; broken: {broken}; "
+             f"95 % CI: {ci}. Passes / point: forward + backward passes of the model the attack spent per "
+             "attempted point, counted where the model is called."]
     standard = [a.name for a in report.attacks if (a.extra or {}).get("autoattack_standard")]
     confirm = report.confirm or {}
     if standard:
@@ -174,7 +230,7 @@ def markdown(report, *, per_class_table: bool = True) -> str:
     if m.get("resumed_batches"):
         notes.append(f"resumed: {m['resumed_batches']} batches were read back from an earlier run in this directory")
     lines += [f"> {note}" for note in notes] + ([""] if notes else [])
-    lines += _attack_table(report) + _notes(report) + (_per_class_table(report) if per_class_table else [])
+    lines += _attack_table(report) + _notes(report) + _random_lines(report) + (_per_class_table(report) if per_class_table else [])
     if report.sweep:
         names = list(report.sweep[0]["attacks"])
         lines += ["", "## Robust accuracy (%) vs eps", "", "| eps | " + " | ".join(names) + " | worst case |", "|---" * (len(names) + 2) + "|"]
@@ -206,12 +262,15 @@ def as_json(report) -> dict:
     """``report.as_dict()`` with the intervals and the per-class accuracies added."""
     d = report.as_dict()
     n = report.n
-    d["clean_accuracy_ci95"] = wilson(round(report.clean_accuracy * n), n)
-    d["robust_accuracy_ci95"] = wilson(round(report.robust_accuracy * n), n)
+    d["clean_accuracy_ci95"] = interval(report, "clean")
+    d["robust_accuracy_ci95"] = interval(report, "robust")
+    if report.draws > 1:
+        d["draw_standard_error"] = {"clean": draw_error(report, "clean"), "robust": draw_error(report, "robust")}
     attacks = []
     for a, entry in zip(report.attacks, d["attacks"]):
         entry = dict(entry)  # as_dict shares the dataclasses' own dicts
-        entry["accuracy_ci95"] = None if a.attempted == 0 or a.accuracy is None else wilson(round(a.accuracy * n), n)
+        entry["accuracy_ci95"] = (None if a.attempted == 0 or a.accuracy is None or report.draws > 1
+                                  else wilson(round(a.accuracy * n), n))
         entry["ran"] = not ran_on_nothing(a)
         attacks.append(entry)
     d["attacks"] = attacks
@@ -222,10 +281,12 @@ def as_json(report) -> dict:
 def write_csv(report, path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
+    random = report.draws > 1  # clean_correct and robust: shares of correct draws
     w.writerow(["index", "label", "clean_pred", "clean_correct", "robust", "broken_by", "perturbation_norm"])
-    for s in report.samples:
-        robust = s["clean_correct"] and not s["broken_by"]
-        w.writerow([s["index"], s["label"], s["clean_pred"], int(s["clean_correct"]), int(robust), s["broken_by"], "" if s["norm"] is None else f"{s['norm']:.6g}"])
+    for s, c, r in zip(report.samples, scores(report, "clean"), scores(report, "robust")):
+        cells = [f"{c:.4g}", f"{r:.4g}"] if random else [int(c), int(r)]
+        w.writerow([s["index"], s["label"], s["clean_pred"], *cells, s["broken_by"],
+                    "" if s["norm"] is None else f"{s['norm']:.6g}"])
     atomic_write_bytes(path, buf.getvalue().encode())
 
 

@@ -28,6 +28,7 @@ from advkit._internal.meter import Meter
 from advkit._internal.passes import Passes
 from advkit._internal.progress import progress
 from advkit._internal.seeds import derive_seed, seed_everything
+from advkit._internal.stochastic import Judge
 
 if TYPE_CHECKING:
     from advkit._internal.threat import ThreatModel
@@ -123,27 +124,30 @@ class Progress:
 class Runner:
     """Runs the model or an attack over indexed points in seeded, resumable, shardable batches."""
 
-    def __init__(self, model, x, y, threat, *, batch_size, seed, progress: Progress, quiet, device, keeper=None):
+    def __init__(self, model, x, y, threat, *, batch_size, seed, progress: Progress, quiet, device, keeper=None,
+                 judge: Judge | None = None):
         self.model, self.x, self.y, self.threat = model, x, y, threat
         self.batch_size, self.seed, self.progress, self.quiet, self.device = batch_size, seed, progress, quiet, device
         self.keeper = keeper  # collects adversarial examples for --save-adv (None: keep nothing)
+        self.judge = judge or Judge(model)  # how a point is judged correct: over draws when the model is random
 
     def _batches(self, idx: list[int]):
         return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
 
-    def predict(self, stage: str, idx: list[int]) -> dict[int, int]:
-        """Predictions on clean points (seeded per batch, so random models are reproducible)."""
+    def predict(self, stage: str, idx: list[int]) -> dict[int, tuple[int, float]]:
+        """``(prediction, score)`` on clean points, seeded per batch (random models are reproducible); the
+        score is the share of the judge's draws that are correct (0 or 1 for a deterministic model)."""
 
         def run(b, chunk):
             seed_everything(derive_seed(self.seed, stage, *chunk))
-            with torch.inference_mode():
-                logits = self.model(self.x[chunk].to(self.device))
-            finite_logits(logits, chunk, "clean inputs")
-            return {"stage": stage, "batch": b, "index": chunk, "pred": logits.argmax(1).cpu().tolist()}
+            pred, score = self.judge.scores(self.x[chunk].to(self.device), self.y[chunk].to(self.device),
+                                            check=lambda out: finite_logits(out, chunk, "clean inputs"))
+            return {"stage": stage, "batch": b, "index": chunk, "pred": pred.cpu().tolist(),
+                    "score": score.cpu().tolist()}
 
         out = {}
         for rec in self._run(stage, idx, run, None, "the model"):
-            out.update(zip(rec["index"], rec["pred"]))
+            out.update(zip(rec["index"], zip(rec["pred"], rec["score"])))
         return out
 
     def attack(self, stage: str, attack, idx: list[int], key: str | None = None, label: str | None = None,
@@ -165,13 +169,13 @@ class Runner:
                 result = attack.run(xb, yb)  # verified against the threat model, or stops the run
             finally:
                 meter.stop()
-            with torch.inference_mode():
-                logits = self.model(result.x_adv)
-            finite_logits(logits, chunk, f"the adversarial inputs of attack {attack.name!r}")
+            what = f"the adversarial inputs of attack {attack.name!r}"
+            pred, score = self.judge.scores(result.x_adv, yb, check=lambda out: finite_logits(out, chunk, what))
             if self.keeper is not None:
-                self.keeper.add(stage, chunk, yb, xb, result.x_adv, logits.argmax(1))
-            return {
-                "stage": stage, "batch": b, "index": chunk, "broken": (logits.argmax(1) != yb).cpu().tolist(),
+                self.keeper.add(stage, chunk, yb, xb, result.x_adv, pred)
+            return {  # broken: wrong on every draw; score: the share of draws still correct
+                "stage": stage, "batch": b, "index": chunk, "broken": (score == 0).cpu().tolist(),
+                "score": score.cpu().tolist(),
                 "norm": [float(v) for v in self.threat.norms(xb, result.x_adv).cpu()],
                 "dropped": result.dropped.cpu().tolist(), "passes": result.passes.as_dict(),
             }
@@ -183,8 +187,8 @@ class Runner:
         for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished):
             seconds += rec.get("seconds", 0.0)
             passes = passes + Passes.of(rec.get("passes"))
-            for i, br, nm, dr in zip(rec["index"], rec["broken"], rec["norm"], rec["dropped"]):
-                out[i] = {"broken": bool(br), "norm": nm, "dropped": bool(dr)}
+            for i, br, sc, nm, dr in zip(rec["index"], rec["broken"], rec["score"], rec["norm"], rec["dropped"]):
+                out[i] = {"broken": bool(br), "score": sc, "norm": nm, "dropped": bool(dr)}
         bar.close()
         return out, seconds, passes
 

@@ -7,6 +7,11 @@ attack is the one ``advkit eval`` runs: its declared adaptive counterpart, or
 the attack on the mean logits of ``eot`` forward passes (EOT). With ``eot``
 of 1 the figure comes from a single sample, and the epoch line says that it
 is not adaptive.
+
+A stochastic model is judged like ``advkit eval`` judges it, with one draw per
+point (:class:`advkit._internal.stochastic.Judge`: one point at a time when the
+model draws once per batch), and a point counts as robust only when it is
+correct both clean and attacked, so robust accuracy never exceeds clean.
 """
 
 from __future__ import annotations
@@ -31,15 +36,27 @@ def parse_attack(spec: str | None):
     return parse_spec(str(spec))
 
 
+def _draws_per_point(model, x) -> bool:
+    """:func:`~advkit._internal.stochastic.draws_per_point` in eval mode, the model's mode restored."""
+    from advkit._internal.stochastic import draws_per_point
+
+    was = model.training
+    try:
+        return draws_per_point(model.eval(), x)
+    finally:
+        model.train(was)
+
+
 class Validator:
     """Validation of one run: the held-out tensors, the attack, and how its figure is labelled."""
 
     def __init__(self, model, x, y, threat, spec: str | None, *, stochastic: bool, eot: int,
                  batch_size: int, dist, quiet: bool):
         from advkit._internal.attack import create_attack
-        from advkit._internal.stochastic import EOTModel, adaptive_name
+        from advkit._internal.stochastic import EOTModel, Judge, adaptive_name
 
         self.model, self.x, self.y = model, x, y
+        self.judge = Judge(model, 1, per_point=not stochastic or not len(x) or _draws_per_point(model, x[:64]))
         self.batch_size, self.dist, self.quiet = batch_size, dist, quiet
         self.attack = self.label = self.adaptive = None
         parsed = parse_attack(spec)
@@ -79,7 +96,8 @@ class Validator:
         for i in range(0, xs.shape[0], self.batch_size):
             xb, yb = xs[i:i + self.batch_size], ys[i:i + self.batch_size]
             with torch.inference_mode():
-                clean += int((model(xb).argmax(1) == yb).sum())
+                right = self.judge.logits(xb).argmax(1) == yb
+            clean += int(right.sum())
             if meter is None:
                 bar.update(len(xb))
                 continue
@@ -90,7 +108,7 @@ class Validator:
             finally:
                 meter.stop()
             with torch.no_grad():
-                kept = int((model(out.x_adv).argmax(1) == yb).sum())
+                kept = int(((self.judge.logits(out.x_adv).argmax(1) == yb) & right).sum())
             robust += kept
             meter.done(len(xb), out.passes, len(xb) - kept, None)
         bar.close()
