@@ -1,6 +1,6 @@
 """The advkit plugin contract.
 
-Every attack, defense, explainer, backbone and dataset that advkit knows comes
+Every attack, defense, explainer, backbone, dataset and audit check that advkit knows comes
 from a plugin implementing one of the hooks below, the built-in ones included.
 A plugin is a module (or package) named in the ``advkit`` entry-point group::
 
@@ -136,6 +136,27 @@ def advkit_register_datasets(register):
     pairs with images in [0, 1], plus ``num_classes``, ``classes``,
     ``input_shape``, ``mean`` and ``std``). A source that needs files it cannot
     find raises :class:`advkit._internal.errors.UserError` saying where to put them.
+    """
+
+
+@hookspec
+def advkit_register_checks(register):
+    """Register checks of ``advkit eval --audit``.
+
+    The factory is called as ``factory(**params)`` and returns an
+    :class:`advkit._internal.audit.Check`: ``cost(ctx)`` says the most model
+    passes it spends (the audit announces the sum before running),
+    ``run(ctx)`` returns :func:`advkit._internal.audit.finding` for the seeded
+    sample in ``ctx`` (an :class:`advkit._internal.evaluation.audit.AuditContext`).
+    The built-in checks (gradient masking after Carlini et al. 2019, the
+    indicators of attack failure of Pintor et al. 2022, AutoAttack's checks)
+    are registered through this hook too; they run in registration order.
+
+    Example::
+
+        @hookimpl
+        def advkit_register_checks(register):
+            register("flat-logits", FlatLogits, summary="logits that do not depend on the input")
     """
 
 

@@ -46,6 +46,10 @@ _NAMES: dict[str, str | tuple[str, str]] = {
     "PassCounter": "counter",
     "Passes": "passes",
     "Stage": "passes",
+    # audit checks
+    "Check": "audit",
+    "finding": "audit",
+    "AuditContext": "evaluation.audit",
     # the training adversary
     "PGDAdversary": "adversary",
     "PGDSettings": "adversary",

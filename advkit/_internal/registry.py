@@ -24,7 +24,7 @@ from typing import Any, Callable
 from advkit._internal.errors import UserError, closest, unknown
 from advkit._internal.values import Range, convert
 
-KINDS = ("attack", "defense", "explainer", "backbone", "dataset")
+KINDS = ("attack", "defense", "explainer", "backbone", "dataset", "check")
 
 #: Capabilities a registration may declare, per kind, with their meaning.
 CAPABILITIES: dict[str, dict[str, str]] = {
@@ -34,6 +34,7 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "black_box": "uses model outputs only, no gradients",
         "adaptive": "name of the attack to run instead on a stochastic (randomized) model",
         "reference": "'white-box' or 'black-box': the attack the gradient-masking audit uses in that role",
+        "iterations": "the name of the parameter that sets its number of iterations (the audit scales it)",
         "early_stop": "stops working on a point as soon as it is broken (per-point early stop)",
         "default": "its position (1, 2, ...) in the default suite: what advkit eval runs when no attack is named",
         "validation": "true: the attack advkit train validates with when none is named",
@@ -51,6 +52,7 @@ CAPABILITIES: dict[str, dict[str, str]] = {
     },
     "defense": {},
     "explainer": {},
+    "check": {},
     "dataset": {
         "default": "true: the dataset used when none is named",
         "usual_eps": "the Linf budget usually evaluated on this dataset (\"0.1\", \"8/255\"): the threat model of "

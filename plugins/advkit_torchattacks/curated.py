@@ -121,7 +121,8 @@ _RESTARTS = {"steps": AT_LEAST_ONE, "n_restarts": AT_LEAST_ONE}
 # (name, factory, aliases, capabilities declared at registration, parameter ranges)
 CURATED = [
     ("fgsm", fgsm, (), {}, {}),
-    ("pgd", pgd, ("pgd-linf",), {"reference": "white-box", "default": 1, "validation": True}, _PGD),
+    ("pgd", pgd, ("pgd-linf",), {"reference": "white-box", "iterations": "steps", "default": 1,
+                                         "validation": True}, _PGD),
     ("pgdl2", pgdl2, ("pgd-l2",), {}, _PGD),
     ("cw", cw, ("cw-l2",), {"minimum_norm": True, "default": 2}, {"c": POSITIVE, "kappa": NON_NEGATIVE, **_STEPS, "lr": POSITIVE}),
     ("mifgsm", mifgsm, (), {}, {**_PGD, "decay": NON_NEGATIVE}),

@@ -1,4 +1,4 @@
-"""The example third-party plugin, installed with pip, used through the CLI for all six hooks.
+"""The example third-party plugin, installed with pip, used through the CLI for all seven hooks.
 
 It is installed into a private folder (``pip install --target``) from a copy of
 ``examples/advkit-plugin-example``, so the shared environment never sees it; the
@@ -67,7 +67,7 @@ def run(*args):
     return r.exit_code, r.stdout, r.stderr
 
 
-def test_listing_shows_all_six_hooks(installed):
+def test_listing_shows_all_seven_hooks(installed):
     code, out, err = run("list", "--json")
     assert code == 0, err
     listing = json.loads(out)
@@ -76,7 +76,7 @@ def test_listing_shows_all_six_hooks(installed):
     mine = {kind: {e["name"] for e in entries if e.get("provider") == "example"}
             for kind, entries in listing.items() if kind != "plugins"}
     assert mine == {"attacks": {"noise"}, "defenses": {"gaussian-augment"}, "explainers": {"saliency"},
-                    "backbones": {"tinynet"}, "datasets": {"bars"}}
+                    "backbones": {"tinynet"}, "datasets": {"bars"}, "checks": {"constant-outputs"}}
     code, out, _ = run("--help")
     assert code == 0 and "example-info" in out
     code, out, err = run("example-info")
@@ -115,13 +115,16 @@ def test_train_eval_explain_with_the_plugin(installed, tmp_path):
 
     ckpt = str(run_dir / "last.safetensors")
     code, out, err = run("eval", "--model", ckpt, "--dataset", "bars", "--attacks", "noise,fgsm", "-n", "40",
-                         "--out", str(tmp_path / "ev"))
+                         "--audit", "constant-outputs,probability-outputs", "--out", str(tmp_path / "ev"))
     assert code == 0, err
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert [a["name"] for a in rep["attacks"]] == ["noise", "fgsm"]
     assert rep["attacks"][0]["implementation"] == "advkit-plugin-example 0.2.0 noise"
     assert rep["attacks"][0]["package"] == "advkit-plugin-example" and rep["attacks"][0]["black_box"] is True
     assert rep["robust_accuracy"] <= rep["clean_accuracy"]
+    checks = {c["check"]: c for c in rep["audit"]}
+    assert set(checks) == {"constant-outputs", "probability-outputs"}  # a third-party check beside a built-in one
+    assert checks["constant-outputs"]["passed"] and "random points of their ball" in checks["constant-outputs"]["detail"]
 
     code, out, err = run("explain", "--method", "saliency", "--model", ckpt, "--dataset", "bars", "-n", "4",
                          "--out", str(tmp_path / "ex"))

@@ -139,7 +139,7 @@ def cli(ctx, device, seed, verbose, quiet, debug):
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-LIST_KINDS = ("attacks", "defenses", "explainers", "backbones", "datasets", "plugins")
+LIST_KINDS = ("attacks", "defenses", "explainers", "backbones", "datasets", "checks", "plugins")
 
 
 @cli.command("list")
@@ -194,7 +194,9 @@ def list_cmd(kind, pattern, as_json):
 @click.option("--independent", is_flag=True, help="Run every attack on every clean-correct point (also reports the cascade).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Write reports and per-sample results here; re-running resumes.")
 @click.option("--eps-sweep", default=None, help="Comma-separated budgets for a robustness curve, e.g. 1/255,2/255,4/255,8/255.")
-@click.option("--audit", is_flag=True, help="Run the sanity checks of Carlini et al. (2019) for gradient masking.")
+@click.option("--audit", is_flag=False, flag_value="all", default=None, metavar="[CHECKS][:n=N]",
+              help="Audit the evaluation on a seeded sample of clean-correct points (100; all:n=200 for more): "
+                   "indicators of attack failure, AutoAttack's checks, gradient masking (see advkit list checks).")
 @click.option("--confirm", default=None, metavar="NAME[:fraction=F,...]",
               help="Run this attack (e.g. aa) on a seeded sample of the points left unbroken (fraction 0.1) and "
                    "report the estimated gap with a 95 % interval.")

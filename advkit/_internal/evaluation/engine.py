@@ -31,11 +31,12 @@ from pathlib import Path
 
 from advkit._internal import distributed as D
 from advkit._internal.errors import UserError
+from advkit._internal.evaluation.audit import parse_audit, run_audit
 from advkit._internal.evaluation.cascade import cascade, sweep
-from advkit._internal.evaluation.checks import gradient_warning, run_audit
 from advkit._internal.evaluation.confirm import parse_confirm, run_confirm
 from advkit._internal.evaluation.examples import write_examples
 from advkit._internal.evaluation.inputs import model_label, validate
+from advkit._internal.evaluation.probes import gradient_warning
 from advkit._internal.evaluation.resolve import resolve
 from advkit._internal.evaluation.session import AttackResult, Report, Session, session
 from advkit._internal.evaluation.sufficiency import eot_sufficiency
@@ -87,7 +88,7 @@ def evaluate(
     independent: bool = False,
     out: str | os.PathLike | None = None,
     eps_sweep=None,
-    audit: bool = False,
+    audit=None,
     eot: int = 20,
     draws: int | None = None,
     seed: int = 0,
@@ -111,7 +112,8 @@ def evaluate(
     too, and with ``save_adv`` the first adversarial examples of every attack
     (:mod:`advkit._internal.evaluation.examples`). ``confirm``: ``"aa:fraction=0.1"`` runs that attack on a
     seeded sample of the points left unbroken and estimates what the run missed
-    (:mod:`advkit._internal.evaluation.confirm`).
+    (:mod:`advkit._internal.evaluation.confirm`). ``audit``: True or ``"all"`` runs every registered audit check,
+    ``"silent-success,gradients:n=200"`` those on 200 points (:mod:`advkit._internal.evaluation.audit`).
     """
     seed = checked_seed(seed)
     seed_everything(seed)
@@ -146,6 +148,7 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
                              batch_size=batch_size, eot=eot, draws=draws, audit=audit, device=device, who=who)
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in sweep_budgets(eps_sweep)]
     checking = parse_confirm(confirm)
+    auditing = parse_audit(audit)
     s, config = session(model, inputs, out=out, eot=eot, draws=draws, seed=seed, independent=independent, quiet=quiet,
                         device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta)
     built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
@@ -155,7 +158,7 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     gradient_warning(s.eval_model, x0, y0)
     results, robust, samples = cascade(s, built, independent)
     report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
-    extras(s, report, robust, budgets=budgets, checking=checking, audit=audit, seed=seed, quiet=quiet)
+    extras(s, report, robust, budgets=budgets, checking=checking, audit=auditing, seed=seed, quiet=quiet)
     return finish(s, report, out)
 
 
@@ -172,8 +175,8 @@ def extras(s: Session, report: Report, robust, *, budgets, checking, audit, seed
         report.eot_sufficiency = eot_sufficiency(s, seed, quiet)
     if checking is not None:
         report.confirm = run_confirm(s, checking, [i for i in s.correct if robust[i] > 0], seed)
-    if audit:
-        report.audit = run_audit(s)
+    if audit is not None:
+        report.audit = run_audit(s, audit, seed, quiet)
 
 
 def finish(s: Session, report: Report, out) -> Report:

@@ -237,11 +237,22 @@ def markdown(report, *, per_class_table: bool = True) -> str:
         for row in report.sweep:
             lines.append(f"| {row['eps_label']} | " + " | ".join(_pct(row["attacks"][k]) for k in names) + f" | {_pct(row['worst_case'])} |")
     lines += _confirm_lines(report)
-    if report.audit:
-        lines += ["", "## Audit (Carlini et al. 2019)", "", "| check | result | detail |", "|---|---|---|"]
-        for c in report.audit:
-            lines.append(f"| {c['check']} | {'pass' if c['passed'] else '**FLAGGED**'} | {c['detail']} |")
+    lines += _audit_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def _audit_lines(report) -> list[str]:
+    """The audit table: one line per check, what it saw, and for a flag what it means (docs/audit.md)."""
+    if not report.audit:
+        return []
+    lines = ["", "## Audit", "", "| check | result | what was seen | see |", "|---|---|---|---|"]
+    for c in report.audit:
+        result = "n/a" if not c.get("applies", True) else "pass" if c["passed"] else "**FLAGGED**"
+        why = f" {c['suggests']}" if c.get("suggests") else ""
+        lines.append(f"| {c['check']} | {result} | {c['detail']}.{why} | docs/audit.md#{c.get('doc', c['check'])} |")
+    flagged = [c["check"] for c in report.audit if not c["passed"]]
+    lines += ["", f"Flagged: {', '.join(flagged)}." if flagged else "No check flagged this evaluation."]
+    return lines
 
 
 def _confirm_lines(report) -> list[str]:

@@ -151,13 +151,13 @@ class Runner:
         return out
 
     def attack(self, stage: str, attack, idx: list[int], key: str | None = None, label: str | None = None,
-               plan=None, k: int = 0) -> tuple[dict[int, dict], float, Passes]:
+               plan=None, k: int = 0, logged: bool = True) -> tuple[dict[int, dict], float, Passes]:
         """Run ``attack`` on ``idx``; per point: broken, perturbation norm, dropped. Verifies every batch.
 
         ``key`` names the attack for seeding (default ``stage``): the same key and
         the same points give the same randomness in any mode. ``label`` is what
         the progress bar says (default ``stage``). ``plan``: the run's cost plan,
-        in which this is attack ``k``. Returns the results, the seconds and the
+        in which this is attack ``k``; ``logged`` False: computed afresh, kept out of the log. Returns the results, the seconds and the
         passes spent (read back from the log for resumed batches).
         """
 
@@ -184,7 +184,7 @@ class Runner:
         seconds, passes = 0.0, Passes()
         bar = progress(len(idx), label or stage, quiet=self.quiet, unit="img")
         meter = Meter(bar, attack, plan, k)
-        for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished):
+        for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished, logged=logged):
             seconds += rec.get("seconds", 0.0)
             passes = passes + Passes.of(rec.get("passes"))
             for i, br, sc, nm, dr in zip(rec["index"], rec["broken"], rec["score"], rec["norm"], rec["dropped"]):
@@ -205,14 +205,14 @@ class Runner:
             raise UserError(f"{culprit} raised on batch {b} of {stage} (points {chunk[0]}-{chunk[-1]}): "
                             f"{detail.splitlines()[0] if detail else ''}{kept}") from exc
 
-    def _run(self, stage, idx, fn, bar, who, after=None):
+    def _run(self, stage, idx, fn, bar, who, after=None, logged: bool = True):
         """Do the batches not yet in the progress log, shared round-robin among ranks.
 
         ``after(rec, resumed)`` hears of every batch, read back or done (once its seconds are known)."""
         rank, size = D.world()
         recs, pending = [], []
         for b, chunk in enumerate(self._batches(idx)):
-            rec = self.progress.get(stage, b)
+            rec = self.progress.get(stage, b) if logged else None
             self.progress.batches += 1
             if rec is not None and rec["index"] == chunk:
                 self.progress.resumed += 1
@@ -234,7 +234,8 @@ class Runner:
                 rec["seconds"] = share
                 if after is not None:
                     after(rec, False)
-            self.progress.put(gathered)
+            if logged:
+                self.progress.put(gathered)
             recs.extend(gathered)
             if bar is not None:
                 bar.update(sum(len(rec["index"]) for rec in gathered))

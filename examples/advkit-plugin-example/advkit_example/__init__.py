@@ -1,10 +1,11 @@
-"""An example advkit plugin: one component for each of the six hooks, registered through the ``advkit`` entry point.
+"""An example advkit plugin: one component for each of the seven hooks, registered through the ``advkit`` entry point.
 
 - attack ``noise``: best of N uniform random perturbations in the eps-ball;
 - defense ``gaussian-augment``: Gaussian noise on the clean batch (the *data* point);
 - explainer ``saliency``: absolute input gradient of the target logit;
 - backbone ``tinynet``: a two-layer CNN for any input shape;
 - dataset ``bars``: synthetic 16x16 images of bars in four orientations, made offline;
+- audit check ``constant-outputs``: points whose logits are the same everywhere in their eps-ball;
 - command ``advkit example-info``: what this plugin registered, and the run's device and seed.
 
 Only the plugin API (``advkit.plugin``) is imported;
@@ -50,6 +51,13 @@ def advkit_register_datasets(register):
     from advkit_example.dataset import bars
 
     register("bars", bars, ranges={"n": Range(1)})
+
+
+@hookimpl
+def advkit_register_checks(register):
+    from advkit_example.check import ConstantOutputs
+
+    register("constant-outputs", ConstantOutputs)
 
 
 @hookimpl

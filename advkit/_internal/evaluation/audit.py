@@ -1,0 +1,215 @@
+"""``advkit eval --audit``: the registered checks on a seeded sample, their cost announced first.
+
+``--audit`` takes ``all`` (the default) or check names, and ``n`` (the sample,
+100 clean-correct points by default): ``--audit all:n=200``,
+``--audit gradients,silent-success``. Every check comes from the
+``advkit_register_checks`` hook (:mod:`advkit._internal.audit`); the checks run in
+registration order on the same sample, through :class:`AuditContext`, whose
+attacks go through the run's verified, logged and resumable runner. A check that
+raises stops the run with one line naming it.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advkit._internal import distributed as D
+from advkit._internal.attack import create_attack
+from advkit._internal.cost import declared
+from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.evaluation.runner import swapped_threat
+from advkit._internal.grammar import parse_list
+from advkit._internal.passes import Passes
+from advkit._internal.plugins import registry
+from advkit._internal.progress import format_seconds
+from advkit._internal.registry import bind_params
+from advkit._internal.seeds import derive_seed
+
+SAMPLE = 100
+
+
+def parse_audit(spec) -> tuple[list[str] | None, int] | None:
+    """``True``/``"all"`` -> every check; ``"a,b:n=50"`` -> those checks on 50 points; ``None``/``False`` -> no audit."""
+    if spec is None or spec is False or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
+        return None
+    items = parse_list("all" if spec is True else spec)
+    names, n = [], SAMPLE
+    for name, params in items:
+        unknown = set(params) - {"n"}
+        if unknown:
+            raise UserError(f"--audit {spec!r}: unknown option {sorted(unknown)[0]!r} (the audit takes n=POINTS)")
+        if "n" in params:
+            if not params["n"].isdigit() or int(params["n"]) < 1:
+                raise UserError(f"--audit {spec!r}: n must be a positive whole number")
+            n = int(params["n"])
+        if name != "all":
+            names.append(registry("check").get(name).name)  # unknown names: one line with the closest
+    return (names or None), n
+
+
+class Recorder(nn.Module):
+    """The model as an attack sees it, recording per sample point the margin (true logit minus the best other)
+    of every forward pass on an input inside that point's ball: the point's trajectory under the attack."""
+
+    def __init__(self, model, x, y, threat):
+        super().__init__()
+        self.model, self.x, self.y, self.threat = model, x, y, threat
+        self.margins: list[list[float]] = [[] for _ in range(len(x))]
+
+    def forward(self, inp):
+        out = self.model(inp)
+        with torch.no_grad():
+            rows = inp.detach().reshape(len(inp), -1)
+            dist = torch.cdist(rows, self.x.reshape(len(self.x), -1),
+                               p={"Linf": float("inf"), "L2": 2.0, "L1": 1.0}[self.threat.norm])
+            near, owner = dist.min(1)
+            y = self.y[owner]
+            true = out.gather(1, y[:, None]).squeeze(1)
+            other = out.scatter(1, y[:, None], float("-inf")).amax(1)
+            for r in (near <= self.threat.eps * (1 + 1e-4) + 1e-6).nonzero().flatten().tolist():
+                self.margins[int(owner[r])].append(float(true[r] - other[r]))
+        return out
+
+
+class AuditContext:
+    """What a check may use: the sample and its tensors, the threat model, the model as attacks see it, and
+    attacks run through the evaluation's verified path. See docs/plugins.md for each member."""
+
+    def __init__(self, s, points: list[int], seed: int):
+        self._s, self.seed = s, seed
+        self.points = points
+        self.x, self.y = s.inputs.x[points], s.inputs.y[points]
+        self.threat = s.inputs.threat
+        self.model = s.eval_model  # what gradient attacks see (the EOT average on a random model)
+        self.stochastic, self.draws = s.stochastic, s.draws
+        self.eot = s.eval_model.samples if hasattr(s.eval_model, "samples") else 1
+        self.device = s.runner.device
+        self.memo: dict = {}  # for checks to share work (a traced attack run, a cost already counted)
+
+    @property
+    def num_classes(self) -> int:
+        with torch.inference_mode():
+            return int(self._s.model(self.x[:1].to(self.device)).shape[1])
+
+    def clean_score(self, i: int) -> float:
+        return self._s.clean[i]
+
+    def reference(self, role: str) -> str:
+        """The attack registered as the audit's ``role`` reference (``"white-box"`` or ``"black-box"``)."""
+        found = registry("attack").with_capability("reference", role)
+        if not found:
+            raise UserError(f"--audit needs a {role} reference attack and no plugin registers one")
+        return found[0].name
+
+    def options(self, name: str) -> dict:
+        """The run's ``--attack-opt`` parameters for attack ``name``."""
+        return dict(self._s.inputs.attack_opts.get(name, {}))
+
+    def iterations(self, name: str) -> str | None:
+        """The parameter that sets attack ``name``'s iterations (its declared ``iterations``), or None."""
+        return registry("attack").get(name).capabilities.get("iterations")
+
+    def parameter(self, name: str, param: str):
+        """The value attack ``name`` runs with for ``param``: the run's ``--attack-opt``, else its default."""
+        opts = self.options(name)
+        if param in opts:
+            return opts[param]
+        return next((p.default for p in registry("attack").get(name).params if p.name == param), None)
+
+    def declared(self, name: str, **params) -> Passes:
+        """The worst-case passes per point of attack ``name`` with ``params`` (EOT included)."""
+        per = declared(create_attack(name, self.model, self.threat, **params).stages)
+        return Passes(per.forward * self.eot, per.backward * self.eot)
+
+    def attack(self, name: str, *, tag: str, points=None, eps: float | None = None, **params) -> dict[int, dict]:
+        """Run attack ``name`` on ``points`` (default: the sample), at budget ``eps`` (default: the run's);
+        per point ``{"broken", "score", "norm"}`` (score: the share of draws still correct)."""
+        return self._run(name, tag, points, eps, self.model, params)
+
+    def trace(self, name: str, *, tag: str, points=None, **params) -> tuple[dict[int, dict], dict[int, list[float]]]:
+        """:meth:`attack`, also returning every point's margins over the attack's forward passes, in order."""
+        pts = self.points if points is None else points
+        rec = Recorder(self.model, self.x.to(self.device), self.y.to(self.device), self.threat)
+        res = self._run(name, tag, pts, None, rec, params, logged=False)  # margins are not in the log
+        where = {p: k for k, p in enumerate(self.points)}
+        return res, {p: rec.margins[where[p]] for p in pts}
+
+    def _run(self, name, tag, points, eps, model, params, logged: bool = True) -> dict[int, dict]:
+        pts = self.points if points is None else list(points)
+        threat = self.threat if eps is None else self.threat.with_eps(eps)
+        atk = create_attack(name, model, threat, **params)
+        atk.name = name
+        with swapped_threat(self._s.runner, threat):
+            res, _, _ = self._s.runner.attack(f"audit:{tag}:{threat.eps:.8g}:{name}", atk, pts,
+                                              key=f"audit:{tag}", label=f"audit: {name} ({tag}, {threat})",
+                                              logged=logged)
+        return res
+
+    def predictions(self, x: torch.Tensor) -> torch.Tensor:
+        """One prediction per image, each from its own draw when the model is random."""
+        with torch.inference_mode():
+            return self._s.runner.judge.logits(x.to(self.device)).argmax(1).cpu()
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs on ``x`` (one forward pass)."""
+        with torch.inference_mode():
+            return self._s.model(x.to(self.device)).cpu()
+
+    def input_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per image, the gradient of the cross-entropy of the model attacks see, flattened (NaN kept)."""
+        xg = x.to(self.device).detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(F.cross_entropy(self.model(xg), y.to(self.device)), xg, allow_unused=True)
+        return torch.zeros(len(x), xg[0].numel()) if g is None else g.reshape(len(x), -1).cpu()
+
+
+def sample(correct: list[int], n: int, seed: int) -> list[int]:
+    """A seeded random sample of ``n`` clean-correct points (all of them when there are fewer)."""
+    rng = random.Random(derive_seed(seed, "audit", len(correct)))
+    return sorted(rng.sample(sorted(correct), min(n, len(correct))))
+
+
+def run_audit(s, spec, seed: int, quiet: bool) -> list[dict]:
+    """The checks ``spec`` names (:func:`parse_audit`) on a seeded sample of the clean-correct points of ``s``."""
+    names, n = spec
+    if not s.correct:
+        return [{"check": "audit", "passed": False, "applies": True, "detail": "no clean-correct point to audit",
+                 "suggests": "check the model and data", "flagged": None, "points": 0, "doc": "audit", "remedy": ""}]
+    ctx = AuditContext(s, sample(s.correct, n, seed), seed)
+    entries = [registry("check").get(nm) for nm in names] if names else list(registry("check"))
+    if not entries:
+        raise UserError("--audit: no plugin registers an audit check (see advkit list plugins)")
+    checks = []
+    for entry in entries:
+        check = entry.factory(**bind_params(entry, {}))
+        check.name = entry.name
+        checks.append(check)
+    announce(s, ctx, checks, quiet)
+    results = []
+    for check in checks:
+        try:
+            results.append(check.run(ctx))
+        except (UserError, ThreatViolation):
+            raise
+        except Exception as exc:
+            raise UserError(f"audit check {check.name!r} raised: {type(exc).__name__}: {exc}") from exc
+    return results
+
+
+def announce(s, ctx: AuditContext, checks, quiet: bool) -> None:
+    """Say what the audit will cost, in passes and, when the run has a calibrated clock, in seconds."""
+    total = Passes()
+    for c in checks:
+        total = total + c.cost(ctx)
+    if quiet or not D.is_main():
+        return
+    clock = getattr(s.plan, "clock", None)
+    secs = f" (about {format_seconds(clock.seconds(total))} at most)" if clock is not None else ""
+    print(f"advkit: audit: {len(checks)} checks on {len(ctx.points)} clean-correct points: up to "
+          f"{total.forward:,.0f} forward + {total.backward:,.0f} backward image passes{secs}", file=sys.stderr,
+          flush=True)

@@ -1,0 +1,129 @@
+"""The audit: registered checks, each flagging the model it is about and passing a sound one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advkit._internal.errors import UserError
+from advkit._internal.evaluation.engine import evaluate
+from advkit._internal.plugins import registry
+
+OPTS = {"square": {"n_queries": 300}, "pgd": {"steps": 5}}
+
+
+@pytest.fixture(scope="module")
+def robust_cnn(fmnist_test):
+    from advkit._internal.models import load_model
+
+    return load_model("smallcnn-fmnist-at", num_classes=10, input_shape=fmnist_test.info.input_shape).eval()
+
+
+class Quantized(nn.Module):
+    """Input quantization: gradients are zero almost everywhere."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 4) / 4)
+
+
+class Softmax(nn.Module):
+    """Returns probabilities instead of logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).softmax(1)
+
+
+class Noisy(nn.Module):
+    """Random at test time: logits plus Gaussian noise."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) + 2.0 * torch.randn(x.shape[0], 10, device=x.device)
+
+
+def audit(model, data, spec="all:n=30", **kw):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # masked models also warn about their gradients
+        r = evaluate(model, data, ["pgd"], eps="0.1", audit=spec, attack_opts=OPTS, quiet=True, **kw)
+    return {c["check"]: c for c in r.audit}, r
+
+
+def flagged(checks) -> set[str]:
+    return {name for name, c in checks.items() if not c["passed"]}
+
+
+def test_every_builtin_check_comes_through_the_hook():
+    names = registry("check").names()
+    for name in ("probability-outputs", "batch-dependent", "few-classes", "unavailable-gradients",
+                 "unstable-predictions", "silent-success", "incomplete-optimization", "non-converging-restarts",
+                 "eps-monotone", "more-steps", "black-box-gap"):
+        assert name in names
+
+
+def test_a_sound_adversarially_trained_model_raises_no_flag(robust_cnn, fmnist_test):
+    checks, r = audit(robust_cnn, fmnist_test.first(60))
+    assert flagged(checks) == set(), checks
+    assert all(c["points"] is None or c["points"] <= 30 for c in checks.values())
+    assert "No check flagged" in str(r)
+
+
+def test_input_quantization_is_flagged_by_unavailable_gradients(robust_cnn, fmnist_test):
+    checks, r = audit(Quantized(robust_cnn).eval(), fmnist_test.first(60))
+    g = checks["unavailable-gradients"]
+    assert not g["passed"] and g["flagged"] >= 25 and g["remedy"] == "bpda"
+    assert "docs/audit.md#unavailable-gradients" in str(r)
+
+
+def test_probability_outputs_are_flagged(robust_cnn, fmnist_test):
+    checks, _ = audit(Softmax(robust_cnn).eval(), fmnist_test.first(60), "probability-outputs,few-classes:n=30")
+    assert set(checks) == {"probability-outputs", "few-classes"}
+    assert not checks["probability-outputs"]["passed"] and checks["probability-outputs"]["flagged"] == 30
+    assert checks["few-classes"]["passed"]
+
+
+def test_a_random_model_is_flagged_by_unstable_predictions(robust_cnn, fmnist_test):
+    checks, _ = audit(Noisy(robust_cnn).eval(), fmnist_test.first(60), "unstable-predictions:n=30", draws=2, eot=2)
+    c = checks["unstable-predictions"]
+    assert not c["passed"] and c["remedy"] == "eot" and "EOT over 2" in c["detail"]
+
+
+def test_silent_success_counts_points_an_iterate_broke(robust_cnn, fmnist_test):
+    """A model fooled only where the mean pixel change is about eps/2: PGD's random start lands there, its
+    sign steps then push the iterate to the corners of the ball (mean change near eps), where it is not."""
+
+    class Middle(nn.Module):
+        def __init__(self, model, x0):
+            super().__init__()
+            self.model, self.x0 = model, x0
+
+        def forward(self, x):
+            out = self.model(x)
+            d = (x.reshape(len(x), 1, -1) - self.x0.reshape(1, len(self.x0), -1)).abs().mean(2).min(1).values
+            mid = (d > 0.03) & (d < 0.07)  # a random start (mean change eps/2 = 0.05), not the clean point
+            return torch.where(mid[:, None], out.roll(1, dims=1) * 10, out)
+
+    data = fmnist_test.first(60)
+    x0 = torch.stack([data[i][0] for i in range(60)])
+    checks, _ = audit(Middle(robust_cnn, x0).eval(), data, "silent-success:n=30")
+    assert not checks["silent-success"]["passed"] and checks["silent-success"]["flagged"] >= 2, checks
+
+
+def test_unknown_check_and_bad_n_are_one_line_errors(robust_cnn, fmnist_test):
+    with pytest.raises(UserError, match="silent-success"):
+        audit(robust_cnn, fmnist_test.first(10), "silent-sucess")
+    with pytest.raises(UserError, match="n must be"):
+        audit(robust_cnn, fmnist_test.first(10), "all:n=0")
