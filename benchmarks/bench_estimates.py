@@ -11,7 +11,10 @@ report.json (``cost``):
 
 Goals: inside in at least 9 of 10 runs; the live estimate within +-30 %.
 
-    python benchmarks/bench_estimates.py [--out runs/bench_estimates] [--markdown]
+    python benchmarks/bench_estimates.py [--out runs/bench_estimates] [--markdown] [--no-docs]
+
+writes the table between ``<!-- bench_estimates:begin -->`` and ``<!-- bench_estimates:end -->`` in
+docs/benchmarks.md.
 
 Run on an idle machine; one thread per run (``OMP_NUM_THREADS=1``), one run at a time.
 """
@@ -27,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench_estimates:begin -->", "<!-- bench_estimates:end -->"
 AT = ["-m", "smallcnn-fmnist-at"]
 RUNS = {  # name -> advkit eval arguments (besides --out)
     "readme: default model, pgd,cw,aa, 500 points": [],
@@ -127,6 +132,7 @@ def main():
     p.add_argument("--out", default="runs/bench_estimates")
     p.add_argument("--runs", default="", help="comma-separated substrings of run names (default: all)")
     p.add_argument("--markdown", action="store_true", help="print the table of the last results only")
+    p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     a = p.parse_args()
     root = Path(a.out)
     results = root / "results.json"
@@ -140,7 +146,12 @@ def main():
         print(json.dumps(rows[-1]), flush=True)
     root.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(rows, indent=1))
-    print(markdown(rows))
+    table = markdown(rows)
+    print(table)
+    if not a.no_docs and not a.runs:
+        text = DOCS.read_text()
+        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+        DOCS.write_text(text[:start] + "\n" + table + text[end:])
 
 
 if __name__ == "__main__":
