@@ -127,3 +127,37 @@ def test_unknown_check_and_bad_n_are_one_line_errors(robust_cnn, fmnist_test):
         audit(robust_cnn, fmnist_test.first(10), "silent-sucess")
     with pytest.raises(UserError, match="n must be"):
         audit(robust_cnn, fmnist_test.first(10), "all:n=0")
+
+
+def test_adaptive_bpda_breaks_the_quantized_model_below_plain_pgd(robust_cnn, fmnist_test):
+    data = fmnist_test.first(40)
+    quantized = Quantized(robust_cnn).eval()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the quantized model's gradients are zero: the run warns
+        plain = evaluate(quantized, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 5}}, quiet=True)
+        adapted = evaluate(quantized, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 5}}, quiet=True,
+                           adaptive="bpda",
+                           surrogate=robust_cnn)
+    row = adapted.adaptive_attacks[0]
+    assert row["remedy"] == "bpda" and row["applied"] and row["accuracy_before"] == plain.robust_accuracy
+    assert adapted.robust_accuracy == row["accuracy_after"] < plain.robust_accuracy - 0.05  # plain PGD is stuck
+    unquantized = evaluate(robust_cnn, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 50}}, quiet=True)
+    assert adapted.robust_accuracy <= unquantized.robust_accuracy + 0.05  # BPDA reaches the undefended level
+    assert any(s["broken_by"] == "adaptive:bpda" for s in adapted.samples)
+    assert "## Adaptive attacks" in str(adapted)
+
+
+def test_adaptive_auto_follows_the_flags_and_says_what_it_could_not_apply(robust_cnn, fmnist_test):
+    checks, r = audit(Quantized(robust_cnn).eval(), fmnist_test.first(30), "gradients,probability-outputs:n=20",
+                      adaptive=True)
+    assert not checks["unavailable-gradients"]["passed"] and checks["probability-outputs"]["passed"]
+    assert r.adaptive_attacks == [{"remedy": "bpda", "applied": False,
+                                   "why": "needs a differentiable surrogate of the model (--surrogate MODEL)"}]
+    assert "| bpda | no: needs a differentiable surrogate" in str(r)
+
+
+def test_adaptive_names_are_checked(robust_cnn, fmnist_test):
+    with pytest.raises(UserError, match="did you mean 'bpda'"):
+        evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bdpa", quiet=True)

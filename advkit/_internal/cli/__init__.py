@@ -197,6 +197,11 @@ def list_cmd(kind, pattern, as_json):
 @click.option("--audit", is_flag=False, flag_value="all", default=None, metavar="[CHECKS][:n=N]",
               help="Audit the evaluation on a seeded sample of clean-correct points (100; all:n=200 for more): "
                    "indicators of attack failure, AutoAttack's checks, gradient masking (see advkit list checks).")
+@click.option("--adaptive", is_flag=False, flag_value="auto", default=None, metavar="[REMEDIES]",
+              help="Adaptive attacks on the points left robust: the remedies of the checks --audit flags "
+                   "(auto), or named: logits, bpda, transfer, eot, more-steps, more-restarts (docs/audit.md).")
+@click.option("--surrogate", default=None, metavar="MODEL",
+              help="A differentiable model approximating the evaluated one, for --adaptive bpda and transfer.")
 @click.option("--confirm", default=None, metavar="NAME[:fraction=F,...]",
               help="Run this attack (e.g. aa) on a seeded sample of the points left unbroken (fraction 0.1) and "
                    "report the estimated gap with a 95 % interval.")

@@ -126,10 +126,12 @@ class AuditContext:
         per = declared(create_attack(name, self.model, self.threat, **params).stages)
         return Passes(per.forward * self.eot, per.backward * self.eot)
 
-    def attack(self, name: str, *, tag: str, points=None, eps: float | None = None, **params) -> dict[int, dict]:
-        """Run attack ``name`` on ``points`` (default: the sample), at budget ``eps`` (default: the run's);
+    def attack(self, name: str, *, tag: str, points=None, eps: float | None = None, model=None,
+               **params) -> dict[int, dict]:
+        """Run attack ``name`` on ``points`` (default: the sample), at budget ``eps`` (default: the run's), on
+        ``model`` (default: the model as attacks see it; the examples are judged on the model itself);
         per point ``{"broken", "score", "norm"}`` (score: the share of draws still correct)."""
-        return self._run(name, tag, points, eps, self.model, params)
+        return self._run(name, tag, points, eps, self.model if model is None else model, params)
 
     def trace(self, name: str, *, tag: str, points=None, **params) -> tuple[dict[int, dict], dict[int, list[float]]]:
         """:meth:`attack`, also returning every point's margins over the attack's forward passes, in order."""

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from advkit._internal import distributed as D
 from advkit._internal.errors import UserError
-from advkit._internal.evaluation.audit import parse_audit, run_audit
+from advkit._internal.evaluation.adaptive import chosen, parse_adaptive, run_adaptive
+from advkit._internal.evaluation.audit import SAMPLE, parse_audit, run_audit
 from advkit._internal.evaluation.cascade import cascade, sweep
 from advkit._internal.evaluation.confirm import parse_confirm, run_confirm
 from advkit._internal.evaluation.examples import write_examples
@@ -89,6 +90,8 @@ def evaluate(
     out: str | os.PathLike | None = None,
     eps_sweep=None,
     audit=None,
+    adaptive=None,
+    surrogate=None,
     eot: int = 20,
     draws: int | None = None,
     seed: int = 0,
@@ -113,7 +116,9 @@ def evaluate(
     (:mod:`advkit._internal.evaluation.examples`). ``confirm``: ``"aa:fraction=0.1"`` runs that attack on a
     seeded sample of the points left unbroken and estimates what the run missed
     (:mod:`advkit._internal.evaluation.confirm`). ``audit``: True or ``"all"`` runs every registered audit check,
-    ``"silent-success,gradients:n=200"`` those on 200 points (:mod:`advkit._internal.evaluation.audit`).
+    ``"silent-success,gradients:n=200"`` those on 200 points (:mod:`advkit._internal.evaluation.audit`);
+    ``adaptive``: True or ``"auto"`` applies the remedies of the flagged checks, ``"bpda,eot"`` those, with
+    ``surrogate`` (a model) for BPDA and transfer (:mod:`advkit._internal.evaluation.adaptive`).
     """
     seed = checked_seed(seed)
     seed_everything(seed)
@@ -124,7 +129,7 @@ def evaluate(
         with lock:  # one run per --out: a second one refuses instead of mixing its records into this one's
             return _evaluate(r.model, r.data, r.attacks, eps=eps, norm=norm, attack_opts=r.attack_opts, n=n,
                              batch_size=r.batch_size, independent=independent, out=out, eps_sweep=eps_sweep,
-                             audit=audit, eot=eot, draws=draws, seed=seed, device=r.device, quiet=quiet, meta=r.meta,
+                             audit=audit, adaptive=adaptive, surrogate=surrogate, eot=eot, draws=draws, seed=seed, device=r.device, quiet=quiet, meta=r.meta,
                              save_adv=save_adv, confirm=confirm)
     finally:
         if r.joined:
@@ -142,13 +147,15 @@ def sweep_budgets(eps_sweep) -> list:
 
 
 def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, independent, out, eps_sweep, audit,
-              eot, draws, seed, device, quiet, meta, save_adv, confirm) -> Report:
+              adaptive, surrogate, eot, draws, seed, device, quiet, meta, save_adv, confirm) -> Report:
     who = model_label(model, meta)
     model, inputs = validate(model, data, attacks, eps=eps, norm=norm, attack_opts=attack_opts, n=n,
-                             batch_size=batch_size, eot=eot, draws=draws, audit=audit, device=device, who=who)
+                             batch_size=batch_size, eot=eot, draws=draws, audit=audit or adaptive, device=device,
+                             who=who)
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in sweep_budgets(eps_sweep)]
     checking = parse_confirm(confirm)
-    auditing = parse_audit(audit)
+    auditing, adapting = parse_audit(audit), parse_adaptive(adaptive)
+    surrogate = load_surrogate(surrogate, inputs, device)
     s, config = session(model, inputs, out=out, eot=eot, draws=draws, seed=seed, independent=independent, quiet=quiet,
                         device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta)
     built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
@@ -158,12 +165,14 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     gradient_warning(s.eval_model, x0, y0)
     results, robust, samples = cascade(s, built, independent)
     report = assemble(s, results, robust, samples, seed=seed, independent=independent, meta=meta, config=config)
-    extras(s, report, robust, budgets=budgets, checking=checking, audit=auditing, seed=seed, quiet=quiet)
+    extras(s, report, robust, budgets=budgets, checking=checking, audit=auditing, adaptive=adapting,
+           surrogate=surrogate, seed=seed, quiet=quiet)
     return finish(s, report, out)
 
 
-def extras(s: Session, report: Report, robust, *, budgets, checking, audit, seed, quiet) -> None:
-    """What runs after the cascade: the eps sweep, EOT sufficiency (random models), the confirmation, the audit."""
+def extras(s: Session, report: Report, robust, *, budgets, checking, audit, adaptive, surrogate, seed, quiet) -> None:
+    """What runs after the cascade: the eps sweep, EOT sufficiency (random models), the audit, the adaptive
+    attacks (which lower the robust accuracy they beat), the confirmation."""
     if budgets:
         if not quiet and D.is_main():
             names = ", ".join(s.inputs.attacks)
@@ -173,10 +182,25 @@ def extras(s: Session, report: Report, robust, *, budgets, checking, audit, seed
         report.sweep = sweep(s, s.inputs.attacks, budgets)
     if s.stochastic:
         report.eot_sufficiency = eot_sufficiency(s, seed, quiet)
+    if audit is not None or adaptive == "auto":
+        report.audit = run_audit(s, audit or (None, SAMPLE), seed, quiet)
+    if adaptive is not None:
+        report.adaptive_attacks = run_adaptive(s, chosen(adaptive, report.audit), robust, report.samples,
+                                               surrogate, seed)
+        report.robust_accuracy = sum(robust.values()) / s.n
     if checking is not None:
         report.confirm = run_confirm(s, checking, [i for i in s.correct if robust[i] > 0], seed)
-    if audit is not None:
-        report.audit = run_audit(s, audit, seed, quiet)
+
+
+def load_surrogate(surrogate, inputs, device):
+    """The ``--surrogate`` model (a name, checkpoint or module), in eval mode on ``device``; None stays None."""
+    if surrogate is None:
+        return None
+    if isinstance(surrogate, str):
+        from advkit._internal.models import load_model
+
+        surrogate = load_model(surrogate, dataset=inputs.data_meta.get("name") or None, device=device)
+    return surrogate.to(device).eval()
 
 
 def finish(s: Session, report: Report, out) -> Report:

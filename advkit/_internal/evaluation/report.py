@@ -237,7 +237,7 @@ def markdown(report, *, per_class_table: bool = True) -> str:
         for row in report.sweep:
             lines.append(f"| {row['eps_label']} | " + " | ".join(_pct(row["attacks"][k]) for k in names) + f" | {_pct(row['worst_case'])} |")
     lines += _confirm_lines(report)
-    lines += _audit_lines(report)
+    lines += _audit_lines(report) + _adaptive_lines(report)
     return "\n".join(lines) + "\n"
 
 
@@ -253,6 +253,26 @@ def _audit_lines(report) -> list[str]:
     flagged = [c["check"] for c in report.audit if not c["passed"]]
     lines += ["", f"Flagged: {', '.join(flagged)}." if flagged else "No check flagged this evaluation."]
     return lines
+
+
+def _adaptive_lines(report) -> list[str]:
+    """What --adaptive applied, with the robust accuracy before and after each remedy."""
+    rows = getattr(report, "adaptive_attacks", None)
+    if rows is None:
+        return []
+    lines = ["", "## Adaptive attacks", ""]
+    if not rows:
+        return lines + ["No check flagged this evaluation: no remedy to apply."]
+    lines += ["| remedy | applied | attack | points | robust accuracy before (%) | after (%) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["applied"]:
+            lines.append(f"| {r['remedy']} | no: {r['why']} | | | | |")
+            continue
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        runs = f" x{r['runs']}" if r["runs"] > 1 else ""
+        lines.append(f"| {r['remedy']} | yes | {r['attack']} ({params}){runs} | {r['points']} | "
+                     f"{_pct(r['accuracy_before'])} | {_pct(r['accuracy_after'])} |")
+    return lines + ["", "The worst case above includes the adaptive attacks (broken_by `adaptive:REMEDY` in results.csv)."]
 
 
 def _confirm_lines(report) -> list[str]:
@@ -315,64 +335,10 @@ def write_attacks_csv(report, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curve(report, path: Path) -> None:
-    """Accuracy vs eps, one line per attack and the worst case."""
-    plt = _pyplot()
-    eps = [r["eps"] for r in report.sweep]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for name in report.sweep[0]["attacks"]:
-        ax.plot(eps, [100 * r["attacks"][name] for r in report.sweep], marker="o", label=name)
-    ax.plot(eps, [100 * r["worst_case"] for r in report.sweep], marker="s", color="black", linewidth=2, label="worst case")
-    ax.set_xlabel(f"eps ({report.threat.norm})")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(f"{report.meta.get('model', '')} on {report.meta.get('dataset', {}).get('name', '')}")
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def plot_per_class(report, path: Path) -> None:
-    """Clean and robust accuracy per class as paired bars (one figure, one axis)."""
-    plt = _pyplot()
-    rows = per_class(report)
-    width = max(6.0, 0.45 * len(rows) + 1.5)
-    fig, ax = plt.subplots(figsize=(width, 4), dpi=100)
-    pos = range(len(rows))
-    ax.bar([p - 0.2 for p in pos], [100 * r["clean_accuracy"] for r in rows], width=0.4, label="clean")
-    ax.bar([p + 0.2 for p in pos], [100 * r["robust_accuracy"] for r in rows], width=0.4, label="robust (worst case)")
-    ax.set_xticks(list(pos), [r["name"] for r in rows], rotation=45 if len(rows) > 6 else 0, ha="right" if len(rows) > 6 else "center")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 118)  # room for the legend above the 100 % bars
-    ax.set_yticks(range(0, 101, 20))
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper center", ncol=2, frameon=False)
-    ax.set_title(f"{report.meta.get('model', '')}: per-class accuracy ({report.threat})")
-    fig.tight_layout()
-    _save(fig, path)
-
-
 def write_reports(report, out: Path) -> list[str]:
     """Write the reports into ``out``; return the names of the files written."""
+    from advkit._internal.evaluation.figures import plot_curve, plot_per_class
+
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", as_json(report))
     atomic_write_bytes(out / "report.md", markdown(report).encode())

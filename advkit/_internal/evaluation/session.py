@@ -61,6 +61,7 @@ class Report:
     confirm: dict | None = None
     draws: int = 1  # forward passes that judge each point (a random model: its own draw each time)
     eot_sufficiency: dict | None = None
+    adaptive_attacks: list[dict] | None = None  # --adaptive: each remedy, applied or why not, accuracy before/after
 
     def __repr__(self) -> str:
         attacks = ", ".join(a.name for a in self.attacks) or "none"
@@ -87,6 +88,7 @@ class Report:
             "audit": self.audit,
             "confirm": self.confirm,
             "eot_sufficiency": self.eot_sufficiency,
+            "adaptive_attacks": self.adaptive_attacks,
         }
 
 

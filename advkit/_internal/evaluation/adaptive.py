@@ -1,0 +1,137 @@
+"""``--adaptive``: attacks adapted to what the audit found, run on the points the evaluation left robust.
+
+Each remedy is a way to get usable gradients (or a usable search) where the audit
+saw that the attacks failed, applied to the white-box reference attack (with
+ten times its iterations where it declares them) on the points still robust:
+
+- ``logits``: the model's outputs are probabilities; attack their logarithm (logits up to a constant);
+- ``bpda``: forward through the model, backward through a differentiable surrogate (Athalye et al.
+  2018's BPDA; the surrogate is ``--surrogate``, e.g. the same network without its non-differentiable
+  input transform, which makes it the straight-through estimator);
+- ``transfer``: attack the surrogate and judge its examples on the model;
+- ``eot``: a random model attacked through 50 samples per step (or twice the run's ``--eot``);
+- ``more-steps``: the reference attack with ten times its iterations, and nothing else;
+  ``more-restarts``: five seeded restarts of it, worst case kept.
+
+``--adaptive`` alone applies the remedies of the checks the audit flagged (running the
+audit first when ``--audit`` was not given); ``--adaptive bpda,eot`` applies those.
+Every example goes through the run's verified path and is judged on the model
+itself. A remedy that cannot apply (no surrogate, a deterministic model for EOT)
+is listed as not applied, with the reason. advkit's own code (the wrappers are a few lines each).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advkit._internal.errors import UserError
+from advkit._internal.evaluation.audit import AuditContext
+from advkit._internal.grammar import parse_list
+from advkit._internal.stochastic import EOTModel
+
+REMEDIES = ("logits", "bpda", "transfer", "eot", "more-steps", "more-restarts")
+STEPS_FACTOR, RESTARTS = 10, 5
+
+
+def parse_adaptive(spec) -> list[str] | str | None:
+    """``True``/``"auto"`` -> ``"auto"`` (from the audit's flags); ``"bpda,eot"`` -> those; None/False -> None."""
+    if spec is None or spec is False or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
+        return None
+    if spec is True or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        return "auto"
+    names = []
+    for name, params in parse_list(spec):
+        if params or name not in REMEDIES:
+            from advkit._internal.errors import closest
+
+            hint = closest(name, REMEDIES)
+            raise UserError(f"--adaptive {spec!r}: unknown remedy {name!r}" + (f" (did you mean {hint[0]!r}?)"
+                            if hint else "") + f"; remedies: auto, {', '.join(REMEDIES)}")
+        names.append(name)
+    return names
+
+
+class LogOf(nn.Module):
+    """The logarithm of a model's probability outputs: logits up to a per-point constant."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).clamp_min(1e-30).log()
+
+
+class BPDA(nn.Module):
+    """The model's outputs in the forward pass, the surrogate's gradient in the backward pass."""
+
+    def __init__(self, model, surrogate):
+        super().__init__()
+        self.model, self.surrogate = model, surrogate
+
+    def forward(self, x):
+        approx = self.surrogate(x)
+        with torch.no_grad():
+            exact = self.model(x)
+        return approx + (exact - approx).detach()
+
+
+def chosen(mode, audit: list[dict]) -> list[str]:
+    """The remedies to apply: those named, or those of the flagged checks (in the order of the checks)."""
+    if mode != "auto":
+        return list(mode)
+    out = []
+    for c in audit:
+        r = c.get("remedy")
+        if not c["passed"] and r in REMEDIES and r not in out:
+            out.append(r)
+    return out
+
+
+def run_adaptive(s, remedies: list[str], robust: dict, samples: list[dict], surrogate, seed: int) -> list[dict]:
+    """Apply ``remedies`` one after the other on the points still robust; lower ``robust`` (and the per-sample
+    records) in place."""
+    ctx = AuditContext(s, [i for i in s.correct if robust[i] > 0], seed)
+    name = ctx.reference("white-box")
+    it = ctx.iterations(name)
+    base = {**ctx.options(name)}
+    if it:
+        base[it] = STEPS_FACTOR * int(ctx.parameter(name, it))
+    rows = []
+    for remedy in remedies:
+        live = [i for i in s.correct if robust[i] > 0]
+        before = sum(robust.values()) / s.n
+        runs, why = _runs(s, ctx, remedy, name, base, surrogate)
+        if why:
+            rows.append({"remedy": remedy, "applied": False, "why": why})
+            continue
+        for tag, model, params in runs if live else ():
+            res = ctx.attack(name, tag=f"adaptive:{remedy}:{tag}", points=live, model=model, **params)
+            for i in live:
+                if res[i]["score"] < robust[i]:
+                    robust[i] = res[i]["score"]
+                    samples[i]["broken_by"], samples[i]["norm"] = f"adaptive:{remedy}", res[i]["norm"]
+                    if s.draws > 1:
+                        samples[i]["robust_score"] = res[i]["score"]
+        rows.append({"remedy": remedy, "applied": True, "attack": name, "params": runs[0][2], "runs": len(runs),
+                     "points": len(live), "accuracy_before": before, "accuracy_after": sum(robust.values()) / s.n})
+    return rows
+
+
+def _runs(s, ctx, remedy, name, base, surrogate) -> tuple[list, str]:
+    """``([(tag, model the attack sees, params), ...], why not)`` for ``remedy``."""
+    model = ctx.model
+    if remedy == "logits":
+        return [("0", LogOf(model), base)], ""
+    if remedy in ("bpda", "transfer"):
+        if surrogate is None:
+            return [], "needs a differentiable surrogate of the model (--surrogate MODEL)"
+        return [("0", BPDA(model, surrogate) if remedy == "bpda" else surrogate, base)], ""
+    if remedy == "eot":
+        if not s.stochastic:
+            return [], "the model is deterministic"
+        return [("0", EOTModel(s.counter, max(50, 2 * ctx.eot)).eval(), base)], ""
+    if remedy == "more-steps":  # the base run already has ten times the iterations
+        return ([("0", model, base)], "") if ctx.iterations(name) else ([], f"{name} declares no iterations parameter")
+    return [(str(r), model, base) for r in range(RESTARTS)], ""
