@@ -39,7 +39,7 @@ def _times(ctx, name, runs: int, **params) -> Passes:
 class EpsMonotone(Check):
     """White-box accuracy falls as eps grows and reaches about 0 at a huge eps."""
 
-    remedy = "more-steps"
+    remedy = "more-iterations"
 
     def _budgets(self, ctx) -> list[float]:
         t = ctx.threat
@@ -68,7 +68,7 @@ class EpsMonotone(Check):
 class MoreSteps(Check):
     """Ten times the iterations and a restart never help the model."""
 
-    remedy = "more-steps"
+    remedy = "more-iterations"
 
     def cost(self, ctx) -> Passes:
         return strongest_cost(ctx)

@@ -124,7 +124,7 @@ class SilentSuccess(Check):
 class IncompleteOptimization(Check):
     """Unbroken points whose best margin still fell in the last tenth of the attack's iterations."""
 
-    remedy = "more-steps"
+    remedy = "more-iterations"
 
     def cost(self, ctx) -> Passes:
         return trace_cost(ctx, [0])

@@ -10,7 +10,7 @@ ten times its iterations where it declares them) on the points still robust:
   input transform, which makes it the straight-through estimator);
 - ``transfer``: attack the surrogate and judge its examples on the model;
 - ``eot``: a random model attacked through 50 samples per step (or twice the run's ``--eot``);
-- ``more-steps``: the reference attack with ten times its iterations, and nothing else;
+- ``more-iterations``: the reference attack with ten times its iterations, and nothing else;
   ``more-restarts``: five seeded restarts of it, worst case kept.
 
 ``--adaptive`` alone applies the remedies of the checks the audit flagged (running the
@@ -30,7 +30,7 @@ from advkit._internal.evaluation.audit import AuditContext
 from advkit._internal.grammar import parse_list
 from advkit._internal.stochastic import EOTModel
 
-REMEDIES = ("logits", "bpda", "transfer", "eot", "more-steps", "more-restarts")
+REMEDIES = ("logits", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
 STEPS_FACTOR, RESTARTS = 10, 5
 
 
@@ -132,6 +132,6 @@ def _runs(s, ctx, remedy, name, base, surrogate) -> tuple[list, str]:
         if not s.stochastic:
             return [], "the model is deterministic"
         return [("0", EOTModel(s.counter, max(50, 2 * ctx.eot)).eval(), base)], ""
-    if remedy == "more-steps":  # the base run already has ten times the iterations
+    if remedy == "more-iterations":  # the base run already has ten times the iterations
         return ([("0", model, base)], "") if ctx.iterations(name) else ([], f"{name} declares no iterations parameter")
     return [(str(r), model, base) for r in range(RESTARTS)], ""
