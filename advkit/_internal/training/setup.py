@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -36,6 +36,7 @@ class Options:
     seed: int = 0
     quiet: bool = False
     command: str = ""
+    filled: str = field(default="", init=False, repr=False)  # what fill() took from a declaration, said once
 
     def fill(self, declared: dict | None) -> str:
         """Fill the optimisation settings not given from ``declared`` (a backbone's ``trains_with``), the

@@ -248,7 +248,7 @@ def train(model=None, train_data=None, *, defenses=(), threat=None, val_data=Non
     under autocast too), ``channels_last=None`` (on for CUDA with image inputs; ``True``/``False``
     force it): see :mod:`advkit._internal.training.precision`.
     """
-    unknown = sorted(set(options) - set(Options.__dataclass_fields__))
+    unknown = sorted(set(options) - {k for k, f in Options.__dataclass_fields__.items() if f.init})
     if unknown:
         raise TypeError(f"train() got unexpected keyword arguments: {', '.join(unknown)}")
     o = Options(**options)
