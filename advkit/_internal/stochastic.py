@@ -84,9 +84,9 @@ class Judge:
             return self.model(x)
         return torch.cat([self.model(x[i : i + 1]) for i in range(len(x))])
 
-    def scores(self, x: torch.Tensor, y: torch.Tensor, check=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(self, x: torch.Tensor, y: torch.Tensor, check=None, tick=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(prediction of the first draw, share of the draws that are correct)`` per point; ``check(logits)``
-        sees every draw's logits (the evaluation stops on NaN)."""
+        sees every draw's logits (the evaluation stops on NaN); ``tick(share)`` hears of every draw done."""
         with torch.inference_mode():
             hits, first = torch.zeros(len(x), device=x.device), None
             for _ in range(self.draws):
@@ -96,4 +96,6 @@ class Judge:
                 pred = out.argmax(1)
                 first = pred if first is None else first
                 hits += (pred == y).float()
+                if tick is not None:
+                    tick(1 / self.draws)
         return first, hits / self.draws

@@ -107,3 +107,16 @@ def test_robust_scores_never_exceed_clean_and_eot_sufficiency_is_reported(traine
 def test_a_deterministic_model_is_judged_once(trained_cnn, fmnist_test):
     r = evaluate(trained_cnn, fmnist_test.first(20), "none", quiet=True)
     assert r.draws == 1 and "clean_score" not in r.samples[0]
+
+
+def test_judging_reports_every_draw_so_the_bar_moves_inside_a_batch():
+    x, y, _ = points(16)
+    heard = []
+    Judge(Coin(per_batch=True), 4, per_point=False).scores(x, y, tick=heard.append)
+    assert heard == [0.25] * 4
+
+
+def test_clean_only_runs_do_not_attack_for_eot_sufficiency():
+    r = run(Coin(per_batch=False), n=20, draws=3)
+    assert r.eot_sufficiency == {"skipped": "the run asked for no attack (attacks none)"}
+    assert "EOT sufficiency: not checked (the run asked for no attack" in str(r)

@@ -138,16 +138,23 @@ class Runner:
         """``(prediction, score)`` on clean points, seeded per batch (random models are reproducible); the
         score is the share of the judge's draws that are correct (0 or 1 for a deterministic model)."""
 
+        draws = self.judge.draws  # a random model: a bar that moves with every draw, inside a batch
+        bar = progress(len(idx), f"clean ({draws} draws per point)", quiet=self.quiet, unit="img") if draws > 1 \
+            else None
+
         def run(b, chunk):
             seed_everything(derive_seed(self.seed, stage, *chunk))
+            tick = None if bar is None else (lambda share: bar.update(share * len(chunk)))
             pred, score = self.judge.scores(self.x[chunk].to(self.device), self.y[chunk].to(self.device),
-                                            check=lambda out: finite_logits(out, chunk, "clean inputs"))
+                                            check=lambda out: finite_logits(out, chunk, "clean inputs"), tick=tick)
             return {"stage": stage, "batch": b, "index": chunk, "pred": pred.cpu().tolist(),
                     "score": score.cpu().tolist()}
 
         out = {}
         for rec in self._run(stage, idx, run, None, "the model"):
             out.update(zip(rec["index"], zip(rec["pred"], rec["score"])))
+        if bar is not None:
+            bar.close()
         return out
 
     def attack(self, stage: str, attack, idx: list[int], key: str | None = None, label: str | None = None,

@@ -42,6 +42,8 @@ def draw_noise(scores: list[float], draws: int) -> float:
 def eot_sufficiency(s, seed: int, quiet: bool) -> dict:
     """Accuracy of the white-box reference attack at each EOT in :data:`SAMPLES`; ``still_falling`` when the
     last step lowered it by more than one point of the sample and twice the draws' standard error."""
+    if not s.inputs.attacks:
+        return {"skipped": "the run asked for no attack (attacks none)"}
     found = registry("attack").with_capability("reference", "white-box")
     if not found or not s.correct:
         why = "no attack is registered as the white-box reference" if not found else "no clean-correct point"
