@@ -12,7 +12,8 @@ any attack name the registry knows (``fgsm``, ``pgd``, ``cw``, ``art.pgd``,
   probabilities, e.g. ``mode=draw,clean=0.5,pgd=0.125,fgsm=0.125,cw=0.125,noise=0.125``.
 
 Weights are normalised to sum to one. Attack options are given as
-``NAME.PARAM=VALUE`` (``pgd.steps=20``). Registered attacks maximise their own
+``NAME.PARAM=VALUE`` (``pgd.steps=20``); ``NAME.budget=EPS`` gives a source a budget of its own, at most
+the training eps (``fgsm.budget=0.01``: several budgets in one run). Registered attacks maximise their own
 losses, not the objective's ``attack_loss``. Their outputs go through advkit's
 attack path like in an evaluation: an attack that leaves the training threat
 model stops training, and a minimum-norm attack (CW, DeepFool) keeps only the
@@ -20,6 +21,13 @@ examples inside the budget; the others stay clean, and every epoch's log says
 how many of each attack's examples were kept. Each step leaves
 ``ctx.state["mixed"] = {"names": [...], "source": LongTensor}`` saying which
 source made each example.
+
+``precompute=true`` (the fine-tuning recipe of mixed-batch training): every attack source makes its example
+of every training image once, at the start of the first epoch, against the weights training starts from (a
+clean model given with ``--weights``), in dataset order on the un-augmented images; every epoch then reads
+them by dataset index (moved by the batch's crop and flip, projected onto the source's budget around the
+image the step trains on). ``noise`` stays drawn at each step. The examples are part of the training state
+(a resumed run keeps them): one float32 image per attack source and training image, in memory.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ def _registered_name(name: str) -> str:
 class Mixed(Defense):
     """Mixed-batch training: SOURCE=weight for clean, noise or any registered attack (split or drawn per batch)."""
 
-    def __init__(self, mode: str = "split", **sources):
+    def __init__(self, mode: str = "split", precompute: bool = False, **sources):
         if mode not in ("split", "draw"):
             raise UserError(f"mixed.mode must be split or draw, got {mode!r}")
         weights, options = {}, {}
@@ -87,12 +95,15 @@ class Mixed(Defense):
         stray = sorted(set(options) - set(weights))
         if stray:
             raise UserError(f"mixed: options given for {', '.join(stray)}, which is not among the sources")
-        super().__init__(mode=mode, **{**weights, **{f"{n}.{p}": v for n, o in options.items() for p, v in o.items()}})
-        self.mode = mode
+        super().__init__(mode=mode, precompute=precompute,
+                         **{**weights, **{f"{n}.{p}": v for n, o in options.items() for p, v in o.items()}})
+        self.mode, self.precompute = mode, bool(precompute)
         self.names = list(weights)
         self.weights = [weights[n] / total for n in self.names]
+        self.budgets = {n: _budget(n, o.pop("budget")) for n, o in options.items() if "budget" in o}
         self.options = options
         self._attacks: dict = {}
+        self.examples: dict | None = None  # precompute: source name -> (N, C, H, W) perturbations by dataset index
 
     def _resolve(self, name: str) -> str:
         from advkit.plugin import registry as registry
@@ -104,6 +115,27 @@ class Mixed(Defense):
         for name in self.names:
             if name not in BUILTIN:
                 self._resolve(name)
+        for name, eps in self.budgets.items():
+            if eps > ctx.threat.eps:
+                raise UserError(f"mixed: {name}.budget={eps:g} is above the training budget {ctx.threat}")
+
+    def threat(self, name: str, ctx):
+        """The threat model of source ``name``: the training one, at the source's own budget when it has one."""
+        return ctx.threat.with_eps(self.budgets[name]) if name in self.budgets else ctx.threat
+
+    def on_epoch_start(self, model, data, ctx):
+        if self.precompute and self.examples is None:
+            from advkit_training.precomputed import precompute
+
+            attacks = [n for n in self.names if n not in BUILTIN]
+            self.examples = precompute(model, data, ctx, {n: self._attack(n, model, self.threat(n, ctx)) for n in attacks})
+
+    def state_dict(self) -> dict:
+        return {f"examples.{n}": t for n, t in (self.examples or {}).items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        found = {k.partition(".")[2]: v for k, v in state.items() if k.startswith("examples.")}
+        self.examples = found or None
 
     def on_epoch_end(self, model, data, ctx):
         """Report this epoch's minimum-norm attacks: how many of their examples fitted the budget (all ranks)."""
@@ -151,18 +183,41 @@ class Mixed(Defense):
     def perturb(self, model, x, y, ctx):
         from advkit.plugin import project, random_start
 
-        threat = ctx.threat
         source = self.assign(x.shape[0], ctx.generator, x.device).to(x.device)
         x_adv = x.detach().clone()
+        stored = self.examples is not None and _stored(self.examples, x, ctx)
         for k, name in enumerate(self.names):
             idx = (source == k).nonzero().flatten()
             if idx.numel() == 0 or name == "clean":
                 continue
-            xs = x[idx].detach()
+            xs, threat = x[idx].detach(), self.threat(name, ctx)
             if name == "noise":  # uniform in the ball, then into the bounds: our own draw, projected by construction
                 noisy = xs + random_start(xs, threat.norm, threat.eps, "uniform", generator=ctx.generator)
                 x_adv[idx] = project(xs, noisy, threat.norm, threat.eps, threat.bounds)
+            elif stored:
+                x_adv[idx] = project(xs, xs + stored[name][idx], threat.norm, threat.eps, threat.bounds)
             else:
                 x_adv[idx] = self._attack(name, model, threat)(xs, y[idx])
         ctx.state["mixed"] = {"names": list(self.names), "source": source}
         return x_adv
+
+
+def _budget(name: str, value) -> float:
+    from advkit.plugin import parse_eps
+
+    eps = parse_eps(value)
+    if not eps > 0:
+        raise UserError(f"mixed: {name}.budget must be > 0, got {value!r}")
+    return eps
+
+
+def _stored(examples: dict, x, ctx) -> dict:
+    """This batch's precomputed perturbations per source, moved by its crop and flip."""
+    if ctx.index is None:
+        raise UserError("mixed: precompute needs the dataset indices of each batch (ctx.index), which the engine gave none of")
+    move = ctx.state.get("augmentation")
+    out = {}
+    for name, delta in examples.items():
+        d = delta[ctx.index.to(delta.device)].to(x.device, x.dtype)
+        out[name] = move(d) if move is not None else d
+    return out
