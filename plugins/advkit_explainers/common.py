@@ -1,4 +1,4 @@
-"""Small helpers shared by the explainers: target classes, reference data, batching."""
+"""Small helpers shared by the explainers: target classes, the explained output, reference data, batching."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from advkit.plugin import UserError
 
 TARGETS = ("label", "pred")
+OUTPUTS = ("logit", "probability")
 
 
 def check_choice(where: str, value: str, choices) -> str:
@@ -23,6 +24,22 @@ def target_classes(model, x: torch.Tensor, y: torch.Tensor, target: str) -> torc
     with torch.inference_mode():
         pred = torch.cat([model(x[i : i + 256]).argmax(1) for i in range(0, x.shape[0], 256)])
     return pred.clone()
+
+
+class Probabilities(torch.nn.Module):
+    """``softmax(model(x))`` over the classes: the model whose output an attribution explains with ``output=probability``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def explained_output(model, output: str):
+    """The function an attribution explains: ``model`` itself (``logit``) or its softmax (``probability``)."""
+    return Probabilities(model) if check_choice("output", output, OUTPUTS) == "probability" else model
 
 
 def target_logits(model, x: torch.Tensor, cls: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

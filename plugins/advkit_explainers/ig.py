@@ -7,6 +7,10 @@ weights sum to (n-1)/n and the attributions fall short of completeness by about
 1/n. ``method=trapezoid`` (the default) is the composite trapezoid rule over
 the same points, i.e. captum's sum rescaled by n/(n-1); ``riemann_trapezoid``
 keeps the paper's formula as written.
+
+``output`` chooses the function explained: the target class's logit (the
+default) or its softmax probability (the paper's model score), by handing
+captum the model followed by a softmax.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from advkit.plugin import Explanation, UserError, generator
-from advkit_explainers.common import check_choice, target_classes, target_logits
+from advkit_explainers.common import OUTPUTS, check_choice, explained_output, target_classes, target_logits
 
 METHODS = ("trapezoid", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")
 BASELINES = ("black", "blurred", "noise")
@@ -49,7 +53,7 @@ def make_baseline(x: torch.Tensor, kind: str, sigma: float = 5.0, seed: int = 0)
 def integrated_gradients(model, x, cls, baseline, *, steps: int, method: str, batch_size: int):
     """IG attributions (shaped like x) and the completeness gap per image.
 
-    The gap is Σ attributions − (f(x) − f(x')) on the target logit
+    The gap is Σ attributions − (f(x) − f(x')) for f = ``model``'s output for the target class
     (captum's convergence delta, corrected for the rescaling of ``trapezoid``).
     """
     from captum.attr import IntegratedGradients
@@ -81,18 +85,22 @@ def ig(
     sigma: float = 5.0,
     target: str = "label",
     batch_size: int = 256,
+    output: str = "logit",
 ):
     """Integrated gradients (captum) from a black, blurred or uniform-noise baseline.
 
     STEPS points on the straight path; METHOD: trapezoid (composite trapezoid
     rule), riemann_trapezoid (the paper's eq. 11 as written), riemann_left /
     right / middle or gausslegendre; SIGMA: blur of the blurred baseline, in
-    pixels; TARGET: label or pred; BATCH_SIZE: model evaluations per pass.
+    pixels; TARGET: label or pred; BATCH_SIZE: model evaluations per pass;
+    OUTPUT: the f explained, the target class's logit or its softmax probability.
     Scores: ``gap`` (completeness: Σ attributions − (f(x) − f(x'))), ``logit``
-    and ``baseline_logit`` (f on the target class).
+    and ``baseline_logit`` (f(x), f(x')), named ``probability`` and
+    ``baseline_probability`` with ``output=probability``.
     """
     method = check_choice("ig.method", method, METHODS)
     check_choice("ig.baseline", baseline, BASELINES)
+    output = check_choice("ig.output", output, OUTPUTS)
     if int(steps) < 2:
         raise UserError(f"ig.steps must be at least 2, got {steps!r}")
     steps, batch_size = int(steps), max(1, int(batch_size))
@@ -100,11 +108,13 @@ def ig(
     def explain(model, x, y, ctx):
         cls = target_classes(model, x, y, target)
         base = make_baseline(x, baseline, sigma, ctx.seed)
-        attrs, gaps = integrated_gradients(model, x, cls, base, steps=steps, method=method, batch_size=batch_size)
+        f = explained_output(model, output)
+        attrs, gaps = integrated_gradients(f, x, cls, base, steps=steps, method=method, batch_size=batch_size)
         return Explanation(
             method="ig", inputs=x.detach(), maps=attrs,
-            scores={"gap": gaps, "logit": target_logits(model, x, cls), "baseline_logit": target_logits(model, base, cls)},
-            meta={"steps": steps, "method": method, "baseline": baseline, "target": target, "classes": cls.tolist()},
+            scores={"gap": gaps, output: target_logits(f, x, cls), f"baseline_{output}": target_logits(f, base, cls)},
+            meta={"steps": steps, "method": method, "baseline": baseline, "target": target, "output": output,
+                  "classes": cls.tolist()},
         )
 
     return explain
