@@ -137,7 +137,7 @@ def linearization(images: int = 3, chains: int = 16, seed: int = 5) -> dict:
     from advkit_csa.quality import ReferenceGames
 
     ref = ReferenceGames.load(REFERENCE).subset(range(images))
-    model = advkit.load_model("smallcnn-fmnist").eval()
+    model = advkit.load_model(ref.meta["model"]).eval()
     players = FrequencyPlayers((28, 28))
     p = players.num_players
     groups = {"|phi| >= 1e-2": lambda w: w >= 1e-2, "1e-3 <= |phi| < 1e-2": lambda w: (w >= 1e-3) & (w < 1e-2),
@@ -189,7 +189,7 @@ def oracle_allocation(images: int = 3, budgets=(1000, 2000, 4000)) -> list[dict]
     from advkit_csa.shapley import frequency_shapley
 
     ref = ReferenceGames.load(REFERENCE).subset(range(images))
-    model = advkit.load_model("smallcnn-fmnist")
+    model = advkit.load_model(ref.meta["model"])
     r = frequency_shapley(model, ref.images, ref.labels, permutations=64, antithetic=False, control_variate=False,
                           adaptive=False, seed=2, indices=ref.indices.tolist(), batch_size=256, progress=False)
     sigma = (r.stderr.double() * 8).clamp_min(1e-9)
@@ -231,7 +231,7 @@ def sweep(estimators, images: int | None = None, log=print) -> dict:
     ref = ReferenceGames.load(REFERENCE)
     if images:
         ref = ref.subset(range(min(images, len(ref))))
-    model = advkit.load_model("smallcnn-fmnist")
+    model = advkit.load_model(ref.meta["model"])
     out = {}
     for name in estimators:
         out[name] = []
@@ -267,8 +267,18 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=None, help="first N reference games only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--reference", type=Path, default=None, help="other reference games (csa_reference.py --model)")
+    ap.add_argument("--bias", action="store_true", help="the bank estimator's quality and bias over six seeds")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.reference is not None:
+        global REFERENCE
+        REFERENCE = args.reference
+    if args.bias:
+        from csa_bias import report
+
+        report(REFERENCE, args.images)
+        return
     if args.linearization:
         for g, r in linearization(args.images or 3).items():
             print(f"  {g:22s} ({r['players']:3d} player-games): variance of the marginals / of their residual after the "

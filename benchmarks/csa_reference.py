@@ -1,13 +1,14 @@
 """Compute the reference games of the NFC-bank quality metric (run by hand; output is committed).
 
     python benchmarks/csa_reference.py --per-class 2 --permutations 1024
+    python benchmarks/csa_reference.py --model smallcnn-fmnist-at --seed 1   # out-of-sample games (another model, other images)
 
 Draws ``per_class`` training images of every class of ``fmnist-mini`` (with
 ``--seed``, the way a bank draws its images) and estimates their frequency
-Shapley values under the bundled ``smallcnn-fmnist`` with a high budget of
+Shapley values under the bundled ``smallcnn-fmnist`` (or ``--model``) with a high budget of
 today's estimator (antithetic pairs, control variate, adaptive focusing). The
 images, labels, dataset indices, values and standard errors are written to
-``tests/fixtures/csa/reference-smallcnn-fmnist.safetensors`` (+ ``.json``), the
+``tests/fixtures/csa/reference-MODEL[-seedS].safetensors`` (+ ``.json``), the
 fixed games on which every bank estimator is compared
 (:mod:`advkit_csa.quality`). Images are computed one at a time and the file is
 rewritten after each, so an interrupted run resumes.
@@ -31,7 +32,7 @@ from advkit._internal.files import atomic_write_json
 from advkit_csa.bank import choose_images, dataset_labels, model_fingerprint
 from advkit_csa.shapley import frequency_shapley
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "csa" / "reference-smallcnn-fmnist.safetensors"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "csa"
 
 
 def main(argv=None) -> None:
@@ -41,10 +42,13 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="choice of the images")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--model", default="smallcnn-fmnist", help="a bundled model or checkpoint")
+    ap.add_argument("--out", type=Path, default=None, help="default: tests/fixtures/csa/reference-MODEL[-seedS].safetensors")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = advkit.load_model("smallcnn-fmnist")
+    if args.out is None:
+        args.out = FIXTURES / f"reference-{Path(args.model).stem}{f'-seed{args.seed}' if args.seed else ''}.safetensors"
+    model = advkit.load_model(args.model)
     data = advkit.load_dataset("fmnist-mini", "train")
     labels = dataset_labels(data)
     pos = choose_images(labels, data.info.num_classes, args.per_class, args.seed)
@@ -57,7 +61,7 @@ def main(argv=None) -> None:
         old = load_tensors(args.out)
         if torch.equal(old["indices"], pos) and old["values"].shape == (n, p):
             t.update(old)
-    meta = {"model": "smallcnn-fmnist", "model_fingerprint": model_fingerprint(model), "dataset": "fmnist-mini",
+    meta = {"model": args.model, "model_fingerprint": model_fingerprint(model), "dataset": "fmnist-mini",
             "split": "train", "per_class": args.per_class, "seed": args.seed, "estimator": "freq-shapley (default)",
             "permutations": args.permutations, "value": "prob", "grid": [14, 14], "estimator_seed": 12345}
     for i in range(int(t["done"]), n):
