@@ -29,7 +29,7 @@ from pathlib import Path
 
 AT = "pgd-at:steps={steps},step_size={step}"
 TRADES = "trades:steps={steps},step_size={step}"
-CSA = "csa:alpha={alpha},bank={bank}"  # the NFC bank of the bundled standard model, built once (see bank_command)
+CSA = "csa:alpha={alpha},bank={bank}"  # the NFC bank, built once (see bank_command)
 ROWS = {  # name -> defenses (the training adversary: {steps} PGD steps of {step}); cheapest to evaluate first
     "standard": [],
     "pgd-at": [AT],
@@ -68,12 +68,15 @@ def commands(name: str, a) -> tuple[list[str], list[str]]:
 
 
 def bank_dir(a) -> Path:
-    return Path(a.bank) if a.bank else Path(a.out) / "csa-bank"
+    return Path(a.bank) if a.bank else Path(a.out) / ("csa-bank" if a.bank_from == "bundled" else "csa-bank-standard")
 
 
 def bank_command(a) -> list[str]:
-    """The NFC bank of the bundled standard model (``smallcnn-fmnist``) with the bank's defaults."""
-    return ["advkit", "--seed", str(a.bank_seed), "-q", "csa-bank", "--model", "smallcnn-fmnist", "--dataset", "fmnist-mini",
+    """The NFC bank with the bank's defaults: of the table's own ``standard`` row, from its training images
+    (``--bank-from standard``), or of the bundled standard model, trained on all 10,000 (``bundled``)."""
+    model = ["--model", "smallcnn-fmnist"] if a.bank_from == "bundled" else \
+        ["--model", str(Path(a.out) / "standard" / "last.safetensors"), "-n", str(a.n_train)]
+    return ["advkit", "--seed", str(a.bank_seed), "-q", "csa-bank", *model, "--dataset", "fmnist-mini",
             "--out", str(bank_dir(a))]
 
 
@@ -144,6 +147,25 @@ def table(a) -> str:
             f"| {100 * r['clean_accuracy']:.1f} | {100 * acc.get('pgd', float('nan')):.1f} | {100 * r['robust_accuracy']:.1f} "
             f"| {attacks} | {note} |"
         )
+    return "\n".join(lines)
+
+
+def seeds_table(a, dirs: list[str]) -> str:
+    """Every row finished in all of ``dirs`` (one run folder per training seed): clean, PGD-20 and worst case
+    under each seed, and their mean."""
+    lines = [f"| defenses | {len(dirs)} training seeds: clean | PGD-20 | worst case |", "|---|---|---|---|"]
+    for name in a.rows:
+        reports = [Path(d) / name / "eval" / "report.json" for d in dirs]
+        if not all(r.exists() for r in reports):
+            continue
+        runs = []
+        for rep in reports:
+            r = json.loads(rep.read_text())
+            pgd = next((x["accuracy"] for x in r["attacks"] if x["name"] == "pgd"), float("nan"))
+            runs.append((r["clean_accuracy"], pgd, r["robust_accuracy"]))
+        cells = [" / ".join(f"{100 * v[k]:.1f}" for v in runs) + f" (mean {100 * sum(v[k] for v in runs) / len(runs):.1f})"
+                 for k in range(3)]
+        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -225,7 +247,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated, from: " + ", ".join(ROWS))
     ap.add_argument("--out", default="runs/table")
-    ap.add_argument("--bank", default=None, help="the CSA rows' NFC bank folder (default OUT/csa-bank, built when missing)")
+    ap.add_argument("--bank", default=None, help="the CSA rows' NFC bank folder (default OUT/csa-bank-standard, or "
+                    "OUT/csa-bank with --bank-from bundled; built when missing)")
+    ap.add_argument("--bank-from", choices=("standard", "bundled"), default="standard",
+                    help="the model and images of the bank: the standard row's checkpoint and its --n-train training "
+                         "images (the rows' own data), or the bundled smallcnn-fmnist and all 10,000")
     ap.add_argument("--bank-seed", type=int, default=0, help="seed of the bank's images and pairs (not --seed: "
                     "rows trained with other seeds share one bank)")
     ap.add_argument("--n-train", type=int, default=5000)
@@ -246,6 +272,8 @@ def main(argv=None):
     ap.add_argument("--paired", default="", metavar="ROW:BASE,...",
                     help="also print ROW - BASE on the same points with the paired standard error")
     ap.add_argument("--nfc-stats", action="store_true", help="also print the size of the CSA bank's NFC images")
+    ap.add_argument("--seed-runs", default="", metavar="DIR,...",
+                    help="also print the rows finished in every one of these run folders (one per training seed)")
     ap.add_argument("--subset", type=int, default=0, metavar="K",
                     help="also print every finished row on its first K test points (the stochastic rows' points)")
     a = ap.parse_args(argv)
@@ -267,6 +295,8 @@ def main(argv=None):
         return
     if not a.markdown:
         if csa:
+            if a.bank_from == "standard" and not a.bank:
+                print(run_row("standard", a), flush=True)  # the bank comes from its checkpoint
             print(build_bank(a), flush=True)
         with ThreadPoolExecutor(a.jobs) as pool:
             for line in pool.map(lambda r: run_row(r, a), a.rows):
@@ -284,6 +314,9 @@ def main(argv=None):
     if a.paired:
         print()
         print(paired_table(a, a.paired))
+    if a.seed_runs:
+        print()
+        print(seeds_table(a, [d for d in a.seed_runs.split(",") if d]))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ def add_command(cli: click.Group) -> None:
     @click.option("--dataset", "-d", default=None, help="Dataset [default: the registered default dataset].")
     @click.option("--data-dir", default=None)
     @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]))
+    @click.option("-n", "--n", "n_images", default=None, type=click.IntRange(min=1),
+                  help="Draw the bank's images from the first N images of the split (as `advkit train --n-train`: "
+                       "the images a run trains on) [default: all].")
     @click.option("--per-class", default=150, show_default=True, type=int, help="Images per class.")
     @click.option("--estimator", default="gradient", show_default=True, type=click.Choice(["gradient", "permutation"]),
                   help="gradient: linearized values from input gradients (fast, for signs); permutation: sampled permutations.")
@@ -30,7 +33,7 @@ def add_command(cli: click.Group) -> None:
     @click.option("--out", default="runs/csa-bank", show_default=True, type=click.Path(file_okay=False),
                   help="Where the bank is written; re-running finds it, or resumes a partial one.")
     @click.pass_obj
-    def csa_bank(opts, model, weights, dataset, data_dir, split, per_class, estimator, pairs, target_loss, permutations,
+    def csa_bank(opts, model, weights, dataset, data_dir, split, n_images, per_class, estimator, pairs, target_loss, permutations,
                  target_se, grid, value, batch_size, chunk, out):
         """Compute the class-wise NFC bank used by the csa defense (cached, resumable; under torchrun, sharded)."""
         from advkit.plugin import (
@@ -48,7 +51,7 @@ def add_command(cli: click.Group) -> None:
         device = local_device(opts.device)  # the root CLI's --device, checked and resolved; this rank's GPU
         from advkit_csa.defense import standard_pretrained
 
-        data = load_dataset(dataset, split, data_dir=data_dir)
+        data = load_dataset(dataset, split, data_dir=data_dir, n=n_images)
         info = data.info
         model = model or standard_pretrained(info.name)
         if model is None:

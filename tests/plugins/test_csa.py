@@ -319,3 +319,15 @@ def test_csa_bank_command(tmp_path, capsys):
     assert exit_.value.code == 0
     assert "csa:bank=" in capsys.readouterr().out
     assert len(list(tmp_path.glob("nfc-bank-*.safetensors"))) == 1
+
+
+def test_csa_bank_draws_from_the_first_n_images(tmp_path, capsys):
+    from advkit._internal.cli import main
+    from advkit_csa.bank import NFCBank
+
+    with one_thread(), pytest.raises(SystemExit) as exit_:
+        main(["-q", "csa-bank", "--model", "smallcnn-fmnist", "-n", "300", "--per-class", "3", "--pairs", "4",
+              "--grid", "2", "--out", str(tmp_path)])
+    assert exit_.value.code == 0
+    bank = NFCBank.load(tmp_path)
+    assert len(bank.indices) == 30 and int(bank.indices.max()) < 300  # the images a run with --n-train 300 sees
