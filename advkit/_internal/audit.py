@@ -37,11 +37,12 @@ class Check:
 
 
 def finding(check: Check, passed: bool, detail: str, suggests: str = "", *, flagged: int | None = None,
-            points: int | None = None, applies: bool = True) -> dict:
+            points: int | None = None, applies: bool = True, remedy: str | None = None) -> dict:
     """A check's result: ``passed`` or flagged, the one-line ``detail`` (what was seen, on how many of how
     many points: ``flagged`` of ``points``), what a flag ``suggests``, and whether it ``applies`` at all
-    (a check that cannot run on this model says so instead of passing)."""
+    (a check that cannot run on this model says so instead of passing); ``remedy``: the one this finding
+    calls for, when it is not the check's usual ``check.remedy``."""
     return {"check": check.name, "passed": bool(passed) or not applies, "applies": bool(applies),
             "detail": detail, "suggests": "" if passed or not applies else suggests,
             "flagged": flagged, "points": points, "doc": check.doc or check.name,
-            "remedy": "" if passed or not applies else check.remedy}
+            "remedy": "" if passed or not applies else check.remedy if remedy is None else remedy}

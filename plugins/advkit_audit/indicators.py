@@ -63,12 +63,19 @@ class UnavailableGradients(Check):
 
     def cost(self, ctx) -> Passes:
         m = len(ctx.points)
-        return Passes(m * ctx.eot, m * ctx.eot, ctx.eot, ctx.eot)
+        return Passes(m * ctx.eot + m, m * ctx.eot, ctx.eot + 1, ctx.eot)
 
     def run(self, ctx) -> dict:
         g = ctx.input_gradients(ctx.x, ctx.y)
         zero, nan = g.abs().nan_to_num(0).amax(1) == 0, torch.isnan(g).any(1)
         k, m = int((zero | nan).sum()), len(g)
+        saturated = int((zero & (ctx.outputs(ctx.x).float().softmax(1).amax(1) == 1.0)).sum())
+        if 2 * saturated > k:  # mostly saturated outputs (logits so large that the softmax rounds to one-hot)
+            return finding(self, not _flag(k, m, 0.02, 2), f"{int(zero.sum())} of {m} points have an all-zero "
+                           f"input gradient ({saturated} of them with a saturated softmax: the top probability "
+                           f"is 1 in float32), {int(nan.sum())} a NaN one", "the cross-entropy of saturated "
+                           "logits has no gradient: attack the logits rescaled, or with a margin loss",
+                           flagged=k, points=m, remedy="rescale")
         return finding(self, not _flag(k, m, 0.02, 2), f"{int(zero.sum())} of {m} points have an all-zero input "
                        f"gradient, {int(nan.sum())} a NaN one", "gradient attacks cannot move these points: "
                        "shattered gradients (non-differentiable or quantizing layers) or saturated outputs; "

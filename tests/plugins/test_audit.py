@@ -161,3 +161,31 @@ def test_adaptive_auto_follows_the_flags_and_says_what_it_could_not_apply(robust
 def test_adaptive_names_are_checked(robust_cnn, fmnist_test):
     with pytest.raises(UserError, match="did you mean 'bpda'"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bdpa", quiet=True)
+
+
+class Saturated(nn.Module):
+    """Logits a thousand times too large (a model deployed at a lower temperature than it was trained at)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return 1000.0 * self.model(x)
+
+
+def test_saturated_logits_are_flagged_and_rescale_breaks_them(robust_cnn, fmnist_test):
+    data = fmnist_test.first(40)
+    opts = {"pgd": {"steps": 5}}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zero gradients: the run warns
+        r = evaluate(Saturated(robust_cnn).eval(), data, ["pgd"], eps="0.1", attack_opts=opts, quiet=True,
+                     audit="unavailable-gradients:n=30", adaptive=True)
+    g = r.audit[0]
+    assert not g["passed"] and g["remedy"] == "rescale" and "saturated softmax" in g["detail"]
+    row = r.adaptive_attacks[0]
+    assert row["remedy"] == "rescale" and row["applied"] and row["accuracy_before"] > row["accuracy_after"] + 0.05
+    reference = evaluate(robust_cnn, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 50}}, quiet=True)
+    assert abs(r.robust_accuracy - reference.robust_accuracy) <= 0.05  # the unscaled model's level

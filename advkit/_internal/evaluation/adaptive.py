@@ -5,6 +5,8 @@ saw that the attacks failed, applied to the white-box reference attack (with
 ten times its iterations where it declares them) on the points still robust:
 
 - ``logits``: the model's outputs are probabilities; attack their logarithm (logits up to a constant);
+- ``rescale``: the model's logits saturate the softmax (defensive distillation); attack them divided by a
+  per-point temperature, so that the cross-entropy has gradients again;
 - ``bpda``: forward through the model, backward through a differentiable surrogate (Athalye et al.
   2018's BPDA; the surrogate is ``--surrogate``, e.g. the same network without its non-differentiable
   input transform, which makes it the straight-through estimator);
@@ -30,7 +32,7 @@ from advkit._internal.evaluation.audit import AuditContext
 from advkit._internal.grammar import parse_list
 from advkit._internal.stochastic import EOTModel
 
-REMEDIES = ("logits", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
+REMEDIES = ("logits", "rescale", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
 STEPS_FACTOR, RESTARTS = 10, 5
 
 
@@ -61,6 +63,20 @@ class LogOf(nn.Module):
 
     def forward(self, x):
         return self.model(x).clamp_min(1e-30).log()
+
+
+class Rescaled(nn.Module):
+    """The model's logits divided by a per-point temperature (their spread over 10, held constant): the same
+    prediction, and a cross-entropy that does not saturate."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        z = self.model(x)
+        spread = (z.amax(1, keepdim=True) - z.amin(1, keepdim=True)).detach().clamp_min(1e-12)
+        return z * (10.0 / spread)
 
 
 class BPDA(nn.Module):
@@ -124,6 +140,8 @@ def _runs(s, ctx, remedy, name, base, surrogate) -> tuple[list, str]:
     model = ctx.model
     if remedy == "logits":
         return [("0", LogOf(model), base)], ""
+    if remedy == "rescale":
+        return [("0", Rescaled(model), base)], ""
     if remedy in ("bpda", "transfer"):
         if surrogate is None:
             return [], "needs a differentiable surrogate of the model (--surrogate MODEL)"
