@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -55,12 +56,29 @@ def evaluate_row(name: str, out: Path, n: int) -> dict:
     }
 
 
-def row(name: str, out: Path, n: int, redo: bool) -> dict:
+def running(claim) -> bool:
+    """Whether the process that claimed a row (its pid in ``pending``) is still at it."""
+    if isinstance(claim, bool) or not isinstance(claim, int) or claim == os.getpid():
+        return False
+    try:
+        os.kill(claim, 0)
+    except OSError:
+        return False
+    return True
+
+
+def row(name: str, out: Path, n: int, redo: bool) -> dict | None:
+    """The row's result: kept from an earlier run, or evaluated now (None: another process is evaluating it)."""
     path = out / name / "audit.json"
     if path.exists() and not redo:
         done = json.loads(path.read_text())
-        if not done.get("pending"):  # "pending": another run claimed the row
+        if running(done.get("pending")):
+            return None
+        if not done.get("pending"):
             return done
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": name, "pending": os.getpid(), "n": 0, "clean": 0, "attack": "", "plain": 0,
+                                "flags": [], "adaptive": 0, "remedies": [], "not_applied": {}, "draws": 1}))
     res = evaluate_row(name, out, n)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
@@ -134,7 +152,7 @@ def main() -> None:
         for name in names:
             zoo.build(name, out)
         return
-    results = {name: row(name, out, a.n, a.redo) for name in names}
+    results = {name: r for name in names if (r := row(name, out, a.n, a.redo)) is not None}
     done = {e.name: json.loads((out / e.name / "audit.json").read_text()) for e in zoo.ENTRIES
             if (out / e.name / "audit.json").exists()}
     done = {k: v for k, v in done.items() if not v.get("pending")}

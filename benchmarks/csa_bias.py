@@ -12,7 +12,8 @@ estimator, which is unbiased for the Shapley value):
   game (mean over games), beside the part of it that sampling noise alone explains (both estimates'
   standard errors, ``sqrt(2/pi) * sqrt(se_mean^2 + se_ref^2)`` per player); and the *slope* of the mean
   on the reference (least squares through 0: 1 is no shrinkage);
-- *efficiency gap*: ``|sum(values) - (v(all) - v(empty))|`` over ``|v(all) - v(empty)|``, mean and largest.
+- *efficiency gap*: ``|sum(values) - (v(all) - v(empty))|``, in probability and over ``|v(all) - v(empty)|``,
+  mean and largest.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def measure(path: Path, images: int | None = None, seeds=SEEDS) -> dict:
     bias = ((mean - truth).abs().sum(1) / truth.abs().sum(1)).mean()
     noise = ((math.sqrt(2 / math.pi) * se).sum(1) / truth.abs().sum(1)).mean()
     total = (ref.v_full - ref.v_empty).double()
-    gaps = torch.stack([(r.values.double().sum(1) - (r.v_full - r.v_empty).double()).abs() / total.abs().clamp_min(1e-9)
-                        for r in runs])
+    absolute = torch.stack([(r.values.double().sum(1) - (r.v_full - r.v_empty).double()).abs() for r in runs])
+    gaps = absolute / total.abs().clamp_min(1e-9)
     return {
         "reference": str(path), "model": ref.meta["model"], "images": len(ref), "image_seed": ref.meta.get("seed"),
         "disagreement": sum(float(q["disagreement"].mean()) for q in scores) / len(scores),
@@ -58,6 +59,8 @@ def measure(path: Path, images: int | None = None, seeds=SEEDS) -> dict:
         "bias": float(bias), "noise": float(noise),
         "slope": float((mean * truth).sum() / (truth * truth).sum()),
         "gap_mean": float(gaps.mean()), "gap_max": float(gaps.max()),
+        "gap_abs_mean": float(absolute.mean()), "gap_abs_max": float(absolute.max()),
+        "total_min": float(total.abs().min()),
     }
 
 
@@ -66,6 +69,8 @@ def report(path: Path, images: int | None = None) -> dict:
     print(f"{r['model']} (images seed {r['image_seed']}, {r['images']} games): disagreement {r['disagreement']:.4f} "
           f"(seeds {' '.join(f'{d:.4f}' for d in r['disagreement_seeds'])}; floor {r['floor']:.4f}), p_X error "
           f"{r['p_relerr']:.2f}, {r['passes']:.0f} passes/image; |mean - ref| / |ref| {r['bias']:.3f} (noise alone "
-          f"{r['noise']:.3f}), slope {r['slope']:.3f}; efficiency gap {r['gap_mean']:.3f} mean, {r['gap_max']:.3f} max")
+          f"{r['noise']:.3f}), slope {r['slope']:.3f}; efficiency gap {r['gap_mean']:.3f} mean, {r['gap_max']:.3f} max "
+          f"of |v(all) - v(empty)| ({r['gap_abs_mean']:.3f} mean, {r['gap_abs_max']:.3f} max in probability; smallest "
+          f"|v(all) - v(empty)| {r['total_min']:.3f})")
     print(json.dumps(r))
     return r

@@ -232,3 +232,27 @@ def test_out_under_a_regular_file_is_one_line(trained_cnn, data, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match=r"^cannot write to --out .*file/run"):
         evaluate(trained_cnn, data, ["fgsm"], eps="0.1", quiet=True, out=tmp_path / "file" / "run")
+
+
+class CutGraph(nn.Module):
+    """A hard threshold in front of the network: the outputs do not depend on the input through autograd."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model((x > 0.5).float())
+
+
+def test_a_model_whose_graph_is_cut_gives_one_line_and_the_audit_flags_it(trained_cnn, data):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the all-zero gradient warning
+        with pytest.raises(UserError, match=r"^attack 'pgd' raised on batch 0 .*do not depend on its input through "
+                                            r"autograd.*black-box attack"):
+            evaluate(CutGraph(trained_cnn).eval(), data, ["pgd"], eps="0.1", quiet=True)
+        r = evaluate(CutGraph(trained_cnn).eval(), data, ["square:n_queries=50"], eps="0.1", quiet=True,
+                     audit="unavailable-gradients:n=10")
+    assert not r.audit[0]["passed"] and r.audit[0]["remedy"] == "bpda"

@@ -209,6 +209,10 @@ class Runner:
             culprit = "the model" if isinstance(exc, ModelFailure) else who
             kept = f"; the finished batches are kept in {self.progress.out}: re-run to resume" if self.progress.out else ""
             detail = str(exc) if isinstance(exc, ModelFailure) else f"{type(exc).__name__}: {exc}"
+            if "not have been used in the graph" in detail or "does not require grad" in detail:
+                detail = ("the model's outputs do not depend on its input through autograd (a non-differentiable "
+                          "step cuts the graph), so a gradient attack cannot run: use a black-box attack (square) "
+                          f"or --adaptive bpda with a --surrogate [{detail.splitlines()[0]}]")
             raise UserError(f"{culprit} raised on batch {b} of {stage} (points {chunk[0]}-{chunk[-1]}): "
                             f"{detail.splitlines()[0] if detail else ''}{kept}") from exc
 
