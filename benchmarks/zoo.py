@@ -166,7 +166,7 @@ ENTRIES = [
     Entry("undefended", "undefended", "SmallCNN, standard training", ""),
     Entry("quantize", "broken", "input quantization, 16 levels", "BPDA: the undefended model's (Athalye et al. 2018)"),
     Entry("jpeg", "broken", "JPEG-like compression (4x4 DCT)", "BPDA: the undefended model's (Athalye et al. 2018)"),
-    Entry("thermometer", "broken", "thermometer encoding, 16 levels", "BPDA: 0 % (Athalye et al. 2018)"),
+    Entry("thermometer", "broken", "thermometer encoding, 16 levels", "BPDA: the undefended model's (Athalye et al. 2018: 0 %)"),
     Entry("resize-pad", "broken", "random resize and pad", "EOT: the undefended model's (Athalye et al. 2018)"),
     Entry("distillation", "broken", "distillation, T = 100", "logit attack: the undefended model's "
           "(Carlini & Wagner 2016)"),
