@@ -141,7 +141,7 @@ def table(a) -> str:
         acc = {x["name"]: x["accuracy"] for x in r["attacks"]}
         aa = next((x for x in r["attacks"] if x["name"].startswith("aa")), None)
         attacks = aa["implementation"].rsplit("(", 1)[-1].rstrip(")").split(", ", 1)[-1] if aa else ""
-        note = "stochastic: EOT-20 PGD, aa-rand" if r.get("stochastic") else ""
+        note = f"stochastic: EOT-20 PGD, aa-rand, {r.get('draws', 1)} draws per point" if r.get("stochastic") else ""
         lines.append(
             f"| {label(name)} | {r['n']} "
             f"| {100 * r['clean_accuracy']:.1f} | {100 * acc.get('pgd', float('nan')):.1f} | {100 * r['robust_accuracy']:.1f} "
@@ -170,34 +170,41 @@ def seeds_table(a, dirs: list[str]) -> str:
 
 
 def subset_table(a, k: int) -> str:
-    """Every finished row restricted to its first ``k`` test points (from ``results.csv``): clean, first attack, worst case."""
-    import csv
-
+    """Every finished row restricted to its first ``k`` test points: clean, first attack, worst case (mean scores)."""
     lines = [f"| defenses (first {k} test points) | clean | PGD-20 | worst case |", "|---|---|---|---|"]
     for name in a.rows:
         ev = Path(a.out) / name / "eval"
         if not (ev / "results.csv").exists():
             continue
-        first = json.loads((ev / "report.json").read_text())["attacks"][0]["name"]
-        rows = sorted(csv.DictReader((ev / "results.csv").open()), key=lambda r: int(r["index"]))[:k]
-        if len(rows) < k:
+        points = _per_point(a, name)
+        first = sorted(points)[:k]
+        if len(first) < k:
             continue
-        clean = sum(int(r["clean_correct"]) for r in rows)
-        pgd = sum(int(r["clean_correct"]) and r["broken_by"] != first for r in rows)
-        worst = sum(int(r["robust"]) for r in rows)
+        cells = [f"{100 * sum(points[i][c] for i in first) / k:.1f}" for c in range(3)]
         note = " (EOT-20 PGD, aa-rand)" if json.loads((ev / "report.json").read_text()).get("stochastic") else ""
-        lines.append(f"| {label(name)}{note} | {100 * clean / k:.1f} | {100 * pgd / k:.1f} | {100 * worst / k:.1f} |")
+        lines.append(f"| {label(name)}{note} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _per_point(a, name: str) -> dict[int, tuple[int, int, int]]:
-    """index -> (clean correct, survived the first attack, survived every attack) of a finished row."""
+def _per_point(a, name: str) -> dict[int, tuple[float, float, float]]:
+    """index -> (clean, after the first attack, after every attack) of a finished row: 0/1 for a deterministic
+    model, the share of correct draws for a random one (the first attack's from its stage in progress.jsonl,
+    since results.csv keeps only the worst case)."""
     import csv
 
     ev = Path(a.out) / name / "eval"
     first = json.loads((ev / "report.json").read_text())["attacks"][0]["name"]
-    return {int(r["index"]): (int(r["clean_correct"]), int(r["clean_correct"]) and int(r["broken_by"] != first),
-                              int(r["robust"])) for r in csv.DictReader((ev / "results.csv").open())}
+    rows = list(csv.DictReader((ev / "results.csv").open()))
+    clean = {int(r["index"]): float(r["clean_correct"]) for r in rows}
+    if any(0 < v < 1 for v in clean.values()) or json.loads((ev / "report.json").read_text()).get("draws", 1) > 1:
+        after = dict(clean)
+        for line in (ev / "progress.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec["stage"] == f"cascade:0:{first}":
+                after.update({i: min(clean[i], float(v)) for i, v in zip(rec["index"], rec["score"])})
+        return {i: (clean[i], after[i], float(r["robust"])) for r in rows for i in [int(r["index"])]}
+    return {int(r["index"]): (clean[int(r["index"])], float(clean[int(r["index"])] and r["broken_by"] != first),
+                              float(r["robust"])) for r in rows}
 
 
 def paired_table(a, pairs: list[tuple[str, str]]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from advkit.plugin import UserError
+from advkit.plugin import UserError, closest
 
 TARGETS = ("label", "pred")
 OUTPUTS = ("logit", "probability")
@@ -13,7 +13,9 @@ OUTPUTS = ("logit", "probability")
 def check_choice(where: str, value: str, choices) -> str:
     v = str(value).strip().lower()
     if v not in choices:
-        raise UserError(f"{where} must be one of {', '.join(choices)}; got {value!r}")
+        hits = closest(v, choices)
+        hint = f" (did you mean {hits[0]!r}?)" if hits else ""
+        raise UserError(f"{where} must be one of {', '.join(choices)}; got {value!r}{hint}")
     return v
 
 

@@ -189,3 +189,38 @@ def test_saturated_logits_are_flagged_and_rescale_breaks_them(robust_cnn, fmnist
     assert row["remedy"] == "rescale" and row["applied"] and row["accuracy_before"] > row["accuracy_after"] + 0.05
     reference = evaluate(robust_cnn, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 50}}, quiet=True)
     assert abs(r.robust_accuracy - reference.robust_accuracy) <= 0.05  # the unscaled model's level
+
+
+def test_each_check_reports_the_passes_it_spent_against_what_it_announced(robust_cnn, fmnist_test):
+    """A check whose cost() understates what it runs is named in the report's notes; the built-in checks
+    stay within what they announce, and the one that runs an attack spent its passes."""
+    import types
+
+    import advkit.plugin
+    from advkit._internal import plugins
+    from advkit.plugin import Check, Passes, finding
+
+    class Understated(Check):
+        def cost(self, ctx) -> Passes:
+            return Passes()
+
+        def run(self, ctx) -> dict:
+            res = ctx.attack("pgd", tag="understated", steps=3)
+            return finding(self, True, f"ran pgd on {len(res)} points", flagged=0, points=len(res))
+
+    mod = types.ModuleType("advkit_test_understated")
+    mod.advkit_register_checks = advkit.plugin.hookimpl(lambda register: register("understated", Understated))
+    plugins.register_plugin(mod)
+    try:
+        checks, r = audit(robust_cnn, fmnist_test.first(40), "understated,eps-monotone:n=10")
+    finally:
+        plugins.pm.unregister(mod)
+        plugins._registries.clear()
+    spent = checks["understated"]["passes"]["spent"]
+    # pgd with 3 steps on 10 points: 3 gradient steps each (and at most a forward per step to judge), never 0
+    assert spent["backward"] >= 3 * 10 and checks["understated"]["passes"]["announced"]["forward"] == 0
+    assert any("'understated' spent" in n and "its declared cost is wrong" in n for n in r.meta["notes"]), r.meta["notes"]
+    mono = checks["eps-monotone"]["passes"]
+    assert 0 < mono["spent"]["backward"] <= mono["announced"]["backward"]
+    assert 0 < mono["spent"]["forward"] <= mono["announced"]["forward"]
+    assert "attack passes spent / announced" in str(r)

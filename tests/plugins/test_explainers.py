@@ -285,3 +285,8 @@ def test_cli_feature_viz_writes_extras(tmp_path):
 def test_cli_bad_option_is_one_line():
     r = CliRunner().invoke(cli, ["explain", "--method", "ig", "--n", "2", "--opt", "baseline=grey"])
     assert r.exit_code == 2 and "ig.baseline must be one of black, blurred, noise" in r.output
+
+
+def test_cli_misspelt_choice_names_the_closest():
+    r = CliRunner().invoke(cli, ["explain", "--method", "ig", "--n", "2", "--opt", "output=probabilty"])
+    assert r.exit_code == 2 and "did you mean 'probability'?" in r.output and "Traceback" not in r.output

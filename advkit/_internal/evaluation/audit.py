@@ -22,6 +22,7 @@ from advkit._internal import distributed as D
 from advkit._internal.attack import create_attack
 from advkit._internal.cost import declared
 from advkit._internal.errors import ThreatViolation, UserError
+from advkit._internal.evaluation.inputs import say
 from advkit._internal.evaluation.runner import swapped_threat
 from advkit._internal.grammar import parse_list
 from advkit._internal.passes import Passes
@@ -90,6 +91,7 @@ class AuditContext:
         self.eot = s.eval_model.samples if hasattr(s.eval_model, "samples") else 1
         self.device = s.runner.device
         self.memo: dict = {}  # for checks to share work (a traced attack run, a cost already counted)
+        self.spent = Passes()  # attack passes of the check now running (read back for resumed batches)
 
     @property
     def num_classes(self) -> int:
@@ -147,9 +149,10 @@ class AuditContext:
         atk = create_attack(name, model, threat, **params)
         atk.name = name
         with swapped_threat(self._s.runner, threat):
-            res, _, _ = self._s.runner.attack(f"audit:{tag}:{threat.eps:.8g}:{name}", atk, pts,
-                                              key=f"audit:{tag}", label=f"audit: {name} ({tag}, {threat})",
-                                              logged=logged)
+            res, _, spent = self._s.runner.attack(f"audit:{tag}:{threat.eps:.8g}:{name}", atk, pts,
+                                                  key=f"audit:{tag}", label=f"audit: {name} ({tag}, {threat})",
+                                                  logged=logged)
+        self.spent = self.spent + spent
         return res
 
     def predictions(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,27 +194,35 @@ def run_audit(s, spec, seed: int, quiet: bool) -> list[dict]:
         check = entry.factory(**bind_params(entry, {}))
         check.name = entry.name
         checks.append(check)
-    announce(s, ctx, checks, quiet)
+    costs = announce(s, ctx, checks, quiet)
     results = []
-    for check in checks:
+    for check, cost in zip(checks, costs):
+        ctx.spent = Passes()
         try:
-            results.append(check.run(ctx))
+            result = dict(check.run(ctx))
         except (UserError, ThreatViolation):
             raise
         except Exception as exc:
             raise UserError(f"audit check {check.name!r} raised: {type(exc).__name__}: {exc}") from exc
+        result["passes"] = {"announced": cost.as_dict(), "spent": ctx.spent.as_dict()}
+        if ctx.spent.forward > cost.forward or ctx.spent.backward > cost.backward:
+            say(s.inputs.notes, f"audit check {check.name!r} spent {ctx.spent.forward:,} forward + "
+                                f"{ctx.spent.backward:,} backward passes, more than the {cost.forward:,.0f} + "
+                                f"{cost.backward:,.0f} it announced: its declared cost is wrong")
+        results.append(result)
     return results
 
 
-def announce(s, ctx: AuditContext, checks, quiet: bool) -> None:
-    """Say what the audit will cost, in passes and, when the run has a calibrated clock, in seconds."""
-    total = Passes()
-    for c in checks:
-        total = total + c.cost(ctx)
+def announce(s, ctx: AuditContext, checks, quiet: bool) -> list[Passes]:
+    """Say what the audit will cost, in passes and, when the run has a calibrated clock, in seconds; return
+    each check's announced cost (the report sets it beside the attack passes the check spent)."""
+    costs = [c.cost(ctx) for c in checks]
+    total = sum(costs, Passes())
     if quiet or not D.is_main():
-        return
+        return costs
     clock = getattr(s.plan, "clock", None)
     secs = f" (about {format_seconds(clock.seconds(total))} at most)" if clock is not None else ""
     print(f"advkit: audit: {len(checks)} checks on {len(ctx.points)} clean-correct points: up to "
           f"{total.forward:,.0f} forward + {total.backward:,.0f} backward image passes{secs}", file=sys.stderr,
           flush=True)
+    return costs

@@ -245,14 +245,24 @@ def _audit_lines(report) -> list[str]:
     """The audit table: one line per check, what it saw, and for a flag what it means (docs/audit.md)."""
     if not report.audit:
         return []
-    lines = ["", "## Audit", "", "| check | result | what was seen | see |", "|---|---|---|---|"]
+    lines = ["", "## Audit", "", "| check | result | what was seen | attack passes spent / announced | see |",
+             "|---|---|---|---|---|"]
     for c in report.audit:
         result = "n/a" if not c.get("applies", True) else "pass" if c["passed"] else "**FLAGGED**"
         why = f" {c['suggests']}" if c.get("suggests") else ""
-        lines.append(f"| {c['check']} | {result} | {c['detail']}.{why} | docs/audit.md#{c.get('doc', c['check'])} |")
+        lines.append(f"| {c['check']} | {result} | {c['detail']}.{why} | {_spent(c.get('passes'))} | "
+                     f"docs/audit.md#{c.get('doc', c['check'])} |")
     flagged = [c["check"] for c in report.audit if not c["passed"]]
     lines += ["", f"Flagged: {', '.join(flagged)}." if flagged else "No check flagged this evaluation."]
     return lines
+
+
+def _spent(passes: dict | None) -> str:
+    """A check's attack passes (forward + backward images) against the most it announced."""
+    if not passes:
+        return ""
+    spent, announced = (sum(passes[k].get(kind, 0) for kind in ("forward", "backward")) for k in ("spent", "announced"))
+    return f"{spent:,.0f} / {announced:,.0f}"
 
 
 def _adaptive_lines(report) -> list[str]:
