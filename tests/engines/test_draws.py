@@ -99,6 +99,11 @@ def test_robust_scores_never_exceed_clean_and_eot_sufficiency_is_reported(traine
     assert r.draws == 3 and r.meta["stochastic"]
     assert all(s["robust_score"] <= s["clean_score"] for s in r.samples)
     assert r.robust_accuracy == pytest.approx(sum(s["robust_score"] for s in r.samples) / r.n)
+    v = torch.tensor([s["robust_score"] for s in r.samples], dtype=torch.float64)
+    half = 1.959964 * float(v.std()) / len(v) ** 0.5  # the normal interval of the mean score, computed here
+    lo, hi = r.attacks[0].score_interval  # one attack: its interval is the worst case's
+    assert lo == pytest.approx(max(0.0, float(v.mean()) - half)) and hi == pytest.approx(min(1.0, float(v.mean()) + half))
+    assert hi > lo and f"{100 * lo:.1f} to {100 * hi:.1f}" in str(r).split("| pgd |")[1].splitlines()[0]
     e = r.eot_sufficiency
     assert [row["eot"] for row in e["rows"]] == [1, 5, 20, 50] and isinstance(e["still_falling"], bool)
     assert "EOT sufficiency" in str(r)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from advkit._internal.evaluation.inputs import say
 from advkit._internal.evaluation.planning import make_plan
+from advkit._internal.evaluation.report import mean_interval
 from advkit._internal.evaluation.runner import swapped_threat
 from advkit._internal.evaluation.session import AttackResult, Session, result_of
 
@@ -65,6 +66,8 @@ def cascade(s: Session, attacks, independent: bool) -> tuple[list[AttackResult],
                 if s.draws > 1:
                     samples[i]["robust_score"] = score
         res.accuracy = sum(robust.values()) / s.n
+        if s.draws > 1:  # the points' scores after this attack; gone once the next one lowers them
+            res.score_interval = mean_interval(list(robust.values()))
         if atk.stats.get("mode_restored"):
             say(s.inputs.notes, f"attack {atk.name!r} put the model in training mode (on "
                                 f"{atk.stats['mode_restored']} batch(es)); advkit switched it back to eval mode "

@@ -35,11 +35,6 @@ def _pct(v) -> str:
     return "" if v is None else f"{100 * v:.2f}"
 
 
-def _ci(v, n: int) -> str:
-    ci = None if v is None else wilson(round(v * n), n)
-    return "" if ci is None else f"{100 * ci[0]:.1f} to {100 * ci[1]:.1f}"
-
-
 def scores(report, which: str) -> list[float]:
     """Per-point ``which`` (``"clean"`` or ``"robust"``) scores: the share of draws correct (0/1 when deterministic)."""
     out = []
@@ -57,7 +52,14 @@ def interval(report, which: str) -> tuple[float, float] | None:
     n, value = report.n, getattr(report, f"{which}_accuracy")
     if getattr(report, "draws", 1) <= 1 or not report.samples:
         return wilson(round(value * n), n)
-    v = scores(report, which)
+    return mean_interval(scores(report, which))
+
+
+def mean_interval(v: list[float]) -> tuple[float, float] | None:
+    """95 % normal interval of the mean of per-point scores (shares of correct draws): its spread holds the
+    points' and the draws' variance."""
+    if not v:
+        return None
     mean = sum(v) / len(v)
     sd = math.sqrt(sum((a - mean) ** 2 for a in v) / max(len(v) - 1, 1))
     half = Z95 * sd / math.sqrt(len(v))
@@ -129,7 +131,6 @@ def _attack_table(report) -> list[str]:
     def row(cells: dict) -> str:
         return "| " + " | ".join(str(cells.get(h, "")) for h in head) + " |"
 
-    random = getattr(report, "draws", 1) > 1  # per-attack rows: no per-point scores kept, no interval
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines.append(row({"attack": "clean", "attempted": n,
                       "accuracy after (%)": _pct(report.clean_accuracy), "95 % CI (%)": _span(interval(report, "clean"))}))
@@ -138,7 +139,7 @@ def _attack_table(report) -> list[str]:
         cells = {"attack": a.name, "implementation": a.implementation, "attempted": a.attempted, "broken": a.broken,
                  "dropped": a.dropped if minimum_norm(a) else "",
                  "accuracy after (%)": NO_POINTS if a.attempted == 0 else _pct(a.accuracy),
-                 "95 % CI (%)": "" if a.attempted == 0 or random else _ci(a.accuracy, n),
+                 "95 % CI (%)": "" if a.attempted == 0 else _span(attack_interval(report, a)),
                  "alone (%)": _pct(a.independent_accuracy), "time (s)": "n/a" if none else f"{a.seconds:.1f}",
                  "passes / point": "n/a" if none else per_point(a)}
         lines.append(row(cells))
@@ -146,6 +147,16 @@ def _attack_table(report) -> list[str]:
         lines.append(row({"attack": "**worst case**", "accuracy after (%)": f"**{_pct(report.robust_accuracy)}**",
                           "95 % CI (%)": _span(interval(report, "robust"))}))
     return lines
+
+
+def attack_interval(report, a) -> tuple[float, float] | None:
+    """95 % interval of the accuracy after attack ``a``: Wilson's, or for a random model the interval of the
+    mean of the points' scores after it (kept by the cascade)."""
+    if a.accuracy is None:
+        return None
+    if getattr(report, "draws", 1) > 1:
+        return a.score_interval
+    return wilson(round(a.accuracy * report.n), report.n)
 
 
 def per_point(a) -> str:
@@ -163,7 +174,7 @@ def _notes(report) -> list[str]:
     mode = ("each attack on every clean-correct point, worst case over all" if indep
             else "each attack on the points earlier attacks failed on")
     broken, ci = (("those it misclassified", "Wilson score interval over all points") if report.draws <= 1 else
-                  ("those it misclassified on every draw", "over points and draws (see below); none per attack"))
+                  ("those it misclassified on every draw", "over points and draws (see below)"))
     lines = ["", f"Mode: {mode}. Attempted: the points an attack ran on in the cascade; broken: {broken}; "
              f"95 % CI: {ci}. Passes / point: forward + backward passes of the model the attack spent per "
              "attempted point, counted where the model is called."]
@@ -302,7 +313,6 @@ def _confirm_lines(report) -> list[str]:
 def as_json(report) -> dict:
     """``report.as_dict()`` with the intervals and the per-class accuracies added."""
     d = report.as_dict()
-    n = report.n
     d["clean_accuracy_ci95"] = interval(report, "clean")
     d["robust_accuracy_ci95"] = interval(report, "robust")
     if report.draws > 1:
@@ -310,8 +320,8 @@ def as_json(report) -> dict:
     attacks = []
     for a, entry in zip(report.attacks, d["attacks"]):
         entry = dict(entry)  # as_dict shares the dataclasses' own dicts
-        entry["accuracy_ci95"] = (None if a.attempted == 0 or a.accuracy is None or report.draws > 1
-                                  else wilson(round(a.accuracy * n), n))
+        entry.pop("score_interval", None)  # given as accuracy_ci95
+        entry["accuracy_ci95"] = None if a.attempted == 0 else attack_interval(report, a)
         entry["ran"] = not ran_on_nothing(a)
         attacks.append(entry)
     d["attacks"] = attacks

@@ -39,6 +39,7 @@ class AttackResult:
     accuracy: float | None = None  # cascade: accuracy after this and all earlier attacks
     independent_accuracy: float | None = None
     dropped: int = 0  # minimum-norm attacks: points whose perturbation did not fit the budget (not broken)
+    score_interval: tuple | None = None  # random model: 95 % interval of the mean score after this attack
     passes: dict = field(default_factory=dict)  # forward / backward images through the model, counted
     passes_per_point: dict = field(default_factory=dict)  # the same per attempted point
     params: dict = field(default_factory=dict)
