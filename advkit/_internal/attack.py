@@ -214,20 +214,11 @@ class Attack:
     def _checked(self, x, y):
         """The batch an attack is given: images inside the threat model's bounds, one class label per image
         (a caller's mistake is a :class:`UserError` naming the caller's data, not the attack)."""
-        import torch
 
-        from advkit._internal.data import check_images
+        from advkit._internal.data import check_images, check_labels
 
         check_images(x, bounds=self.threat.bounds, where=f"attack {self.name!r}: input")
-        labels = torch.as_tensor(y).detach()
-        if labels.dim() != 1 or labels.shape[0] != x.shape[0] or labels.is_floating_point():
-            raise UserError(f"attack {self.name!r}: labels must be one integer per image ({x.shape[0]}), got "
-                            f"{labels.dtype} of shape {tuple(labels.shape)}")
-        k = getattr(self.model, "num_classes", None)
-        if len(labels) and (int(labels.min()) < 0 or (k is not None and int(labels.max()) >= k)):
-            raise UserError(f"attack {self.name!r}: labels must lie in [0, {k}), found {int(labels.min())} to "
-                            f"{int(labels.max())}")
-        return labels.long()
+        return check_labels(y, getattr(self.model, "num_classes", None), count=x.shape[0], where=f"attack {self.name!r}")
 
     def describe(self) -> dict:
         """What the report says about this attack: provider, implementation, capabilities, parameters."""

@@ -161,6 +161,23 @@ def check_sample(data, where: str, k: int = 256) -> None:
         items = [data[i] for i in range(min(k, len(data)))]
         x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.tensor([int(b) for _, b in items])
     check_images(x, where=where)
-    if int(y.min()) < 0 or int(y.max()) >= data.info.num_classes:
-        raise UserError(f"{where}: labels must lie in [0, {data.info.num_classes}), found {int(y.min())} to "
-                        f"{int(y.max())}")
+    check_labels(y, data.info.num_classes, where=where)
+
+
+def check_labels(y, num_classes: int | None, *, count: int | None = None, where: str = "input") -> torch.Tensor:
+    """One integer class index per image (``count`` images when given), each in ``[0, num_classes)``; the
+    labels as a ``long`` tensor. The one label check of evaluation, training, attacks and explanation."""
+    labels = torch.as_tensor(y).detach()
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool or \
+            (count is not None and labels.shape[0] != count):
+        per = f" ({count})" if count is not None else ""
+        raise UserError(f"{where}: labels must be one integer label per image{per}, got {labels.dtype} of "
+                        f"shape {tuple(labels.shape)}")
+    bad = ((labels < 0) | (labels >= num_classes) if num_classes is not None else labels < 0).nonzero().flatten()
+    if len(bad):
+        at = bad.tolist()
+        values = sorted({int(labels[i]) for i in at})
+        shown = ", ".join(map(str, at[:5])) + (f" and {len(at) - 5} more" if len(at) > 5 else "")
+        raise UserError(f"{where}: labels must lie in [0, {num_classes if num_classes is not None else 'inf'}), "
+                        f"found {', '.join(map(str, values[:5]))} at point(s) {shown}")
+    return labels.long()

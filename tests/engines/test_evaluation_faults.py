@@ -77,7 +77,7 @@ def test_nan_logits_on_adversarial_inputs_stop_the_run(trained_cnn, data):
 
 @pytest.mark.parametrize("case, message", [
     ("nan-pixel", r"1 image\(s\) hold NaN or inf pixels \(points 5\)"),
-    ("labels", r"label\(s\) outside \[0, 10\) at points 2, 7 \(values \[-1, 10\]\)"),
+    ("labels", r"labels must lie in \[0, 10\), found -1, 10 at point\(s\) 2, 7"),
     ("lengths", r"8 images but 7 labels"),
 ])
 def test_bad_data_is_one_line(trained_cnn, case, message):

@@ -101,6 +101,25 @@ def test_train_checks_its_data_like_an_evaluation(scale, message):
         advkit.train("smallcnn:width=4", data, epochs=1, n_val=0, quiet=True)
 
 
+def test_labels_are_checked_alike_by_evaluation_training_attacks_and_explanation():
+    x, y = advkit.load_dataset("fmnist-mini").first(8).tensors()
+    y = y.clone()
+    y[2], y[7] = -1, 10
+    model = advkit.load_model("smallcnn-fmnist")
+    info = advkit.load_dataset("fmnist-mini").info
+    runs = {
+        "evaluation data": lambda: advkit.evaluate(model, (x, y), "none", quiet=True),
+        "training data": lambda: advkit.train("smallcnn:width=4", advkit.plugin.ImageData(
+            advkit.plugin.TensorImages(x, y), info), epochs=1, n_val=0, quiet=True),
+        "attack 'fgsm'": lambda: advkit.create_attack("fgsm", model)(x, y),
+        "explain": lambda: advkit.explain(model, x, y, "saliency"),
+    }
+    for where, run in runs.items():
+        with pytest.raises(UserError) as e:
+            run()
+        assert str(e.value) == f"{where}: labels must lie in [0, 10), found -1, 10 at point(s) 2, 7", where
+
+
 def test_create_attack_takes_a_spec_and_the_budget_of_the_models_dataset():
     model = advkit.load_model("smallcnn-fmnist")
     attack = advkit.create_attack("pgd:steps=5", model)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from advkit._internal.data import check_labels
 from advkit._internal.errors import UserError
 from advkit._internal.evaluation.probes import writes_input
 from advkit._internal.plugins import registry
@@ -107,17 +108,6 @@ def check_images(x: torch.Tensor, bounds) -> None:
     inside(x, bounds, where="evaluation data")
 
 
-def check_labels(y: torch.Tensor, num_classes: int | None) -> None:
-    """Integer labels in ``[0, num_classes)``."""
-    if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise UserError("evaluation data: labels must be integers (class indices)")
-    if num_classes is not None:
-        bad = ((y < 0) | (y >= num_classes)).nonzero().flatten().tolist()
-        if bad:
-            raise UserError(f"evaluation data: label(s) outside [0, {num_classes}) at points {_few(bad)} "
-                            f"(values {sorted({int(y[i]) for i in bad})[:5]}); the model has {num_classes} classes")
-
-
 def _few(idx: list[int], k: int = 5) -> str:
     return ", ".join(map(str, idx[:k])) + (f" and {len(idx) - k} more" if len(idx) > k else "")
 
@@ -187,5 +177,5 @@ def validate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, eot
     model = model_dtype(model.to(device).eval(), notes)
     check_images(x, threat.bounds)
     writes_input(model, x[: min(len(x), 8)].to(device, copy=True), who)
-    check_labels(y, num_classes(model, x, device, who))
-    return model, Inputs(x.contiguous(), y.long(), threat, attacks, attack_opts, meta, notes)
+    y = check_labels(y, num_classes(model, x, device, who), count=len(x), where="evaluation data")
+    return model, Inputs(x.contiguous(), y, threat, attacks, attack_opts, meta, notes)

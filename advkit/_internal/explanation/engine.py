@@ -45,18 +45,15 @@ def explain(model, x: torch.Tensor, y: torch.Tensor, method: str, /, *, ctx: Exp
 def check_batch(model, x, y) -> None:
     """The checks of an evaluation's data, on a batch to explain: images in [0, 1], one label per image,
     each a class of the model."""
-    from advkit._internal.data import check_images
+    from advkit._internal.data import check_images, check_labels
 
     if not torch.is_tensor(x) or x.dim() != 4 or not x.shape[0]:
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise UserError(f"explain: x must be a non-empty (N, C, H, W) batch of images, got {shape}")
     check_images(x, where="explain input")
-    if not torch.is_tensor(y) or y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
-        shape = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
-        raise UserError(f"explain: y must hold one integer label per image ({x.shape[0]}), got {shape}")
-    k = getattr(model, "num_classes", None)
-    if k is not None and (int(y.min()) < 0 or int(y.max()) >= k):
-        raise UserError(f"explain: labels must lie in [0, {k}), found {int(y.min())} to {int(y.max())}")
+    if not torch.is_tensor(y):
+        raise UserError(f"explain: y must be a tensor of one integer label per image, got {type(y).__name__}")
+    check_labels(y, getattr(model, "num_classes", None), count=x.shape[0], where="explain")
 
 
 def _to_image(t: torch.Tensor) -> np.ndarray:
