@@ -104,3 +104,25 @@ def test_training_with_precomputed_examples(tmp_path, data):
               optimizer="adam", lr=1e-3, n_val=0, val_attack="none", quiet=True, out=str(tmp_path / "run"))
     notes = " ".join(n for h in r.history for n in (h.get("notes") or []))
     assert "precomputing the fgsm example of each of 40 training images" in notes
+
+
+def test_the_precompute_bar_moves_within_an_attack_call(data):
+    """One attack call is one unit of the bar; it advances inside the call as the attack's passes are spent."""
+    from advkit_training.precomputed import Moving
+
+    class Bar:
+        def __init__(self):
+            self.steps = []
+
+        def update(self, d):
+            self.steps.append(d)
+
+    model = smallcnn()
+    x, y = data.tensors()
+    bar, atk = Bar(), create_attack("pgd:steps=10", model, LINF)
+    with Moving(bar, atk, len(x[:16])):
+        atk(x[:16], y[:16])
+    inside = bar.steps[:-1]  # the last step completes the unit
+    assert len(inside) >= 5 and all(d > 0 for d in bar.steps)  # moved several times during the 10 steps
+    assert 0.5 < sum(inside) < 1 and sum(bar.steps) == pytest.approx(1.0)
+    assert not atk.counter.listeners  # the listener is removed after the call
