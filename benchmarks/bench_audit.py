@@ -116,8 +116,8 @@ def goals(results: dict) -> list[str]:
 
 
 def markdown(results: dict, n: int) -> str:
-    head = ["| model | kind | clean | plain `aa` | flags raised | `--adaptive` (remedies) | target |",
-            "|---|---|---|---|---|---|---|"]
+    head = ["| model | kind | clean | plain `aa` | flags raised | `--adaptive` (remedies) | target | minutes |",
+            "|---|---|---|---|---|---|---|---|"]
     rows = []
     for e in zoo.ENTRIES:
         r = results.get(e.name)
@@ -128,7 +128,8 @@ def markdown(results: dict, n: int) -> str:
         rem = ", ".join(r["remedies"]) or "none"
         rows.append(f"| {e.name} ({e.what}) | {e.kind} | {100 * r['clean']:.1f} | {100 * r['plain']:.1f} "
                     f"(`{r['attack']}`) | {flags} | {100 * r['adaptive']:.1f} ({rem}) | "
-                    + (f"{100 * t:.1f}: {e.literature}" if t is not None else "") + " |")
+                    + (f"{100 * t:.1f}: {e.literature}" if t is not None else "")
+                    + (f" | {r['seconds'] / 60:.0f} |" if r.get("seconds") else " | |"))
     return "\n".join(head + rows + ["", *goals(results), ""])
 
 
