@@ -41,6 +41,7 @@ def evaluate_row(name: str, out: Path, n: int) -> dict:
 
     model, surrogate = zoo.build(name, out)
     data = advkit.load_dataset("fmnist-mini", split="test", n=n)
+    earlier = logged_seconds(out / name / "eval")  # batches an interrupted run finished: resumed, not redone
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # masked models make AutoAttack warn; the audit reports it
@@ -52,8 +53,22 @@ def evaluate_row(name: str, out: Path, n: int) -> dict:
         "flags": [c["check"] for c in r.audit if not c["passed"] and c.get("applies", True)],
         "adaptive": r.robust_accuracy, "remedies": [a["remedy"] for a in r.adaptive_attacks or [] if a["applied"]],
         "not_applied": {a["remedy"]: a["why"] for a in r.adaptive_attacks or [] if not a["applied"]},
-        "draws": r.draws, "seconds": round(time.time() - t0, 1),
+        "draws": r.draws, "seconds": round(time.time() - t0 + earlier, 1),
     }
+
+
+def logged_seconds(run: Path) -> float:
+    """Seconds of the batches already in the run's progress log (what a resumed run does not spend again)."""
+    path = run / "progress.jsonl"
+    if not path.exists():
+        return 0.0
+    total = 0.0
+    for line in path.read_text().splitlines():
+        try:
+            total += float(json.loads(line).get("seconds", 0.0))
+        except (json.JSONDecodeError, TypeError, ValueError):
+            continue
+    return total
 
 
 def running(claim) -> bool:
