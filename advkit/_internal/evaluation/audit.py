@@ -91,7 +91,7 @@ class AuditContext:
         self.eot = s.eval_model.samples if hasattr(s.eval_model, "samples") else 1
         self.device = s.runner.device
         self.memo: dict = {}  # for checks to share work (a traced attack run, a cost already counted)
-        self.spent = Passes()  # attack passes of the check now running (read back for resumed batches)
+        self.spent = Passes()  # passes of the check now running (its attacks' read back for resumed batches)
 
     @property
     def num_classes(self) -> int:
@@ -157,16 +157,19 @@ class AuditContext:
 
     def predictions(self, x: torch.Tensor) -> torch.Tensor:
         """One prediction per image, each from its own draw when the model is random."""
+        self.spent = self.spent + Passes(len(x), 0, 1, 0)
         with torch.inference_mode():
             return self._s.runner.judge.logits(x.to(self.device)).argmax(1).cpu()
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The model's raw outputs on ``x`` (one forward pass)."""
+        self.spent = self.spent + Passes(len(x), 0, 1, 0)
         with torch.inference_mode():
             return self._s.model(x.to(self.device)).cpu()
 
     def input_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per image, the gradient of the cross-entropy of the model attacks see, flattened (NaN kept)."""
+        self.spent = self.spent + Passes(len(x) * self.eot, len(x) * self.eot, self.eot, self.eot)
         xg = x.to(self.device).detach().clone().requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(F.cross_entropy(self.model(xg), y.to(self.device)), xg, allow_unused=True)

@@ -256,7 +256,7 @@ def _audit_lines(report) -> list[str]:
     """The audit table: one line per check, what it saw, and for a flag what it means (docs/audit.md)."""
     if not report.audit:
         return []
-    lines = ["", "## Audit", "", "| check | result | what was seen | attack passes spent / announced | see |",
+    lines = ["", "## Audit", "", "| check | result | what was seen | passes spent / announced | see |",
              "|---|---|---|---|---|"]
     for c in report.audit:
         result = "n/a" if not c.get("applies", True) else "pass" if c["passed"] else "**FLAGGED**"
@@ -269,7 +269,7 @@ def _audit_lines(report) -> list[str]:
 
 
 def _spent(passes: dict | None) -> str:
-    """A check's attack passes (forward + backward images) against the most it announced."""
+    """A check's passes (forward + backward images) against the most it announced."""
     if not passes:
         return ""
     spent, announced = (sum(passes[k].get(kind, 0) for kind in ("forward", "backward")) for k in ("spent", "announced"))
