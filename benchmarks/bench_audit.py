@@ -29,10 +29,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
+from _docs import write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "audit.md"
-BEGIN, END = "<!-- bench_audit:begin -->", "<!-- bench_audit:end -->"
 TOLERANCE = 0.05
 
 
@@ -148,12 +148,6 @@ def markdown(results: dict, n: int) -> str:
     return "\n".join(head + rows + ["", *goals(results), ""])
 
 
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    start, stop = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-    DOCS.write_text(doc[:start] + "\n" + text + doc[stop:])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default=",".join(e.name for e in zoo.ENTRIES))
@@ -178,7 +172,7 @@ def main() -> None:
     text = markdown({**done, **results}, a.n)
     print(text)
     if not a.no_docs:
-        write_docs(text)
+        write_section(DOCS, "bench_audit", text)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "stochastic.md"
-BEGIN, END = "<!-- bench_draws:begin -->", "<!-- bench_draws:end -->"
 SEEDS = range(6)
 TRAIN = ["train", "--defense", "noise-injection", "--defense", "pgd-at", "--epochs", "3", "--n-train", "4000",
          "--val-attack", "none"]
@@ -108,9 +110,7 @@ def main():
     table = markdown(rows, a.n)
     print(table)
     if not a.no_docs:
-        text = DOCS.read_text()
-        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-        DOCS.write_text(text[:start] + "\n" + table + text[end:])
+        write_section(DOCS, "bench_draws", table)
 
 
 if __name__ == "__main__":

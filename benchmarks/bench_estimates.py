@@ -30,8 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import write_section  # noqa: E402
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench_estimates:begin -->", "<!-- bench_estimates:end -->"
 AT = ["-m", "smallcnn-fmnist-at"]
 RUNS = {  # name -> advkit eval arguments (besides --out)
     "readme: default model, pgd,cw,aa, 500 points": [],
@@ -149,9 +151,7 @@ def main():
     table = markdown(rows)
     print(table)
     if not a.no_docs and not a.runs:
-        text = DOCS.read_text()
-        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-        DOCS.write_text(text[:start] + "\n" + table + text[end:])
+        write_section(DOCS, "bench_estimates", table)
 
 
 if __name__ == "__main__":

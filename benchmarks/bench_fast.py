@@ -49,11 +49,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import write_section  # noqa: E402
+from fast_report import markdown, missed, reading, table  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DOCS = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench_fast:begin -->", "<!-- bench_fast:end -->"
-HEADING = "## `fast` against standard AutoAttack"
 GOAL_ACC, GOAL_COVERAGE, GOAL_RATIO = 0.002, 0.99, 0.15
 
 PROTOCOL = {"pgd-at": "pgd-at", "trades": "trades", "mart": "mart", "lwta": "lwta+pgd-at"}  # model -> defense_table row
@@ -291,106 +293,6 @@ def compare(model: str, a) -> dict | None:
     return out
 
 
-# ---------------------------------------------------------------- the table
-
-def yes(ok: bool) -> str:
-    return "yes" if ok else "**no**"
-
-
-def table(results: list[dict]) -> str:
-    head = ("| model | eps | points | clean | AA robust | fast robust | only AA breaks | only fast breaks | coverage "
-            "| AA passes (F+B) | fast passes (F+B) | ratio | AA s | fast s | goals: acc / cov / passes |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in results:
-        g = r["goals"]
-        lines.append(
-            f"| {r['label']} | {r['eps']:.4g} | {r['n']} | {100 * r['clean']:.1f} | {100 * r['aa']['robust']:.1f} "
-            f"| {100 * r['fast']['robust']:.1f} | {len(r['only_aa'])} | {len(r['only_fast'])} "
-            f"| {100 * r['coverage']:.1f} % ({r['aa']['broken'] - len(r['only_aa'])}/{r['aa']['broken']}) "
-            f"| {r['aa']['passes']:,} | {r['fast']['passes']:,} | **{r['ratio']:.3f}** "
-            f"| {r['aa']['seconds']:.0f} | {r['fast']['seconds']:.0f} "
-            f"| {yes(g['accuracy'])} / {yes(g['coverage'])} / {yes(g['passes'])} |")
-    return "\n".join(lines)
-
-
-def missed(results: list[dict]) -> list[str]:
-    out = []
-    for r in results:
-        g = r["goals"]
-        if not g["accuracy"]:
-            out.append(f"{r['model']}: fast's robust accuracy {100 * r['fast']['robust']:.1f} % > AutoAttack's "
-                       f"{100 * r['aa']['robust']:.1f} % + 0.2")
-        if not g["coverage"]:
-            out.append(f"{r['model']}: coverage {100 * r['coverage']:.1f} % < 99 % (points only AA breaks: "
-                       f"{r['only_aa']})")
-        if not g["passes"]:
-            out.append(f"{r['model']}: passes ratio {r['ratio']:.3f} > 0.15")
-    return out
-
-
-def reading(results: list[dict]) -> str:
-    """Which goals held on how many models, what was missed, the range of the passes ratio (facts only)."""
-    n = len(results)
-    held = {k: [r["model"] for r in results if r["goals"][k]] for k in ("accuracy", "coverage", "passes")}
-    all3 = [r["model"] for r in results if all(r["goals"].values())]
-    ratios = [r["ratio"] for r in results]
-    gap = [100 * (r["fast"]["robust"] - r["aa"]["robust"]) for r in results]
-    text = (f"All three goals held on {len(all3)} of {n} models"
-            + (f" ({', '.join(all3)})" if 0 < len(all3) < n else "") + ". "
-            f"Accuracy goal: {len(held['accuracy'])}/{n}; fast's robust accuracy minus AutoAttack's ranged from "
-            f"{min(gap):+.1f} to {max(gap):+.1f} points. Coverage goal: {len(held['coverage'])}/{n}; "
-            f"{sum(len(r['only_aa']) for r in results)} points in all were broken by AutoAttack only and "
-            f"{sum(len(r['only_fast']) for r in results)} by fast only. Passes goal: {len(held['passes'])}/{n}; "
-            f"fast spent {min(ratios):.3f} to {max(ratios):.3f} of AutoAttack's passes.")
-    misses = missed(results)
-    return text + (" Missed: " + "; ".join(misses) + "." if misses else "")
-
-
-def markdown(results: list[dict], meta: dict, reading: str) -> str:
-    cmds = "\n".join(c for r in results for c in r["commands"])
-    missing = [m for m in meta["models"] if m not in {r["model"] for r in results}]
-    parts = [
-        HEADING, "",
-        "```bash",
-        "python benchmarks/bench_fast.py --pin HEAD  # --n 200; trains what is missing (resumable), then aa and fast per model",
-        "```", "",
-        f"Measured {meta['date']} on {meta['machine']}; {meta['versions']}"
-        + (f", advkit's code as committed at `{meta['pin'][:7]}` (`--pin`)" if meta["pin"] else "") + ". Per model, `advkit eval -a aa` (standard "
-        "AutoAttack: APGD-CE, APGD-T, FAB-T, Square, pyautoattack) and `advkit eval -a fast` on the same first test "
-        "points; passes are the model's forward + backward passes (per image) that advkit counted during each attack; "
-        "coverage is |broken by both| / |broken by AutoAttack|; ratio is fast's passes / AutoAttack's. Goals: "
-        "fast's robust accuracy ≤ AutoAttack's + 0.2 point, coverage ≥ 99 %, ratio ≤ 0.15.", "",
-        table(results), "",
-    ]
-    if missing:
-        parts += [f"Not evaluated yet: {', '.join(missing)}.", ""]
-    parts += [
-        "- **No public robust checkpoint** is in the table: this machine reaches no model hub and no download "
-        "(only PyPI), and no RobustBench or Hugging Face checkpoint is cached locally, so none could be evaluated.",
-        "- **CIFAR-sized** means the shape and the architecture, not the data: there is no CIFAR-10 offline, so the "
-        "model is a CIFAR ResNet-18 at width 16 trained on `fmnist-mini` resized to 32×32 with the grey value copied "
-        f"to the three RGB channels; it is evaluated at its training budget (Linf {meta['cifar_eps']}){meta['cifar_n_note']}.",
-        "- **LWTA** was trained exactly as the results protocol's `lwta+pgd-at` row (stochastic winners); advkit "
-        "can evaluate it deterministically only through the defense's `deterministic` parameter, which the "
-        "checkpoint's sidecar carries, so the script evaluates a copy of the checkpoint (same weights) whose "
-        "sidecar sets `lwta.deterministic=true` (argmax winner in every block, no Gumbel noise).",
-        f"- Wall time of the whole benchmark (training and evaluations, this run): {meta['wall']}. Seconds are "
-        "single-threaded on 2 shared cores and move with the machine's load; the passes do not.", "",
-        "**Reading.** " + reading, "",
-        "<details><summary>Commands</summary>", "", "```bash", cmds, "```", "", "</details>",
-    ]
-    return "\n".join(parts)
-
-
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    if BEGIN not in doc or END not in doc:
-        doc = doc.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOCS.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-
-
 # ---------------------------------------------------------------- main
 
 def machine(a) -> str:
@@ -398,7 +300,9 @@ def machine(a) -> str:
     with contextlib.suppress(OSError):
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), cpu)
     return (f"{os.cpu_count()} CPU cores ({cpu}, a virtual machine) shared with other jobs, no GPU, "
-            f"{a.threads} thread(s) per job (OMP_NUM_THREADS), one job at a time")
+            f"{a.threads} thread(s) per job (OMP_NUM_THREADS), "
+            + ("two jobs at a time (the command lines above ran side by side, so the seconds are indicative; the "
+               "passes are counted)" if len(a.ran) > 1 else "one job at a time"))
 
 
 def versions(results: list[dict], a) -> str:
@@ -417,6 +321,24 @@ def wall(a) -> str:
             f"({train / 60:.0f} min of it training)")
 
 
+def measured_on(a) -> str:
+    """The day the newest evaluation finished (its report.json), so that ``--report`` keeps the date it reports."""
+    reports = list(Path(a.out).glob("*/eval-*/report.json"))
+    last = max((r.stat().st_mtime for r in reports), default=time.time())
+    return datetime.fromtimestamp(last, timezone.utc).strftime("%Y-%m-%d")
+
+
+def shown_args(args: list[str]) -> list[str]:
+    """The command line without the prose it carries for the docs (``--ran``, ``--reading``)."""
+    out, skip = [], False
+    for x in args:
+        if skip or x.split("=", 1)[0] in ("--ran", "--reading"):
+            skip = not skip and "=" not in x
+            continue
+        out.append(x)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
@@ -433,6 +355,9 @@ def main(argv=None):
     ap.add_argument("--report", action="store_true", help="only recompute results.json and the docs table")
     ap.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     ap.add_argument("--reading", default="", help="more words after the computed reading of the results in the docs")
+    ap.add_argument("--ran", action="append", default=[], metavar="COMMAND",
+                    help="with --report: a command line that measured the results (repeat it for runs side by side); "
+                    "the docs show them above the table")
     a = ap.parse_args(argv)
     a.models = [m.strip() for m in a.models.split(",") if m.strip()]
     if set(a.models) - set(MODELS):
@@ -453,8 +378,9 @@ def main(argv=None):
                 print(line, flush=True)
     results = [r for r in (compare(m, a) for m in a.models) if r is not None]
     _, eps_cifar, n_cifar = eval_setup(CIFAR, a)
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": machine(a), "pin": a.pin,
-            "argv": shlex.join(["python", "benchmarks/bench_fast.py", *(argv if argv is not None else sys.argv[1:])]),
+    meta = {"date": measured_on(a), "machine": machine(a), "pin": a.pin,
+            "argv": shlex.join(["python", "benchmarks/bench_fast.py", *shown_args(argv if argv is not None else sys.argv[1:])]),
+            "ran": a.ran,
             "versions": versions(results, a), "models": a.models, "wall": wall(a), "cifar_eps": eps_cifar,
             "cifar_n_note": f"; on its first {n_cifar} test points only (AutoAttack's cost)" if n_cifar != a.n else "",
             "missed": missed(results)}
@@ -464,7 +390,7 @@ def main(argv=None):
     for line in meta["missed"]:
         print("goal missed:", line)
     if not a.no_docs and results:
-        write_docs(markdown(results, meta, " ".join(filter(None, [reading(results), a.reading]))))
+        write_section(DOCS, "bench_fast", markdown(results, meta, " ".join(filter(None, [reading(results), a.reading]))))
 
 
 if __name__ == "__main__":

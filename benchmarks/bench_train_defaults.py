@@ -24,9 +24,11 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "training.md"
-BEGIN, END = "<!-- bench_train_defaults:begin -->", "<!-- bench_train_defaults:end -->"
 GOAL = 0.85
 
 
@@ -84,11 +86,7 @@ def main(argv=None):
     text = markdown(rows)
     print(text)
     if not a.no_docs:
-        doc = DOCS.read_text()
-        if BEGIN not in doc:
-            doc = doc.rstrip("\n") + f"\n\n## Defaults that train\n\n{BEGIN}\n{END}\n"
-        head, rest = doc.split(BEGIN, 1)
-        DOCS.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+        write_section(DOCS, "bench_train_defaults", text, heading="## Defaults that train")
 
 
 if __name__ == "__main__":
