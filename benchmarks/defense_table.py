@@ -11,8 +11,12 @@ in ``--out`` are not redone, so the script can be stopped and restarted.
     python benchmarks/defense_table.py                       # every row, 2 jobs at a time
     python benchmarks/defense_table.py --rows pgd-at,part --jobs 1
     python benchmarks/defense_table.py --markdown             # print the table of what is done
+    python benchmarks/defense_table.py --seed 1 --out runs/table-seed1 --bank runs/table/csa-bank-standard
+    python benchmarks/defense_table.py --markdown --seed-runs runs/table,runs/table-seed1 --subset 200 \
+        --paired trades:pgd-at,... --docs                     # the tables of docs/results.md, over both seeds
 
-The result goes to ``OUT/table.md`` (also printed).
+The result goes to ``OUT/table.md`` (also printed); ``--docs`` writes the tables (``table_report.py``)
+between the ``defense_table`` markers of docs/results.md.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import table_report as R  # noqa: E402
+from _docs import write_section  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
 AT = "pgd-at:steps={steps},step_size={step}"
 TRADES = "trades:steps={steps},step_size={step}"
@@ -130,108 +140,6 @@ def run_row(name: str, a) -> str:
     return f"{name}: done"
 
 
-def table(a) -> str:
-    lines = ["| defenses | test points | clean | PGD-20 | PGD-20 then AutoAttack (worst case) | AutoAttack attacks | notes |",
-             "|---|---|---|---|---|---|---|"]
-    for name in a.rows:
-        rep = Path(a.out) / name / "eval" / "report.json"
-        if not rep.exists():
-            continue
-        r = json.loads(rep.read_text())
-        acc = {x["name"]: x["accuracy"] for x in r["attacks"]}
-        aa = next((x for x in r["attacks"] if x["name"].startswith("aa")), None)
-        attacks = aa["implementation"].rsplit("(", 1)[-1].rstrip(")").split(", ", 1)[-1] if aa else ""
-        note = f"stochastic: EOT-20 PGD, aa-rand, {r.get('draws', 1)} draws per point" if r.get("stochastic") else ""
-        lines.append(
-            f"| {label(name)} | {r['n']} "
-            f"| {100 * r['clean_accuracy']:.1f} | {100 * acc.get('pgd', float('nan')):.1f} | {100 * r['robust_accuracy']:.1f} "
-            f"| {attacks} | {note} |"
-        )
-    return "\n".join(lines)
-
-
-def seeds_table(a, dirs: list[str]) -> str:
-    """Every row finished in all of ``dirs`` (one run folder per training seed): clean, PGD-20 and worst case
-    under each seed, and their mean."""
-    lines = [f"| defenses | {len(dirs)} training seeds: clean | PGD-20 | worst case |", "|---|---|---|---|"]
-    for name in a.rows:
-        reports = [Path(d) / name / "eval" / "report.json" for d in dirs]
-        if not all(r.exists() for r in reports):
-            continue
-        runs = []
-        for rep in reports:
-            r = json.loads(rep.read_text())
-            pgd = next((x["accuracy"] for x in r["attacks"] if x["name"] == "pgd"), float("nan"))
-            runs.append((r["clean_accuracy"], pgd, r["robust_accuracy"]))
-        cells = [" / ".join(f"{100 * v[k]:.1f}" for v in runs) + f" (mean {100 * sum(v[k] for v in runs) / len(runs):.1f})"
-                 for k in range(3)]
-        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def subset_table(a, k: int) -> str:
-    """Every finished row restricted to its first ``k`` test points: clean, first attack, worst case (mean scores)."""
-    lines = [f"| defenses (first {k} test points) | clean | PGD-20 | worst case |", "|---|---|---|---|"]
-    for name in a.rows:
-        ev = Path(a.out) / name / "eval"
-        if not (ev / "results.csv").exists():
-            continue
-        points = _per_point(a, name)
-        first = sorted(points)[:k]
-        if len(first) < k:
-            continue
-        cells = [f"{100 * sum(points[i][c] for i in first) / k:.1f}" for c in range(3)]
-        note = " (EOT-20 PGD, aa-rand)" if json.loads((ev / "report.json").read_text()).get("stochastic") else ""
-        lines.append(f"| {label(name)}{note} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _per_point(a, name: str) -> dict[int, tuple[float, float, float]]:
-    """index -> (clean, after the first attack, after every attack) of a finished row: 0/1 for a deterministic
-    model, the share of correct draws for a random one (the first attack's from its stage in progress.jsonl,
-    since results.csv keeps only the worst case)."""
-    import csv
-
-    ev = Path(a.out) / name / "eval"
-    first = json.loads((ev / "report.json").read_text())["attacks"][0]["name"]
-    rows = list(csv.DictReader((ev / "results.csv").open()))
-    clean = {int(r["index"]): float(r["clean_correct"]) for r in rows}
-    if any(0 < v < 1 for v in clean.values()) or json.loads((ev / "report.json").read_text()).get("draws", 1) > 1:
-        after = dict(clean)
-        for line in (ev / "progress.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            if rec["stage"] == f"cascade:0:{first}":
-                after.update({i: min(clean[i], float(v)) for i, v in zip(rec["index"], rec["score"])})
-        return {i: (clean[i], after[i], float(r["robust"])) for r in rows for i in [int(r["index"])]}
-    return {int(r["index"]): (clean[int(r["index"])], float(clean[int(r["index"])] and r["broken_by"] != first),
-                              float(r["robust"])) for r in rows}
-
-
-def paired_table(a, pairs: list[tuple[str, str]]) -> str:
-    """Differences ROW - BASE on the points both evaluated, with the paired standard error (sd of the
-    per-point difference / sqrt(n)), for clean, the first attack (PGD-20) and the worst case."""
-    import math
-
-    lines = ["| row | versus | points | clean | PGD-20 | worst case |", "|---|---|---|---|---|---|"]
-    missing = []
-    for row, base in pairs:
-        if not all((Path(a.out) / r / "eval" / "results.csv").exists() for r in (row, base)):
-            missing.append(f"{row}:{base}")
-            continue
-        x, y = _per_point(a, row), _per_point(a, base)
-        common = sorted(set(x) & set(y))
-        cells = []
-        for k in range(3):
-            d = [x[i][k] - y[i][k] for i in common]
-            mean = sum(d) / len(d)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in d) / max(len(d) - 1, 1))
-            cells.append(f"{100 * mean:+.1f} ± {100 * sd / math.sqrt(len(d)):.1f}")
-        lines.append(f"| {label(row)} | {label(base)} | {len(common)} | " + " | ".join(cells) + " |")
-    if missing:
-        lines.append(f"\n(not evaluated yet, left out: {', '.join(missing)})")
-    return "\n".join(lines)
-
-
 def nfc_stats(a) -> str:
     """How large the CSA augmentation is: the bank's NFC images against the images they come from."""
     import torch
@@ -280,9 +188,10 @@ def main(argv=None):
                     help="also print ROW - BASE on the same points with the paired standard error")
     ap.add_argument("--nfc-stats", action="store_true", help="also print the size of the CSA bank's NFC images")
     ap.add_argument("--seed-runs", default="", metavar="DIR,...",
-                    help="also print the rows finished in every one of these run folders (one per training seed)")
+                    help="the tables over these run folders (one per training seed), for the rows finished in all")
     ap.add_argument("--subset", type=int, default=0, metavar="K",
                     help="also print every finished row on its first K test points (the stochastic rows' points)")
+    ap.add_argument("--docs", action="store_true", help="also write the tables into docs/results.md")
     a = ap.parse_args(argv)
     a.rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = [r for r in a.rows if r not in ROWS]
@@ -308,22 +217,22 @@ def main(argv=None):
         with ThreadPoolExecutor(a.jobs) as pool:
             for line in pool.map(lambda r: run_row(r, a), a.rows):
                 print(line, flush=True)
-    md = table(a)
+    folders = [Path(d) for d in a.seed_runs.split(",") if d] or [Path(a.out)]
+    md = R.main_table(Path(a.out), a.rows, label)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "table.md").write_text(md + "\n")
-    print(md)
+    parts = [R.seeds_table(folders, a.rows, label) if a.seed_runs else md]
+    if a.paired:
+        parts.append(R.paired_table(folders, a.paired, label))
     if a.subset:
-        print()
-        print(subset_table(a, a.subset))
+        parts.append(R.subset_table(folders, a.rows, label, a.subset))
+    text = "\n\n".join(parts)
+    print(text)
     if a.nfc_stats:
         print()
         print(nfc_stats(a))
-    if a.paired:
-        print()
-        print(paired_table(a, a.paired))
-    if a.seed_runs:
-        print()
-        print(seeds_table(a, [d for d in a.seed_runs.split(",") if d]))
+    if a.docs:
+        write_section(DOCS, "defense_table", text)
 
 
 if __name__ == "__main__":

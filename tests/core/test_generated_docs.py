@@ -6,9 +6,13 @@ would be erased the next time the outer script writes its table.
 
 from __future__ import annotations
 
+import json
 import re
+import statistics
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"<!-- ([\w-]+):(begin|end) -->")
@@ -45,3 +49,36 @@ def test_write_section_replaces_only_its_own_section(tmp_path, monkeypatch):
                                "<!-- b:begin -->\nold b\n<!-- b:end -->\n")
     write_section(doc, "c", "c table", heading="## C")
     assert doc.read_text().endswith("<!-- b:end -->\n\n## C\n\n<!-- c:begin -->\nc table\n<!-- c:end -->\n")
+
+
+def _row(folder: Path, name: str, clean, first, robust, draws: int) -> None:
+    """A finished row as advkit eval leaves it: report.json, results.csv and, for a random model, the log."""
+    ev = folder / name / "eval"
+    ev.mkdir(parents=True)
+    n = len(clean)
+    ev.joinpath("report.json").write_text(json.dumps({
+        "n": n, "draws": draws, "stochastic": draws > 1, "clean_accuracy": sum(clean) / n,
+        "robust_accuracy": sum(robust) / n, "attacks": [{"name": "pgd", "accuracy": sum(first) / n}]}))
+    lines = ["index,clean_correct,robust,broken_by"]
+    by = ["" if r else "pgd" if not f else "aa" for f, r in zip(first, robust)]  # the cascade's attack that broke it
+    lines += [f"{i},{c},{r},{b}" for i, (c, r, b) in enumerate(zip(clean, robust, by))]
+    ev.joinpath("results.csv").write_text("\n".join(lines) + "\n")
+    ev.joinpath("progress.jsonl").write_text(json.dumps(
+        {"stage": "cascade:0:pgd", "batch": 0, "index": list(range(n)), "score": first}) + "\n")
+
+
+def test_paired_differences_read_random_rows_per_draw(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("table_report", None)
+    import table_report
+
+    base = ([1, 1, 0, 1], [1, 0, 0, 1], [1, 0, 0, 0])
+    rand = ([0.9, 1.0, 0.2, 0.5], [0.6, 0.3, 0.0, 0.5], [0.5, 0.1, 0.0, 0.2])
+    _row(tmp_path, "base", *base, draws=1)
+    _row(tmp_path, "rand", *rand, draws=10)
+    points, diffs = table_report.paired(tmp_path, "rand", "base")
+    assert points == 4
+    for k in range(3):
+        d = [r - b for r, b in zip(rand[k], base[k])]
+        assert diffs[k][0] == pytest.approx(statistics.fmean(d))
+        assert diffs[k][1] == pytest.approx(statistics.stdev(d) / 2)
