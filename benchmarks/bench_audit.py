@@ -124,6 +124,11 @@ def goals(results: dict) -> list[str]:
     noisy = [s for s in sound if results[s]["flags"]]
     lines.append(f"- No flag on the sound adversarially trained rows: {len(sound) - len(noisy)} of {len(sound)}"
                  + (f" (flagged: {', '.join(noisy)})" if noisy else ""))
+    for e in (e for e in zoo.ENTRIES if e.kind == "stochastic" and e.name in results):
+        r, t = results[e.name], target(e, results)
+        lines.append(f"- {e.name} (stochastic, reported whichever way it goes): plain `{r['attack']}` "
+                     f"{100 * r['plain']:.1f}, `--adaptive` {100 * r['adaptive']:.1f}"
+                     + (f", {100 * (r['adaptive'] - t):+.1f} points from the target ({100 * t:.1f})" if t is not None else ""))
     missing = [e.name for e in zoo.ENTRIES if e.name not in results]
     if missing:
         lines.append(f"- Not measured yet: {', '.join(missing)}")
