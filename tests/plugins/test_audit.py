@@ -228,3 +228,26 @@ def test_each_check_reports_the_passes_it_spent_against_what_it_announced(robust
     for name in ("unavailable-gradients", "probability-outputs"):  # passes outside attacks count too
         p = checks[name]["passes"]
         assert 0 < p["spent"]["forward"] <= p["announced"]["forward"], (name, p)
+
+
+def test_audit_attacks_on_a_cpu_are_cut_into_resumable_batches(robust_cnn, fmnist_test, tmp_path, monkeypatch):
+    """Each logged batch of an audit attack holds at most CPU_BATCH_PASSES declared forward passes, so an
+    expensive check (a black-box attack through EOT) resumes batch by batch; a re-run redoes none of them."""
+    import json
+
+    from advkit._internal.evaluation import audit as audit_module
+
+    monkeypatch.setattr(audit_module, "CPU_BATCH_PASSES", 40)
+    data = fmnist_test.first(40)
+    r = evaluate(robust_cnn, data, ["pgd"], eps="0.1", audit="eps-monotone:n=12", attack_opts=OPTS, quiet=True,
+                 out=tmp_path)
+    recs = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    audited = [rec for rec in recs if rec["stage"].startswith("audit:")]
+    stages = {rec["stage"] for rec in audited}
+    assert stages and all(sum(rec["stage"] == s for rec in audited) >= 2 for s in stages)
+    assert all(0 < rec["passes"]["forward"] <= 40 for rec in audited), [rec["passes"] for rec in audited]
+    assert sum(len(rec["index"]) for rec in audited) == 12 * len(stages)  # every sampled point, once per stage
+    again = evaluate(robust_cnn, data, ["pgd"], eps="0.1", audit="eps-monotone:n=12", attack_opts=OPTS, quiet=True,
+                     out=tmp_path)
+    assert len((tmp_path / "progress.jsonl").read_text().splitlines()) == len(recs)  # nothing redone, nothing added
+    assert again.audit == r.audit

@@ -32,6 +32,10 @@ from advkit._internal.registry import bind_params
 from advkit._internal.seeds import derive_seed
 
 SAMPLE = 100
+# On a CPU an audit attack's batch holds at most this many declared forward passes (10-30 minutes for a small
+# network), so that an interrupted audit resumes near where it stopped: a black-box attack through EOT declares up
+# to 100,000 per point. Fixed, not measured, so that the batches, and with them the seeds, are the same every run.
+CPU_BATCH_PASSES = 250_000
 
 
 def parse_audit(spec) -> tuple[list[str] | None, int] | None:
@@ -151,9 +155,16 @@ class AuditContext:
         with swapped_threat(self._s.runner, threat):
             res, _, spent = self._s.runner.attack(f"audit:{tag}:{threat.eps:.8g}:{name}", atk, pts,
                                                   key=f"audit:{tag}", label=f"audit: {name} ({tag}, {threat})",
-                                                  logged=logged)
+                                                  logged=logged, batch=self._batch(atk))
         self.spent = self.spent + spent
         return res
+
+    def _batch(self, atk) -> int | None:
+        """At most :data:`CPU_BATCH_PASSES` declared forward passes per batch on a CPU; the run's batches elsewhere."""
+        if torch.device(self.device).type != "cpu":
+            return None
+        per = declared(atk.stages).forward * self.eot
+        return max(1, CPU_BATCH_PASSES // per) if per else None
 
     def predictions(self, x: torch.Tensor) -> torch.Tensor:
         """One prediction per image, each from its own draw when the model is random."""

@@ -131,8 +131,9 @@ class Runner:
         self.keeper = keeper  # collects adversarial examples for --save-adv (None: keep nothing)
         self.judge = judge or Judge(model)  # how a point is judged correct: over draws when the model is random
 
-    def _batches(self, idx: list[int]):
-        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+    def _batches(self, idx: list[int], size: int | None = None):
+        size = min(size or self.batch_size, self.batch_size)
+        return [idx[i : i + size] for i in range(0, len(idx), size)]
 
     def predict(self, stage: str, idx: list[int]) -> dict[int, tuple[int, float]]:
         """``(prediction, score)`` on clean points, seeded per batch (random models are reproducible); the
@@ -158,13 +159,14 @@ class Runner:
         return out
 
     def attack(self, stage: str, attack, idx: list[int], key: str | None = None, label: str | None = None,
-               plan=None, k: int = 0, logged: bool = True) -> tuple[dict[int, dict], float, Passes]:
+               plan=None, k: int = 0, logged: bool = True, batch: int | None = None) -> tuple[dict[int, dict], float, Passes]:
         """Run ``attack`` on ``idx``; per point: broken, perturbation norm, dropped. Verifies every batch.
 
         ``key`` names the attack for seeding (default ``stage``): the same key and
         the same points give the same randomness in any mode. ``label`` is what
         the progress bar says (default ``stage``). ``plan``: the run's cost plan,
-        in which this is attack ``k``; ``logged`` False: computed afresh, kept out of the log. Returns the results, the seconds and the
+        in which this is attack ``k``; ``logged`` False: computed afresh, kept out of the log; ``batch``: at most
+        this many points per batch (default the run's batch size). Returns the results, the seconds and the
         passes spent (read back from the log for resumed batches).
         """
 
@@ -191,7 +193,8 @@ class Runner:
         seconds, passes = 0.0, Passes()
         bar = progress(len(idx), label or stage, quiet=self.quiet, unit="img")
         meter = Meter(bar, attack, plan, k)
-        for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished, logged=logged):
+        for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished, logged=logged,
+                             batch=batch):
             seconds += rec.get("seconds", 0.0)
             passes = passes + Passes.of(rec.get("passes"))
             for i, br, sc, nm, dr in zip(rec["index"], rec["broken"], rec["score"], rec["norm"], rec["dropped"]):
@@ -216,13 +219,13 @@ class Runner:
             raise UserError(f"{culprit} raised on batch {b} of {stage} (points {chunk[0]}-{chunk[-1]}): "
                             f"{detail.splitlines()[0] if detail else ''}{kept}") from exc
 
-    def _run(self, stage, idx, fn, bar, who, after=None, logged: bool = True):
+    def _run(self, stage, idx, fn, bar, who, after=None, logged: bool = True, batch: int | None = None):
         """Do the batches not yet in the progress log, shared round-robin among ranks.
 
         ``after(rec, resumed)`` hears of every batch, read back or done (once its seconds are known)."""
         rank, size = D.world()
         recs, pending = [], []
-        for b, chunk in enumerate(self._batches(idx)):
+        for b, chunk in enumerate(self._batches(idx, batch)):
             rec = self.progress.get(stage, b) if logged else None
             self.progress.batches += 1
             if rec is not None and rec["index"] == chunk:
