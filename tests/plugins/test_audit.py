@@ -247,6 +247,7 @@ def test_audit_attacks_on_a_cpu_are_cut_into_resumable_batches(robust_cnn, fmnis
     assert stages and all(sum(rec["stage"] == s for rec in audited) >= 2 for s in stages)
     assert all(0 < rec["passes"]["forward"] <= 40 for rec in audited), [rec["passes"] for rec in audited]
     assert sum(len(rec["index"]) for rec in audited) == 12 * len(stages)  # every sampled point, once per stage
+    assert any("audit: pgd ran in batches of" in n for n in r.meta["notes"]), r.meta["notes"]  # said, recorded
     again = evaluate(robust_cnn, data, ["pgd"], eps="0.1", audit="eps-monotone:n=12", attack_opts=OPTS, quiet=True,
                      out=tmp_path)
     assert len((tmp_path / "progress.jsonl").read_text().splitlines()) == len(recs)  # nothing redone, nothing added

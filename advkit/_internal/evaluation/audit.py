@@ -94,6 +94,7 @@ class AuditContext:
         self.stochastic, self.draws = s.stochastic, s.draws
         self.eot = s.eval_model.samples if hasattr(s.eval_model, "samples") else 1
         self.device = s.runner.device
+        self._cut: set[str] = set()  # attacks whose batches were cut, said once each
         self.memo: dict = {}  # for checks to share work (a traced attack run, a cost already counted)
         self.spent = Passes()  # passes of the check now running (its attacks' read back for resumed batches)
 
@@ -152,10 +153,16 @@ class AuditContext:
         threat = self.threat if eps is None else self.threat.with_eps(eps)
         atk = create_attack(name, model, threat, **params)
         atk.name = name
+        batch = self._batch(atk)
+        if batch is not None and batch < min(len(pts), self._s.runner.batch_size) and name not in self._cut:
+            self._cut.add(name)
+            say(self._s.inputs.notes, f"audit: {name} ran in batches of {batch} points, not "
+                f"{self._s.runner.batch_size}, so that an interrupted audit resumes (at most {CPU_BATCH_PASSES:,} "
+                "declared forward passes per batch on a CPU); its seeds are per batch")
         with swapped_threat(self._s.runner, threat):
             res, _, spent = self._s.runner.attack(f"audit:{tag}:{threat.eps:.8g}:{name}", atk, pts,
                                                   key=f"audit:{tag}", label=f"audit: {name} ({tag}, {threat})",
-                                                  logged=logged, batch=self._batch(atk))
+                                                  logged=logged, batch=batch)
         self.spent = self.spent + spent
         return res
 
