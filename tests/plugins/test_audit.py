@@ -252,3 +252,26 @@ def test_audit_attacks_on_a_cpu_are_cut_into_resumable_batches(robust_cnn, fmnis
                      out=tmp_path)
     assert len((tmp_path / "progress.jsonl").read_text().splitlines()) == len(recs)  # nothing redone, nothing added
     assert again.audit == r.audit
+
+
+def test_traced_checks_resume_from_the_log(robust_cnn, fmnist_test, tmp_path, monkeypatch):
+    """The trace-based indicators log every point's margins with its batch: a re-run of a finished audit attacks
+    nothing and finds the same."""
+    import json
+
+    from advkit._internal.evaluation.runner import Runner
+
+    data = fmnist_test.first(30)
+    spec = "silent-success:n=12,non-converging-restarts:n=12"
+    r = evaluate(robust_cnn, data, ["pgd"], eps="0.1", audit=spec, attack_opts=OPTS, quiet=True, out=tmp_path)
+    recs = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    traced = [rec for rec in recs if ":trace:" in rec["stage"]]
+    assert len({rec["stage"] for rec in traced}) == 3  # the three traced runs, shared by the two checks
+    assert all(len(rec["extra"]["margins"]) == len(rec["index"]) and all(rec["extra"]["margins"]) for rec in traced)
+
+    def attacked(self, fn, b, chunk, who, stage):
+        raise AssertionError(f"{stage} batch {b} was redone")
+
+    monkeypatch.setattr(Runner, "_call", attacked)
+    again = evaluate(robust_cnn, data, ["pgd"], eps="0.1", audit=spec, attack_opts=OPTS, quiet=True, out=tmp_path)
+    assert again.audit == r.audit

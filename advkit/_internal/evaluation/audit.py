@@ -144,11 +144,12 @@ class AuditContext:
         """:meth:`attack`, also returning every point's margins over the attack's forward passes, in order."""
         pts = self.points if points is None else points
         rec = Recorder(self.model, self.x.to(self.device), self.y.to(self.device), self.threat)
-        res = self._run(name, tag, pts, None, rec, params, logged=False)  # margins are not in the log
         where = {p: k for k, p in enumerate(self.points)}
-        return res, {p: rec.margins[where[p]] for p in pts}
+        res = self._run(name, tag, pts, None, rec, params,  # the margins are logged with each batch, so it resumes
+                        extra=lambda chunk: {"margins": [rec.margins[where[p]] for p in chunk]})
+        return res, {p: res[p].pop("margins") for p in pts}
 
-    def _run(self, name, tag, points, eps, model, params, logged: bool = True) -> dict[int, dict]:
+    def _run(self, name, tag, points, eps, model, params, extra=None) -> dict[int, dict]:
         pts = self.points if points is None else list(points)
         threat = self.threat if eps is None else self.threat.with_eps(eps)
         atk = create_attack(name, model, threat, **params)
@@ -162,7 +163,7 @@ class AuditContext:
         with swapped_threat(self._s.runner, threat):
             res, _, spent = self._s.runner.attack(f"audit:{tag}:{threat.eps:.8g}:{name}", atk, pts,
                                                   key=f"audit:{tag}", label=f"audit: {name} ({tag}, {threat})",
-                                                  logged=logged, batch=batch)
+                                                  batch=batch, extra=extra)
         self.spent = self.spent + spent
         return res
 

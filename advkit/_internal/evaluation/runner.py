@@ -159,15 +159,16 @@ class Runner:
         return out
 
     def attack(self, stage: str, attack, idx: list[int], key: str | None = None, label: str | None = None,
-               plan=None, k: int = 0, logged: bool = True, batch: int | None = None) -> tuple[dict[int, dict], float, Passes]:
+               plan=None, k: int = 0, batch: int | None = None, extra=None) -> tuple[dict[int, dict], float, Passes]:
         """Run ``attack`` on ``idx``; per point: broken, perturbation norm, dropped. Verifies every batch.
 
         ``key`` names the attack for seeding (default ``stage``): the same key and
         the same points give the same randomness in any mode. ``label`` is what
         the progress bar says (default ``stage``). ``plan``: the run's cost plan,
-        in which this is attack ``k``; ``logged`` False: computed afresh, kept out of the log; ``batch``: at most
-        this many points per batch (default the run's batch size). Returns the results, the seconds and the
-        passes spent (read back from the log for resumed batches).
+        in which this is attack ``k``; ``batch``: at most
+        this many points per batch (default the run's batch size); ``extra(chunk)``: more per-point lists to log
+        with each batch (``{field: [value per point]}``), returned per point beside the rest. Returns the results,
+        the seconds and the passes spent (read back from the log for resumed batches).
         """
 
         def run(b, chunk):
@@ -187,18 +188,21 @@ class Runner:
                 "score": score.cpu().tolist(),
                 "norm": [float(v) for v in self.threat.norms(xb, result.x_adv).cpu()],
                 "dropped": result.dropped.cpu().tolist(), "passes": result.passes.as_dict(),
+                **({"extra": extra(chunk)} if extra is not None else {}),
             }
 
         out: dict[int, dict] = {}
         seconds, passes = 0.0, Passes()
         bar = progress(len(idx), label or stage, quiet=self.quiet, unit="img")
         meter = Meter(bar, attack, plan, k)
-        for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished, logged=logged,
-                             batch=batch):
+        for rec in self._run(stage, idx, run, None, f"attack {attack.name!r}", after=meter.finished, batch=batch):
             seconds += rec.get("seconds", 0.0)
             passes = passes + Passes.of(rec.get("passes"))
-            for i, br, sc, nm, dr in zip(rec["index"], rec["broken"], rec["score"], rec["norm"], rec["dropped"]):
-                out[i] = {"broken": bool(br), "score": sc, "norm": nm, "dropped": bool(dr)}
+            more = rec.get("extra", {})
+            for j, (i, br, sc, nm, dr) in enumerate(zip(rec["index"], rec["broken"], rec["score"], rec["norm"],
+                                                         rec["dropped"])):
+                out[i] = {"broken": bool(br), "score": sc, "norm": nm, "dropped": bool(dr),
+                          **{field: values[j] for field, values in more.items()}}
         bar.close()
         return out, seconds, passes
 
@@ -219,14 +223,14 @@ class Runner:
             raise UserError(f"{culprit} raised on batch {b} of {stage} (points {chunk[0]}-{chunk[-1]}): "
                             f"{detail.splitlines()[0] if detail else ''}{kept}") from exc
 
-    def _run(self, stage, idx, fn, bar, who, after=None, logged: bool = True, batch: int | None = None):
+    def _run(self, stage, idx, fn, bar, who, after=None, batch: int | None = None):
         """Do the batches not yet in the progress log, shared round-robin among ranks.
 
         ``after(rec, resumed)`` hears of every batch, read back or done (once its seconds are known)."""
         rank, size = D.world()
         recs, pending = [], []
         for b, chunk in enumerate(self._batches(idx, batch)):
-            rec = self.progress.get(stage, b) if logged else None
+            rec = self.progress.get(stage, b)
             self.progress.batches += 1
             if rec is not None and rec["index"] == chunk:
                 self.progress.resumed += 1
@@ -248,8 +252,7 @@ class Runner:
                 rec["seconds"] = share
                 if after is not None:
                     after(rec, False)
-            if logged:
-                self.progress.put(gathered)
+            self.progress.put(gathered)
             recs.extend(gathered)
             if bar is not None:
                 bar.update(sum(len(rec["index"]) for rec in gathered))
