@@ -1,9 +1,10 @@
 """The tables of ``defense_table.py``, read from the run folders it leaves (one per training seed).
 
 Every function takes the run folders (``runs/table``, ``runs/table-seed1``, ...), the row
-names and the function that labels a row; a row enters a table only when it is finished
-in every folder. Per point a deterministic model scores 0 or 1, a random one the share of
-its draws that stayed correct.
+names and the function that labels a row. A row finished in only some folders (a rerun still
+in progress) shows the seeds it has, marks the others "not run", and its means and notes say
+which seeds they cover. Per point a deterministic model scores 0 or 1, a random one the share
+of its draws that stayed correct.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ def report(folder: Path, name: str) -> dict | None:
 
 def finished(folders: list[Path], names: list[str]) -> list[str]:
     return [n for n in names if all(report(f, n) is not None for f in folders)]
+
+
+def started(folders: list[Path], names: list[str]) -> list[str]:
+    """The rows finished in at least one folder."""
+    return [n for n in names if any(report(f, n) is not None for f in folders)]
+
+
+def _seed_note(folders: list[Path], done: list[bool]) -> str:
+    """'' when every folder has the row, else which run folders are still missing it."""
+    missing = [f.name for f, d in zip(folders, done) if not d]
+    return f"not run yet in {', '.join(missing)}" if missing else ""
 
 
 def per_point(folder: Path, name: str) -> dict[int, tuple[float, float, float]]:
@@ -66,33 +78,43 @@ def main_table(folder: Path, names: list[str], label: Label) -> str:
 
 
 def seeds_table(folders: list[Path], names: list[str], label: Label) -> str:
-    """Per row: clean, PGD-20 and worst case under each training seed, and their mean."""
+    """Per row: clean, PGD-20 and worst case under each training seed, and their mean when it has every seed."""
     lines = [f"| defenses | test points | {len(folders)} training seeds: clean | PGD-20 | worst case | notes |",
              "|---|---|---|---|---|---|"]
-    for name in finished(folders, names):
+    for name in started(folders, names):
         reps = [report(f, name) for f in folders]
-        runs = [_accuracies(r) for r in reps]
-        cells = [" / ".join(f"{100 * v[k]:.1f}" for v in runs) + f" (mean {100 * sum(v[k] for v in runs) / len(runs):.1f})"
-                 for k in range(3)]
-        note = f"stochastic: EOT-20 PGD, aa-rand, {reps[0].get('draws', 1)} draws per point" \
-            if reps[0].get("stochastic") else ""
-        lines.append(f"| {label(name)} | {reps[0]['n']} | " + " | ".join(cells) + f" | {note} |")
+        runs = [_accuracies(r) if r else None for r in reps]
+        have = [v for v in runs if v]
+        mean = len(folders) > 1 and len(have) == len(runs)  # a mean over some seeds would pass for one over all
+        cells = [" / ".join(f"{100 * v[k]:.1f}" if v else "not run" for v in runs)
+                 + (f" (mean {100 * sum(v[k] for v in have) / len(have):.1f})" if mean else "") for k in range(3)]
+        first = next(r for r in reps if r)
+        notes = [f"stochastic: EOT-20 PGD, aa-rand, {first.get('draws', 1)} draws per point"
+                 if first.get("stochastic") else "", _seed_note(folders, [bool(r) for r in reps])]
+        lines.append(f"| {label(name)} | {first['n']} | " + " | ".join(cells) + f" | {'; '.join(x for x in notes if x)} |")
     return "\n".join(lines)
 
 
 def subset_table(folders: list[Path], names: list[str], label: Label, k: int) -> str:
-    """Every finished row on its first ``k`` test points (the random rows' points), mean over the folders."""
-    lines = [f"| defenses (first {k} test points{', mean over the training seeds' if len(folders) > 1 else ''}) "
+    """Every row on its first ``k`` test points (the random rows' points): per training seed, and their mean when
+    the row has every seed."""
+    many = len(folders) > 1
+    lines = [f"| defenses (first {k} test points{', per training seed (mean)' if many else ''}) "
              "| clean | PGD-20 | worst case |", "|---|---|---|---|"]
-    for name in finished(folders, names):
-        scores = [per_point(f, name) for f in folders]
-        if any(len(s) < k for s in scores):
+    for name in started(folders, names):
+        done = [report(f, name) is not None for f in folders]
+        scores = [per_point(f, name) if d else None for f, d in zip(folders, done)]
+        if any(s is not None and len(s) < k for s in scores):
             continue
-        firsts = [sorted(s)[:k] for s in scores]
-        cells = [f"{100 * sum(sum(s[i][c] for i in first) / k for s, first in zip(scores, firsts)) / len(scores):.1f}"
+        acc = [[sum(s[i][c] for i in sorted(s)[:k]) / k for c in range(3)] if s else None for s in scores]
+        have = [a for a in acc if a]
+        cells = [" / ".join(f"{100 * a[c]:.1f}" if a else "not run" for a in acc)
+                 + (f" ({100 * sum(a[c] for a in have) / len(have):.1f})" if many and all(done) else "")
                  for c in range(3)]
-        note = " (EOT-20 PGD, aa-rand)" if report(folders[0], name).get("stochastic") else ""
-        lines.append(f"| {label(name)}{note} | " + " | ".join(cells) + " |")
+        notes = ["EOT-20 PGD, aa-rand" if report(folders[done.index(True)], name).get("stochastic") else "",
+                 _seed_note(folders, done)]
+        note = "; ".join(x for x in notes if x)
+        lines.append(f"| {label(name)}{f' ({note})' if note else ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -111,23 +133,24 @@ def paired(folder: Path, row: str, base: str) -> tuple[int, list[tuple[float, fl
 
 
 def paired_table(folders: list[Path], pairs: list[tuple[str, str]], label: Label) -> str:
-    """ROW - BASE per training seed, ± its paired standard error, and the mean over the seeds. The paired error
-    is the test-set noise of one seed's comparison; the seeds' spread is the training noise, which it leaves out."""
+    """ROW - BASE per training seed, ± its paired standard error, and their mean when every seed finished both.
+    The paired error is the test-set noise of one seed's comparison; the seeds' spread is the training noise,
+    which it leaves out."""
     many = len(folders) > 1
     head = "| row | versus | points | clean | PGD-20 | worst case |"
     lines = [head.replace("| clean", "| clean, per seed (mean)") if many else head, "|---|---|---|---|---|---|"]
-    missing = []
     for row, base in pairs:
-        if len(finished(folders, [row, base])) < 2:
-            missing.append(f"{row}:{base}")
+        done = [len(finished([f], [row, base])) == 2 for f in folders]
+        if not any(done):
             continue
-        per_seed = [paired(f, row, base) for f in folders]
+        per_seed = [paired(f, row, base) if d else None for f, d in zip(folders, done)]
+        have = [d for d in per_seed if d]
         cells = []
         for k in range(3):
-            each = " / ".join(f"{100 * d[k][0]:+.1f} ± {100 * d[k][1]:.1f}" for _, d in per_seed)
-            mean = sum(d[k][0] for _, d in per_seed) / len(per_seed)
-            cells.append(f"{each} ({100 * mean:+.1f})" if many else each)
-        lines.append(f"| {label(row)} | {label(base)} | {per_seed[0][0]} | " + " | ".join(cells) + " |")
-    if missing:
-        lines.append(f"\n(not finished in every run folder, left out: {', '.join(missing)})")
+            each = " / ".join(f"{100 * d[1][k][0]:+.1f} ± {100 * d[1][k][1]:.1f}" if d else "not run" for d in per_seed)
+            mean = sum(d[1][k][0] for d in have) / len(have)
+            cells.append(f"{each} ({100 * mean:+.1f})" if many and len(have) == len(folders) else each)
+        note = _seed_note(folders, done)
+        lines.append(f"| {label(row)}{f' ({note})' if note else ''} | {label(base)} | {have[0][0]} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -82,3 +82,25 @@ def test_paired_differences_read_random_rows_per_draw(tmp_path, monkeypatch):
         d = [r - b for r, b in zip(rand[k], base[k])]
         assert diffs[k][0] == pytest.approx(statistics.fmean(d))
         assert diffs[k][1] == pytest.approx(statistics.stdev(d) / 2)
+
+
+def test_a_row_missing_a_seed_is_marked_and_left_out_of_the_means(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("table_report", None)
+    import table_report
+
+    s0, s1 = tmp_path / "table", tmp_path / "table-seed1"
+    for folder, clean in ((s0, [1, 1, 1, 0]), (s1, [1, 0, 1, 0])):
+        _row(folder, "base", clean, [1, 0, 0, 0], [1, 0, 0, 0], draws=1)
+    _row(s0, "new", [1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], draws=1)
+    text = table_report.seeds_table([s0, s1], ["base", "new"], str)
+    base, new = (line for line in text.splitlines() if line.startswith(("| base", "| new")))
+    assert "75.0 / 50.0 (mean 62.5)" in base  # (3/4 + 2/4) / 2
+    assert "50.0 / not run |" in new and "mean" not in new and "not run yet in table-seed1" in new
+    pairs = table_report.paired_table([s0, s1], [("new", "base")], str)
+    row = pairs.splitlines()[-1]
+    assert row.startswith("| new (not run yet in table-seed1) | base | 4 |")
+    assert "-25.0 ± 25.0 / not run |" in row  # clean differences 0, 0, -1, 0: mean -0.25, sd 0.5, /2
+    subset = table_report.subset_table([s0, s1], ["base", "new"], str, 2)
+    assert "| base | 100.0 / 50.0 (75.0) |" in subset  # first two points: seed 0 1, 1 and seed 1 1, 0
+    assert "| new (not run yet in table-seed1) | 100.0 / not run |" in subset
