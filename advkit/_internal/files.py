@@ -110,6 +110,14 @@ def _umask() -> int:
     return mask
 
 
+def _reason(folder: Path, exc: OSError) -> str:
+    """Why ``folder`` could not be made: a file in its place (``mkdir`` says only "File exists"), or the error."""
+    for part in (folder, *folder.parents):
+        if part.exists():
+            return f"{part} is a file, not a folder" if not part.is_dir() else (exc.strerror or str(exc))
+    return exc.strerror or str(exc)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, with the mode the umask gives
     a new file (``mkstemp`` alone would make it readable by its owner only). The temporary file
@@ -120,7 +128,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {path}: {_reason(path.parent, exc)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

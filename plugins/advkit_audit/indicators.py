@@ -89,8 +89,8 @@ class UnstablePredictions(Check):
     remedy = "eot"
     repeats = 8
 
-    def cost(self, ctx) -> Passes:
-        return Passes(self.repeats * len(ctx.points) * ctx.draws, 0, self.repeats * ctx.draws, 0)
+    def cost(self, ctx) -> Passes:  # the unperturbed pass and the repeats, one pass per image each
+        return Passes((self.repeats + 1) * len(ctx.points), 0, self.repeats + 1, 0)
 
     def run(self, ctx) -> dict:
         x = ctx.x

@@ -52,6 +52,9 @@ class BatchDependent(Check):
 class FewClasses(Check):
     """Fewer than 4 classes: the DLR loss and the targeted attacks of AutoAttack need more."""
 
+    def cost(self, ctx) -> Passes:  # one image through the model, for the number of outputs
+        return Passes(1, 0, 1, 0)
+
     def run(self, ctx) -> dict:
         c = ctx.num_classes
         return finding(self, c >= 4, f"{c} classes", "the DLR loss uses the three largest logits and APGD-T/FAB-T "

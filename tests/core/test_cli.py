@@ -75,6 +75,12 @@ def test_user_errors_are_one_line(args, pattern):
     one_line_error(args, pattern)
 
 
+def test_explain_into_an_unwritable_out_is_one_line_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    one_line_error(["explain", "--method", "gradcam", "-n", "2", "--out", str(tmp_path / "file" / "ex")],
+                   r"cannot write to --out .*file/ex: Not a directory")
+
+
 def test_linf_eps_above_one_warns(tmp_path):
     code, out, err = run("--quiet", "eval", "--eps", "8", "--attacks", "fgsm", "--n", "8", "--model", "smallcnn")
     assert code == 0, err

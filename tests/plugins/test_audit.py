@@ -79,6 +79,10 @@ def test_a_sound_adversarially_trained_model_raises_no_flag(robust_cnn, fmnist_t
     assert flagged(checks) == set(), checks
     assert all(c["points"] is None or c["points"] <= 30 for c in checks.values())
     assert "No check flagged" in str(r)
+    assert not any("declared cost is wrong" in n for n in r.meta["notes"]), r.meta["notes"]
+    for name, c in checks.items():  # every built-in check within what it announced, passes outside attacks included
+        spent, announced = c["passes"]["spent"], c["passes"]["announced"]
+        assert spent["forward"] <= announced["forward"] and spent["backward"] <= announced["backward"], (name, c)
 
 
 def test_input_quantization_is_flagged_by_unavailable_gradients(robust_cnn, fmnist_test):
@@ -161,6 +165,62 @@ def test_adaptive_auto_follows_the_flags_and_says_what_it_could_not_apply(robust
 def test_adaptive_names_are_checked(robust_cnn, fmnist_test):
     with pytest.raises(UserError, match="did you mean 'bpda'"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bdpa", quiet=True)
+    with pytest.raises(UserError, match=r"remedies take no parameters \(bpda:x=1\)"):
+        evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bpda:x=1", quiet=True)
+    with pytest.raises(UserError, match="--surrogate is used only by --adaptive"):
+        evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", surrogate=robust_cnn, quiet=True)
+    with pytest.raises(UserError, match="surrogate: give a model name, a checkpoint path or an nn.Module, not int"):
+        evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="transfer", surrogate=3, quiet=True)
+
+
+def test_audit_spec_all_wins_and_one_sample_size():
+    from advkit._internal.evaluation.audit import SAMPLE, parse_audit
+
+    assert parse_audit("all,silent-success") == (None, SAMPLE)  # every check, not only the one named
+    assert parse_audit("silent-success:n=5,gradients:n=5") == (["silent-success", "unavailable-gradients"], 5)
+    with pytest.raises(UserError, match="n is given as 5 and 7"):
+        parse_audit("silent-success:n=5,gradients:n=7")
+
+
+def test_a_resumed_run_refuses_another_surrogate(robust_cnn, fmnist_test, tmp_path):
+    """Adaptive attacks through one surrogate are never read back for another; -a none reports their worst case."""
+    data = fmnist_test.first(12)
+    r = evaluate(robust_cnn, data, "none", eps="0.1", adaptive="transfer", surrogate=robust_cnn, quiet=True,
+                 out=tmp_path, attack_opts=OPTS)
+    assert "**worst case**" in str(r) and "the worst case is the adaptive attacks' alone" in str(r)
+    again = evaluate(robust_cnn, data, "none", eps="0.1", adaptive="transfer", surrogate=robust_cnn, quiet=True,
+                     out=tmp_path, attack_opts=OPTS)
+    assert again.robust_accuracy == r.robust_accuracy and again.meta["resumed_batches"] >= 2
+    with pytest.raises(UserError, match=r"holds a run with other settings \(surrogate\)"):
+        evaluate(robust_cnn, data, "none", eps="0.1", adaptive="transfer", surrogate=Quantized(robust_cnn).eval(),
+                 quiet=True, out=tmp_path, attack_opts=OPTS)
+
+
+def test_a_flag_without_an_adaptive_attack_is_listed_as_not_applied(robust_cnn, fmnist_test):
+    import types
+
+    import advkit.plugin
+    from advkit._internal import plugins
+    from advkit.plugin import Check, finding
+
+    class Flags(Check):
+        remedy = "best-iterate"
+
+        def run(self, ctx) -> dict:
+            return finding(self, False, "always", flagged=len(ctx.points), points=len(ctx.points))
+
+    mod = types.ModuleType("advkit_test_flags")
+    mod.advkit_register_checks = advkit.plugin.hookimpl(lambda register: register("always-flags", Flags))
+    plugins.register_plugin(mod)
+    try:
+        checks, r = audit(robust_cnn, fmnist_test.first(12), "always-flags:n=5", adaptive=True)
+    finally:
+        plugins.pm.unregister(mod)
+        plugins._registries.clear()
+    assert r.adaptive_attacks == [{"remedy": "best-iterate", "applied": False, "why": "an attack that keeps its "
+                                   "best iterate (aa, fast, APGD): add it to --attacks"}]
+    assert "| best-iterate | no: an attack that keeps its best iterate" in str(r)
+    assert "No check flagged" not in str(r)
 
 
 class Saturated(nn.Module):
@@ -254,6 +314,23 @@ def test_audit_attacks_on_a_cpu_are_cut_into_resumable_batches(robust_cnn, fmnis
     assert again.audit == r.audit
 
 
+def test_the_eot_remedy_batches_count_its_own_samples(robust_cnn, fmnist_test, tmp_path, monkeypatch):
+    """The eot remedy attacks through 50 samples, not the run's 20: its CPU batches stay within the cap too."""
+    import json
+    import warnings
+
+    from advkit._internal.evaluation import audit as audit_module
+
+    monkeypatch.setattr(audit_module, "CPU_BATCH_PASSES", 6000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluate(Noisy(robust_cnn).eval(), fmnist_test.first(16), ["pgd"], eps="0.1", adaptive="eot", quiet=True,
+                 attack_opts={"pgd": {"steps": 5}}, out=tmp_path)
+    recs = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    eot = [rec for rec in recs if "adaptive:eot" in rec["stage"]]
+    assert eot and all(0 < rec["passes"]["forward"] <= 6000 for rec in eot), [rec["passes"] for rec in eot]
+
+
 def test_traced_checks_resume_from_the_log(robust_cnn, fmnist_test, tmp_path, monkeypatch):
     """The trace-based indicators log every point's margins with its batch: a re-run of a finished audit attacks
     nothing and finds the same."""
@@ -275,3 +352,4 @@ def test_traced_checks_resume_from_the_log(robust_cnn, fmnist_test, tmp_path, mo
     monkeypatch.setattr(Runner, "_call", attacked)
     again = evaluate(robust_cnn, data, ["pgd"], eps="0.1", audit=spec, attack_opts=OPTS, quiet=True, out=tmp_path)
     assert again.audit == r.audit
+    assert again.meta["resumed_batches"] == len(recs)  # every batch of the log read back, the audit's included

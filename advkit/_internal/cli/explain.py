@@ -11,7 +11,16 @@ from advkit._internal.errors import UserError
 
 
 def run_explain(opts, *, method, model, weights, compare, dataset, data_dir, n, opts_list, out):
-    """Explain ``model`` (and ``compare``) on the first ``n`` images of ``dataset``; write npz, png and json."""
+    """Explain ``model`` (and ``compare``) on the first ``n`` images of ``dataset``; write npz, png and json.
+    ``out`` is created and held before any work, so an unwritable one is one line, not a lost run."""
+    from advkit._internal.files import lock_output
+
+    with lock_output(out):
+        _explain(opts, method=method, model=model, weights=weights, compare=compare, dataset=dataset,
+                 data_dir=data_dir, n=n, opts_list=opts_list, out=out)
+
+
+def _explain(opts, *, method, model, weights, compare, dataset, data_dir, n, opts_list, out):
     import torch
 
     from advkit._internal.evaluation.resolve import model_and_data

@@ -34,6 +34,9 @@ from advkit._internal.stochastic import EOTModel
 
 REMEDIES = ("logits", "rescale", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
 STEPS_FACTOR, RESTARTS = 10, 5
+BY_HAND = {  # remedies of built-in checks that are a choice of attacks, not an adaptive attack
+    "best-iterate": "an attack that keeps its best iterate (aa, fast, APGD): add it to --attacks",
+}
 
 
 def parse_adaptive(spec) -> list[str] | str | None:
@@ -44,7 +47,10 @@ def parse_adaptive(spec) -> list[str] | str | None:
         return "auto"
     names = []
     for name, params in parse_list(spec):
-        if params or name not in REMEDIES:
+        if params and name in REMEDIES:
+            raise UserError(f"--adaptive {spec!r}: remedies take no parameters "
+                            f"({name}:{','.join(f'{k}={v}' for k, v in params.items())})")
+        if name not in REMEDIES:
             from advkit._internal.errors import closest
 
             hint = closest(name, REMEDIES)
@@ -94,13 +100,14 @@ class BPDA(nn.Module):
 
 
 def chosen(mode, audit: list[dict]) -> list[str]:
-    """The remedies to apply: those named, or those of the flagged checks (in the order of the checks)."""
+    """The remedies to apply: those named, or those of the flagged checks (in the order of the checks), also
+    those no adaptive attack implements (``best-iterate``, a third-party check's), which are listed as not applied."""
     if mode != "auto":
         return list(mode)
     out = []
     for c in audit:
         r = c.get("remedy")
-        if not c["passed"] and r in REMEDIES and r not in out:
+        if not c["passed"] and r and r not in out:  # one --adaptive has no attack for is listed as not applied
             out.append(r)
     return out
 
@@ -118,7 +125,8 @@ def run_adaptive(s, remedies: list[str], robust: dict, samples: list[dict], surr
     for remedy in remedies:
         live = [i for i in s.correct if robust[i] > 0]
         before = sum(robust.values()) / s.n
-        runs, why = _runs(s, ctx, remedy, name, base, surrogate)
+        runs, why = _runs(s, ctx, remedy, name, base, surrogate) if remedy in REMEDIES else ([], BY_HAND.get(
+            remedy, "no adaptive attack implements it: see the flagged check's suggestion in the audit"))
         if why:
             rows.append({"remedy": remedy, "applied": False, "why": why})
             continue

@@ -39,11 +39,12 @@ CPU_BATCH_PASSES = 250_000
 
 
 def parse_audit(spec) -> tuple[list[str] | None, int] | None:
-    """``True``/``"all"`` -> every check; ``"a,b:n=50"`` -> those checks on 50 points; ``None``/``False`` -> no audit."""
+    """``True``/``"all"`` -> every check; ``"a,b:n=50"`` -> those checks on one sample of 50 points (``n`` given
+    once, after any check: it is the audit's); ``None``/``False`` -> no audit."""
     if spec is None or spec is False or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return None
     items = parse_list("all" if spec is True else spec)
-    names, n = [], SAMPLE
+    names, sizes = [], set()
     for name, params in items:
         unknown = set(params) - {"n"}
         if unknown:
@@ -51,10 +52,14 @@ def parse_audit(spec) -> tuple[list[str] | None, int] | None:
         if "n" in params:
             if not params["n"].isdigit() or int(params["n"]) < 1:
                 raise UserError(f"--audit {spec!r}: n must be a positive whole number")
-            n = int(params["n"])
+            sizes.add(int(params["n"]))
         if name != "all":
             names.append(registry("check").get(name).name)  # unknown names: one line with the closest
-    return (names or None), n
+    if len(sizes) > 1:
+        raise UserError(f"--audit {spec!r}: every check runs on one sample, but n is given as "
+                        f"{' and '.join(map(str, sorted(sizes)))}: give it once")
+    every = any(name == "all" for name, _ in items)  # "all,silent-success" is every check, not one
+    return (None if every else names or None), sizes.pop() if sizes else SAMPLE
 
 
 class Recorder(nn.Module):
@@ -100,6 +105,7 @@ class AuditContext:
 
     @property
     def num_classes(self) -> int:
+        self.spent = self.spent + Passes(1, 0, 1, 0)
         with torch.inference_mode():
             return int(self._s.model(self.x[:1].to(self.device)).shape[1])
 
@@ -154,7 +160,7 @@ class AuditContext:
         threat = self.threat if eps is None else self.threat.with_eps(eps)
         atk = create_attack(name, model, threat, **params)
         atk.name = name
-        batch = self._batch(atk)
+        batch = self._batch(atk, getattr(model, "samples", self.eot))  # the eot remedy's model draws more
         if batch is not None and batch < min(len(pts), self._s.runner.batch_size) and name not in self._cut:
             self._cut.add(name)
             say(self._s.inputs.notes, f"audit: {name} ran in batches of {batch} points, not "
@@ -167,11 +173,12 @@ class AuditContext:
         self.spent = self.spent + spent
         return res
 
-    def _batch(self, atk) -> int | None:
-        """At most :data:`CPU_BATCH_PASSES` declared forward passes per batch on a CPU; the run's batches elsewhere."""
+    def _batch(self, atk, eot: int) -> int | None:
+        """At most :data:`CPU_BATCH_PASSES` declared forward passes per batch on a CPU (``eot`` passes per query of
+        the model the attack sees); the run's batches elsewhere."""
         if torch.device(self.device).type != "cpu":
             return None
-        per = declared(atk.stages).forward * self.eot
+        per = declared(atk.stages).forward * eot
         return max(1, CPU_BATCH_PASSES // per) if per else None
 
     def predictions(self, x: torch.Tensor) -> torch.Tensor:

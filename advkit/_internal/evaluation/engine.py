@@ -29,6 +29,8 @@ import os
 import sys
 from pathlib import Path
 
+from torch import nn
+
 from advkit._internal import distributed as D
 from advkit._internal.errors import UserError
 from advkit._internal.evaluation.adaptive import chosen, parse_adaptive, run_adaptive
@@ -153,9 +155,12 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in sweep_budgets(eps_sweep)]
     checking = parse_confirm(confirm)
     auditing, adapting = parse_audit(audit), parse_adaptive(adaptive)
+    if surrogate is not None and adapting is None:
+        raise UserError("--surrogate is used only by --adaptive (bpda, transfer): add --adaptive, or leave it out")
     surrogate = load_surrogate(surrogate, inputs, device)
     s, config = session(model, inputs, out=out, eot=eot, draws=draws, seed=seed, independent=independent, quiet=quiet,
-                        device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta)
+                        device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta,
+                        surrogate=surrogate)
     built = [s.build(a) for a in inputs.attacks]  # parameters are checked before anything runs
     if checking is not None:
         s.build(checking[0], **checking[2])
@@ -194,6 +199,8 @@ def load_surrogate(surrogate, inputs, device):
     """The ``--surrogate`` model (a name, checkpoint or module), in eval mode on ``device``; None stays None."""
     if surrogate is None:
         return None
+    if not isinstance(surrogate, (str, nn.Module)):
+        raise UserError(f"surrogate: give a model name, a checkpoint path or an nn.Module, not {type(surrogate).__name__}")
     if isinstance(surrogate, str):
         from advkit._internal.models import load_model
 
@@ -204,6 +211,7 @@ def load_surrogate(surrogate, inputs, device):
 def finish(s: Session, report: Report, out) -> Report:
     """Say what was resumed, write the adversarial examples and the reports."""
     progress, keeper = s.runner.progress, s.runner.keeper
+    report.meta["resumed_batches"] = progress.resumed  # every stage's, the audit's and the adaptive attacks' too
     if progress.resumed and D.is_main():
         print(f"advkit: resumed {progress.resumed} of {progress.batches} batches from {out}", file=sys.stderr)
     if keeper is not None:

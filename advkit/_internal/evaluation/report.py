@@ -143,7 +143,7 @@ def _attack_table(report) -> list[str]:
                  "alone (%)": _pct(a.independent_accuracy), "time (s)": "n/a" if none else f"{a.seconds:.1f}",
                  "passes / point": "n/a" if none else per_point(a)}
         lines.append(row(cells))
-    if report.attacks:
+    if report.attacks or any(r["applied"] for r in getattr(report, "adaptive_attacks", None) or []):
         lines.append(row({"attack": "**worst case**", "accuracy after (%)": f"**{_pct(report.robust_accuracy)}**",
                           "95 % CI (%)": _span(interval(report, "robust"))}))
     return lines
@@ -169,7 +169,9 @@ def per_point(a) -> str:
 
 def _notes(report) -> list[str]:
     if not report.attacks:
-        return ["", "No attack ran (attacks none): clean accuracy only; 95 % CI: Wilson score interval."]
+        adapted = any(r["applied"] for r in getattr(report, "adaptive_attacks", None) or [])
+        return ["", "No attack of the suite ran (attacks none)" + (": the worst case is the adaptive attacks' alone "
+                "(below)" if adapted else ": clean accuracy only") + "; 95 % CI: Wilson score interval."]
     indep = any(a.independent_accuracy is not None for a in report.attacks)
     mode = ("each attack on every clean-correct point, worst case over all" if indep
             else "each attack on the points earlier attacks failed on")
@@ -283,7 +285,7 @@ def _adaptive_lines(report) -> list[str]:
         return []
     lines = ["", "## Adaptive attacks", ""]
     if not rows:
-        return lines + ["No check flagged this evaluation: no remedy to apply."]
+        return lines + ["No flagged check names a remedy: nothing to apply."]
     lines += ["| remedy | applied | attack | points | robust accuracy before (%) | after (%) |", "|---|---|---|---|---|---|"]
     for r in rows:
         if not r["applied"]:

@@ -149,8 +149,11 @@ def result_of(atk: Attack) -> AttackResult:
                         extra=desc, **top)
 
 
-def session(model, inputs, *, out, eot, draws, seed, independent, quiet, device, batch_size, save_adv, who, meta):
-    """The run's session: the model checked, probed and counted, the judge, the seeded runner with its log."""
+def session(model, inputs, *, out, eot, draws, seed, independent, quiet, device, batch_size, save_adv, who, meta,
+            surrogate=None):
+    """The run's session: the model checked, probed and counted, the judge, the seeded runner with its log.
+    A ``surrogate`` (``--surrogate``) enters the run's settings by its fingerprint, so a resumed run never reads
+    back adaptive attacks made through another one."""
     checked = Checked(model).eval()
     stochastic, per_point = probe_model(model, inputs, device, who)
     counter = PassCounter(checked).eval()
@@ -162,6 +165,8 @@ def session(model, inputs, *, out, eot, draws, seed, independent, quiet, device,
         "attack_opts": inputs.attack_opts, "threat": inputs.threat.as_dict(), "seed": seed,
         "independent": independent, "eot": eot if stochastic else None, "draws": draws, "versions": versions(),
     }
+    if surrogate is not None:  # only then: the settings of runs without one stay as they were
+        config["surrogate"] = model_fingerprint(surrogate)
     if not isinstance(save_adv, int) or save_adv < 0 or (save_adv and not out):
         raise UserError(f"save_adv needs an output directory and a count >= 0, got {save_adv!r} (out={out!r})")
     progress = Progress(Path(out) if out else None, config)
