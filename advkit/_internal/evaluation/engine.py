@@ -68,7 +68,7 @@ def assemble(s: Session, results, robust, samples, *, seed, independent, meta, c
             **(meta or {}), "seed": seed, "dataset": s.inputs.data_meta, "model_fingerprint": config["fingerprint"],
             "mode": "independent" if independent else "cascade", "stochastic": s.stochastic,
             "adaptive": adaptive, "notes": s.inputs.notes,
-            "resumed_batches": s.runner.progress.resumed, "device": str(s.runner.device),
+            "device": str(s.runner.device),  # resumed_batches: set by finish(), once every stage has run
             "cost": s.plan.summary() if s.plan is not None else None,
             "world_size": D.world()[1], "versions": config["versions"],
         },
