@@ -96,6 +96,8 @@ def test_bad_data_is_one_line(trained_cnn, case, message):
     ({"n": 0}, r"-n must be positive, got 0"),
     ({"batch_size": 0}, r"--batch-size must be positive, got 0"),
     ({"eot": -1}, r"--eot must be positive"),
+    ({"draws": 2.5}, r"--draws must be a whole number, got 2\.5"),
+    ({"draws": 0}, r"--draws must be positive, got 0"),
 ])
 def test_api_checks_counts_like_the_cli(trained_cnn, data, kw, message):
     with pytest.raises(UserError, match=message):

@@ -56,7 +56,11 @@ def option_names(attacks, audit: bool) -> set[str]:
 
 
 def _positive(name: str, value) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserError(f"{name} must be a whole number, got {value!r}")
+    if value <= 0:
         raise UserError(f"{name} must be positive, got {value!r}")
 
 
