@@ -3,7 +3,7 @@
 1. :class:`EpsMonotone`: white-box accuracy does not rise with eps and reaches about 0 at a huge eps;
 2. :class:`MoreSteps`: 10x the iterations and a restart are not weaker than the reference attack as run;
 3. :class:`BlackBox`: the black-box reference breaks no more points than noise allows among those the
-   strongest white-box run of the audit could not break.
+   strongest white-box run of the audit could not break (a one-sided binomial test, :func:`noise_limit`).
 
 The attacks are the ones registered as the audit's references (``reference="white-box"`` /
 ``"black-box"``); the white-box one's iterations are the parameter it declares as ``iterations``.
@@ -14,6 +14,13 @@ from __future__ import annotations
 import math
 
 from advkit.plugin import Check, Passes, finding
+
+# On a sound model a random search still tips over a few borderline points that the strongest white-box run
+# left: 0-3 of 27-83 (at most 5.6 %, 3 % pooled) on the bundled and the zoo's adversarially trained models,
+# against 29 of 31 and 32 of 52 on masked ones. black-box-gap flags when Square's rate on those points is
+# above NOISE_RATE at the CONFIDENCE level (docs/audit.md#black-box-gap).
+NOISE_RATE = 0.05
+CONFIDENCE = 0.95
 
 
 def _large_eps(threat, shape) -> float:
@@ -129,8 +136,26 @@ class BlackBox(Check):
         survivors = [i for i in ctx.points if all(r[i]["score"] >= 0.5 for r in (base, *strong))]
         res = ctx.attack(black, tag="black-box", points=survivors, **ctx.options(black)) if survivors else {}
         extra = sum(1 for i in survivors if res[i]["score"] < 0.5)
-        allowed = max(2, math.ceil(0.02 * len(ctx.points)))  # borderline points a random search may tip over
+        allowed = noise_limit(len(survivors))
         label = f"the strongest {white} run ({white}-{steps}" + (f" and {white}-{10 * steps} x2 restarts)" if strong else ")")
         return finding(self, extra <= allowed, f"{black} broke {extra} of the {len(survivors)} points {label} could "
-                       f"not break (flagged above {allowed})", "a black-box attack beating gradient attacks is the "
-                       "classic sign of gradient masking", flagged=extra, points=len(survivors))
+                       f"not break (flagged above {allowed}: a rate above {100 * NOISE_RATE:.0f} % at "
+                       f"{100 * CONFIDENCE:.0f} % confidence)",
+                       "a black-box attack beating gradient attacks is the classic sign of gradient masking",
+                       flagged=extra, points=len(survivors))
+
+
+def noise_limit(m: int, rate: float = NOISE_RATE, confidence: float = CONFIDENCE) -> int:
+    """The most breaks among ``m`` points that a break rate of ``rate`` explains: the largest ``k`` with
+    P(Binomial(m, rate) >= k) >= 1 - confidence (one-sided exact test; advkit's own, no statistics library
+    needed). Above it, the rate is above ``rate`` at that confidence."""
+    if m == 0:
+        return 0
+    log = [math.lgamma(m + 1) - math.lgamma(k + 1) - math.lgamma(m - k + 1) + k * math.log(rate)
+           + (m - k) * math.log1p(-rate) for k in range(m + 1)]
+    tail = 0.0
+    for k in range(m, -1, -1):  # tail = P(X >= k), accumulated from the top
+        tail += math.exp(log[k])
+        if tail >= 1 - confidence - 1e-12:  # (float rounding at m = 1)
+            return k
+    return 0

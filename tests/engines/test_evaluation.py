@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import types
+from fractions import Fraction
+from math import comb
 
 import pytest
 import torch
@@ -168,14 +170,14 @@ def test_training_mode_is_switched_with_a_warning(trained_cnn, data):
 
 
 class Rounding(nn.Module):
-    """Masks gradients: quantises the input, so input gradients are zero almost everywhere."""
+    """Masks gradients: quantises the input to ``steps + 1`` levels, so input gradients are zero almost everywhere."""
 
-    def __init__(self, model):
+    def __init__(self, model, steps: int = 4):
         super().__init__()
-        self.model = model
+        self.model, self.steps = model, steps
 
     def forward(self, x):
-        return self.model(torch.round(x * 4) / 4)
+        return self.model(torch.round(x * self.steps) / self.steps)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +188,20 @@ def robust_cnn(fmnist_test):
     return load_model("smallcnn-fmnist-at", num_classes=10, input_shape=info.input_shape).eval()
 
 
+def binomial_tail(k: int, m: int, rate: Fraction) -> Fraction:
+    """P(Binomial(m, rate) >= k), exactly."""
+    return sum((comb(m, j) * rate**j * (1 - rate) ** (m - j) for j in range(k, m + 1)), Fraction(0))
+
+
+def beyond_noise(c: dict) -> bool:
+    """black-box-gap's documented rule: Square's breaks among the survivors exceed what a 5 % rate explains
+    at 95 % confidence (one-sided exact binomial test)."""
+    return binomial_tail(c["flagged"], c["points"], Fraction(1, 20)) < Fraction(1, 20)
+
+
 def test_audit_passes_an_unmasked_robust_model_and_flags_a_masked_one(robust_cnn, data):
+    from advkit._internal.models import load_model
+
     opts = {"square": {"n_queries": 300}, "pgd": {"steps": 5}}
     kw = dict(eps="0.1", audit="eps-monotone,more-steps,black-box-gap,gradients:n=40", attack_opts=opts, quiet=True,
               batch_size=40)
@@ -194,12 +209,27 @@ def test_audit_passes_an_unmasked_robust_model_and_flags_a_masked_one(robust_cnn
     assert 0.3 < honest.robust_accuracy < honest.clean_accuracy  # robust, not trivially so
     assert {c["check"]: c["passed"] for c in honest.audit} == {
         "eps-monotone": True, "more-steps": True, "black-box-gap": True, "unavailable-gradients": True}, honest.audit
-    with pytest.warns(UserWarning, match="input gradients are all zero"):
-        masked = evaluate(Rounding(robust_cnn).eval(), data.first(40), ["pgd"], **kw)
+    standard = load_model("smallcnn-fmnist", num_classes=10, input_shape=(1, 28, 28)).eval()
+    with pytest.warns(UserWarning, match="input gradients are all zero"):  # 16 levels: a step below eps
+        masked = evaluate(Rounding(standard, 15).eval(), data.first(40), ["pgd"], **kw)
     flags = {c["check"]: c["passed"] for c in masked.audit}
     assert flags["unavailable-gradients"] is False and flags["black-box-gap"] is False, masked.audit
+    for c in (next(c for c in r.audit if c["check"] == "black-box-gap") for r in (honest, masked)):
+        assert "the strongest pgd run" in c["detail"] and c["points"] > 20
+        assert beyond_noise(c) is (not c["passed"]), c
     black = next(c for c in masked.audit if c["check"] == "black-box-gap")
-    assert "the strongest pgd run" in black["detail"]
+    assert black["flagged"] > black["points"] / 2  # masking, far beyond the noise bound
+
+
+def test_black_box_gap_noise_limit_is_a_one_sided_binomial_test():
+    from advkit_audit.carlini import noise_limit
+
+    for m in (1, 2, 5, 27, 54, 100, 250):
+        for rate, confidence in ((Fraction(1, 20), Fraction(19, 20)), (Fraction(1, 10), Fraction(99, 100))):
+            k = noise_limit(m, float(rate), float(confidence))
+            assert binomial_tail(k, m, rate) >= 1 - confidence, (m, k)  # k breaks: explained by the rate
+            assert k == m or binomial_tail(k + 1, m, rate) < 1 - confidence, (m, k)  # one more: beyond it
+    assert noise_limit(0) == 0
 
 
 def test_images_outside_range_are_refused(trained_cnn):
