@@ -53,8 +53,16 @@ def evaluate_row(name: str, out: Path, n: int) -> dict:
         "flags": [c["check"] for c in r.audit if not c["passed"] and c.get("applies", True)],
         "adaptive": r.robust_accuracy, "remedies": [a["remedy"] for a in r.adaptive_attacks or [] if a["applied"]],
         "not_applied": {a["remedy"]: a["why"] for a in r.adaptive_attacks or [] if not a["applied"]},
-        "draws": r.draws, "seconds": round(time.time() - t0 + earlier, 1),
+        "draws": r.draws, "seconds": round(time.time() - t0 + earlier, 1), "where": where(),
     }
+
+
+def where() -> str:
+    """The machine a row ran on, as the table's footnote names it: rows from different devices are not
+    bit-comparable (a GPU is not bit-deterministic, and its library versions may differ)."""
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
 def logged_seconds(run: Path) -> float:
@@ -132,6 +140,12 @@ def goals(results: dict) -> list[str]:
     missing = [e.name for e in zoo.ENTRIES if e.name not in results]
     if missing:
         lines.append(f"- Not measured yet: {', '.join(missing)}")
+    machines: dict[str, list[str]] = {}
+    for e in zoo.ENTRIES:
+        if e.name in results:
+            machines.setdefault(results[e.name].get("where", "not recorded"), []).append(e.name)
+    lines.append("- Ran on: " + "; ".join(f"{m} ({'every row' if len(rows) == len(results) else ', '.join(rows)})"
+                                           for m, rows in machines.items()))
     return lines
 
 
