@@ -26,6 +26,7 @@ def advkit_register_checks(register):
     register("silent-success", indicators.SilentSuccess)
     register("incomplete-optimization", indicators.IncompleteOptimization)
     register("non-converging-restarts", indicators.NonConvergingRestarts)
+    register("transfer-failure", indicators.TransferFailure)
     register("eps-monotone", carlini.EpsMonotone)
     register("more-steps", carlini.MoreSteps)
     register("black-box-gap", carlini.BlackBox)

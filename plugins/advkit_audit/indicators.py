@@ -7,7 +7,8 @@ true logit minus the best other, of every forward pass the attack made on an inp
 in the point's ball: :meth:`AuditContext.trace`), three times with different
 seeds; the runs are shared between the three checks. A check flags when more
 than ``share`` of the points it looked at (and at least ``least`` of them) show
-the indicator.
+the indicator. Transfer failure attacks the run's ``--surrogate`` and judges the examples on the
+model (:meth:`AuditContext.transfer`); without a surrogate it does not apply.
 """
 
 from __future__ import annotations
@@ -168,3 +169,31 @@ class NonConvergingRestarts(Check):
         return finding(self, not _flag(k, m, 0.05, 3), f"{RESTARTS} seeded runs of {ctx.reference('white-box')}-"
                        f"{TRACE_STEPS} disagree on {k} of {m} points", "the outcome depends on the random start: "
                        "run more restarts and keep the worst case", flagged=k, points=m)
+
+
+class TransferFailure(Check):
+    """Points whose transfer attack fooled the surrogate (``--surrogate``) but not the model."""
+
+    remedy = "bpda"
+
+    def cost(self, ctx) -> Passes:
+        if ctx.surrogate is None:
+            return Passes()
+        name, params = _trace_params(ctx)
+        per, m = ctx.declared(name, **params), len(ctx.points)  # declared counts EOT: the surrogate draws once
+        return Passes(per.forward // ctx.eot * m + m, per.backward // ctx.eot * m)
+
+    def run(self, ctx) -> dict:
+        if ctx.surrogate is None:
+            return finding(self, True, "not checked: no surrogate model (--surrogate), so no attack transfers",
+                           applies=False)
+        name, params = _trace_params(ctx)
+        res = ctx.transfer(name, tag="transfer", **params)
+        fooled = [i for i in ctx.points if res[i]["fooled_surrogate"]]
+        failed = [i for i in fooled if _held(res, i)]
+        k, m = len(failed), len(ctx.points)
+        return finding(self, not _flag(k, m, 0.10, 3), f"{name}-{TRACE_STEPS} on the surrogate fooled it on "
+                       f"{len(fooled)} of {m} points; on {k} of them the model still classified the example "
+                       "correctly", "the surrogate is too unlike the model for a transfer attack to measure it: "
+                       "attack the model's own outputs through the surrogate's gradient (BPDA), or choose a closer "
+                       "surrogate", flagged=k, points=m)

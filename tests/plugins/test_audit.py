@@ -70,7 +70,7 @@ def test_every_builtin_check_comes_through_the_hook():
     names = registry("check").names()
     for name in ("probability-outputs", "batch-dependent", "few-classes", "unavailable-gradients",
                  "unstable-predictions", "silent-success", "incomplete-optimization", "non-converging-restarts",
-                 "eps-monotone", "more-steps", "black-box-gap"):
+                 "transfer-failure", "eps-monotone", "more-steps", "black-box-gap"):
         assert name in names
 
 
@@ -126,6 +126,32 @@ def test_silent_success_counts_points_an_iterate_broke(robust_cnn, fmnist_test):
     assert not checks["silent-success"]["passed"] and checks["silent-success"]["flagged"] >= 2, checks
 
 
+def test_transfer_failure_counts_examples_that_fool_the_surrogate_but_not_the_model(robust_cnn, fmnist_test):
+    """Against an independent run of torchattacks' PGD-100 on the surrogate, judged on both models."""
+    import torchattacks
+
+    from advkit._internal.models import load_model
+
+    data = fmnist_test.first(40)
+    standard = load_model("smallcnn-fmnist", num_classes=10, input_shape=(1, 28, 28)).eval()
+    checks, _ = audit(robust_cnn, data, "transfer-failure:n=100", surrogate=standard)  # the sample: every correct point
+    c = checks["transfer-failure"]
+    x, y = data.tensors()
+    with torch.no_grad():
+        correct = robust_cnn(x).argmax(1) == y
+    x, y = x[correct], y[correct]
+    torch.manual_seed(0)
+    adv = torchattacks.PGD(standard, eps=0.1, alpha=0.025, steps=100, random_start=True)(x, y)
+    with torch.no_grad():
+        expected = int(((standard(adv).argmax(1) != y) & (robust_cnn(adv).argmax(1) == y)).sum())
+    assert c["points"] == len(y) and not c["passed"] and c["remedy"] == "bpda", c
+    assert abs(c["flagged"] - expected) <= 3 and expected > 0.5 * len(y), (c, expected)  # random starts differ
+    itself, _ = audit(robust_cnn, data, "transfer-failure:n=100", surrogate=robust_cnn)
+    assert itself["transfer-failure"]["passed"] and itself["transfer-failure"]["flagged"] == 0  # fools it: fools it
+    alone, r = audit(robust_cnn, data, "transfer-failure:n=100")
+    assert not alone["transfer-failure"]["applies"] and "no surrogate model" in alone["transfer-failure"]["detail"]
+
+
 def test_unknown_check_and_bad_n_are_one_line_errors(robust_cnn, fmnist_test):
     with pytest.raises(UserError, match="silent-success"):
         audit(robust_cnn, fmnist_test.first(10), "silent-sucess")
@@ -167,7 +193,7 @@ def test_adaptive_names_are_checked(robust_cnn, fmnist_test):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bdpa", quiet=True)
     with pytest.raises(UserError, match=r"remedies take no parameters \(bpda:x=1\)"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bpda:x=1", quiet=True)
-    with pytest.raises(UserError, match="--surrogate is used only by --adaptive"):
+    with pytest.raises(UserError, match="--surrogate is used only by --adaptive .* transfer-failure"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", surrogate=robust_cnn, quiet=True)
     with pytest.raises(UserError, match="surrogate: give a model name, a checkpoint path or an nn.Module, not int"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="transfer", surrogate=3, quiet=True)

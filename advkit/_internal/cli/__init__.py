@@ -201,7 +201,8 @@ def list_cmd(kind, pattern, as_json):
               help="Adaptive attacks on the points left robust: the remedies of the checks --audit flags "
                    "(auto), or named: logits, bpda, transfer, eot, more-iterations, more-restarts (docs/audit.md).")
 @click.option("--surrogate", default=None, metavar="MODEL",
-              help="A differentiable model approximating the evaluated one, for --adaptive bpda and transfer.")
+              help="A differentiable model approximating the evaluated one, for --adaptive bpda and transfer and "
+                   "the audit's transfer-failure check.")
 @click.option("--confirm", default=None, metavar="NAME[:fraction=F,...]",
               help="Run this attack (e.g. aa) on a seeded sample of the points left unbroken (fraction 0.1) and "
                    "report the estimated gap with a 95 % interval.")

@@ -115,7 +115,7 @@ def chosen(mode, audit: list[dict]) -> list[str]:
 def run_adaptive(s, remedies: list[str], robust: dict, samples: list[dict], surrogate, seed: int) -> list[dict]:
     """Apply ``remedies`` one after the other on the points still robust; lower ``robust`` (and the per-sample
     records) in place."""
-    ctx = AuditContext(s, [i for i in s.correct if robust[i] > 0], seed)
+    ctx = AuditContext(s, [i for i in s.correct if robust[i] > 0], seed, surrogate)
     name = ctx.reference("white-box")
     it = ctx.iterations(name)
     base = {**ctx.options(name)}

@@ -90,8 +90,9 @@ class AuditContext:
     """What a check may use: the sample and its tensors, the threat model, the model as attacks see it, and
     attacks run through the evaluation's verified path. See docs/plugins.md for each member."""
 
-    def __init__(self, s, points: list[int], seed: int):
+    def __init__(self, s, points: list[int], seed: int, surrogate=None):
         self._s, self.seed = s, seed
+        self.surrogate = surrogate  # the run's --surrogate model, or None
         self.points = points
         self.x, self.y = s.inputs.x[points], s.inputs.y[points]
         self.threat = s.inputs.threat
@@ -152,8 +153,23 @@ class AuditContext:
         rec = Recorder(self.model, self.x.to(self.device), self.y.to(self.device), self.threat)
         where = {p: k for k, p in enumerate(self.points)}
         res = self._run(name, tag, pts, None, rec, params,  # the margins are logged with each batch, so it resumes
-                        extra=lambda chunk: {"margins": [rec.margins[where[p]] for p in chunk]})
+                        extra=lambda chunk, _: {"margins": [rec.margins[where[p]] for p in chunk]})
         return res, {p: res[p].pop("margins") for p in pts}
+
+    def transfer(self, name: str, *, tag: str, points=None, **params) -> dict[int, dict]:
+        """:meth:`attack` on :attr:`surrogate` (the examples judged on the model), each point also with
+        ``"fooled_surrogate"``: whether its example is misclassified by the surrogate."""
+        if self.surrogate is None:
+            raise UserError("a transfer attack needs a surrogate model (--surrogate MODEL)")
+        y = self._s.runner.y
+
+        def fooled(chunk, x_adv):
+            with torch.inference_mode():
+                pred = self.surrogate(x_adv).argmax(1).cpu()
+            self.spent = self.spent + Passes(len(chunk), 0, 1, 0)
+            return {"fooled_surrogate": (pred != y[chunk].cpu()).tolist()}
+
+        return self._run(name, tag, points, None, self.surrogate, params, extra=fooled)
 
     def _run(self, name, tag, points, eps, model, params, extra=None) -> dict[int, dict]:
         pts = self.points if points is None else list(points)
@@ -208,13 +224,14 @@ def sample(correct: list[int], n: int, seed: int) -> list[int]:
     return sorted(rng.sample(sorted(correct), min(n, len(correct))))
 
 
-def run_audit(s, spec, seed: int, quiet: bool) -> list[dict]:
-    """The checks ``spec`` names (:func:`parse_audit`) on a seeded sample of the clean-correct points of ``s``."""
+def run_audit(s, spec, seed: int, quiet: bool, surrogate=None) -> list[dict]:
+    """The checks ``spec`` names (:func:`parse_audit`) on a seeded sample of the clean-correct points of ``s``
+    (``surrogate``: the run's ``--surrogate``, for the checks that attack it)."""
     names, n = spec
     if not s.correct:
         return [{"check": "audit", "passed": False, "applies": True, "detail": "no clean-correct point to audit",
                  "suggests": "check the model and data", "flagged": None, "points": 0, "doc": "audit", "remedy": ""}]
-    ctx = AuditContext(s, sample(s.correct, n, seed), seed)
+    ctx = AuditContext(s, sample(s.correct, n, seed), seed, surrogate)
     entries = [registry("check").get(nm) for nm in names] if names else list(registry("check"))
     if not entries:
         raise UserError("--audit: no plugin registers an audit check (see advkit list plugins)")

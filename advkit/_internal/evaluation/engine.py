@@ -155,8 +155,9 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     budgets = [(parse_eps(e, inputs.threat.norm), str(e)) for e in sweep_budgets(eps_sweep)]
     checking = parse_confirm(confirm)
     auditing, adapting = parse_audit(audit), parse_adaptive(adaptive)
-    if surrogate is not None and adapting is None:
-        raise UserError("--surrogate is used only by --adaptive (bpda, transfer): add --adaptive, or leave it out")
+    if surrogate is not None and adapting is None and auditing is None:
+        raise UserError("--surrogate is used only by --adaptive (bpda, transfer) and the audit's transfer-failure "
+                        "check: add --adaptive or --audit, or leave it out")
     surrogate = load_surrogate(surrogate, inputs, device)
     s, config = session(model, inputs, out=out, eot=eot, draws=draws, seed=seed, independent=independent, quiet=quiet,
                         device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta,
@@ -186,7 +187,7 @@ def extras(s: Session, report: Report, robust, *, budgets, checking, audit, adap
     if s.stochastic:
         report.eot_sufficiency = eot_sufficiency(s, seed, quiet)
     if audit is not None or adaptive == "auto":
-        report.audit = run_audit(s, audit or (None, SAMPLE), seed, quiet)
+        report.audit = run_audit(s, audit or (None, SAMPLE), seed, quiet, surrogate)
     if adaptive is not None:
         report.adaptive_attacks = run_adaptive(s, chosen(adaptive, report.audit), robust, report.samples,
                                                surrogate, seed)

@@ -166,8 +166,8 @@ class Runner:
         the same points give the same randomness in any mode. ``label`` is what
         the progress bar says (default ``stage``). ``plan``: the run's cost plan,
         in which this is attack ``k``; ``batch``: at most
-        this many points per batch (default the run's batch size); ``extra(chunk)``: more per-point lists to log
-        with each batch (``{field: [value per point]}``), returned per point beside the rest. Returns the results,
+        this many points per batch (default the run's batch size); ``extra(chunk, x_adv)``: more per-point lists to
+        log with each batch (``{field: [value per point]}``), returned per point beside the rest. Returns the results,
         the seconds and the passes spent (read back from the log for resumed batches).
         """
 
@@ -188,7 +188,7 @@ class Runner:
                 "score": score.cpu().tolist(),
                 "norm": [float(v) for v in self.threat.norms(xb, result.x_adv).cpu()],
                 "dropped": result.dropped.cpu().tolist(), "passes": result.passes.as_dict(),
-                **({"extra": extra(chunk)} if extra is not None else {}),
+                **({"extra": extra(chunk, result.x_adv)} if extra is not None else {}),
             }
 
         out: dict[int, dict] = {}
