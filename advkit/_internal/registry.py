@@ -33,7 +33,7 @@ CAPABILITIES: dict[str, dict[str, str]] = {
                         "count as not broken (and are counted in the report) instead of stopping the run",
         "black_box": "uses model outputs only, no gradients",
         "adaptive": "name of the attack to run instead on a stochastic (randomized) model",
-        "reference": "'white-box' or 'black-box': the attack the gradient-masking audit uses in that role",
+        "reference": "'white-box', 'black-box' or 'margin': the attack the audit and --adaptive use in that role",
         "iterations": "the name of the parameter that sets its number of iterations (the audit scales it)",
         "early_stop": "stops working on a point as soon as it is broken (per-point early stop)",
         "default": "its position (1, 2, ...) in the default suite: what advkit eval runs when no attack is named",

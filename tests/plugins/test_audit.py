@@ -379,3 +379,21 @@ def test_traced_checks_resume_from_the_log(robust_cnn, fmnist_test, tmp_path, mo
     again = evaluate(robust_cnn, data, ["pgd"], eps="0.1", audit=spec, attack_opts=OPTS, quiet=True, out=tmp_path)
     assert again.audit == r.audit
     assert again.meta["resumed_batches"] == len(recs)  # every batch of the log read back, the audit's included
+
+
+def test_adaptive_margin_breaks_saturated_logits_with_a_scale_invariant_loss(robust_cnn, fmnist_test):
+    """APGD on the DLR loss ignores the logits' scale: on the saturated model it reaches what plain PGD reaches
+    on the unscaled one, where PGD on the saturated model is stuck."""
+    import warnings
+
+    data = fmnist_test.first(40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zero gradients: the run warns
+        r = evaluate(Saturated(robust_cnn).eval(), data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 5}}, quiet=True,
+                     adaptive="margin")
+    row = r.adaptive_attacks[0]
+    assert row["remedy"] == "margin" and row["applied"] and row["attack"] == "apgd-dlr" and row["params"] == {}
+    assert row["accuracy_before"] > row["accuracy_after"] + 0.05  # plain PGD is stuck, the margin loss is not
+    reference = evaluate(robust_cnn, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 50}}, quiet=True)
+    assert r.robust_accuracy <= reference.robust_accuracy + 0.05
+    assert any(s["broken_by"] == "adaptive:margin" for s in r.samples)

@@ -199,7 +199,8 @@ def list_cmd(kind, pattern, as_json):
                    "indicators of attack failure, AutoAttack's checks, gradient masking (see advkit list checks).")
 @click.option("--adaptive", is_flag=False, flag_value="auto", default=None, metavar="[REMEDIES]",
               help="Adaptive attacks on the points left robust: the remedies of the checks --audit flags "
-                   "(auto), or named: logits, bpda, transfer, eot, more-iterations, more-restarts (docs/audit.md).")
+                   "(auto), or named: logits, rescale, margin, bpda, transfer, eot, more-iterations, more-restarts "
+                   "(docs/audit.md).")
 @click.option("--surrogate", default=None, metavar="MODEL",
               help="A differentiable model approximating the evaluated one, for --adaptive bpda and transfer and "
                    "the audit's transfer-failure check.")

@@ -7,6 +7,8 @@ ten times its iterations where it declares them) on the points still robust:
 - ``logits``: the model's outputs are probabilities; attack their logarithm (logits up to a constant);
 - ``rescale``: the model's logits saturate the softmax (defensive distillation); attack them divided by a
   per-point temperature, so that the cross-entropy has gradients again;
+- ``margin``: the attack registered as the ``margin`` reference (a margin loss that does not saturate,
+  e.g. APGD on the scale-invariant DLR loss), with its own iterations;
 - ``bpda``: forward through the model, backward through a differentiable surrogate (Athalye et al.
   2018's BPDA; the surrogate is ``--surrogate``, e.g. the same network without its non-differentiable
   input transform, which makes it the straight-through estimator);
@@ -32,7 +34,7 @@ from advkit._internal.evaluation.audit import AuditContext
 from advkit._internal.grammar import parse_list
 from advkit._internal.stochastic import EOTModel
 
-REMEDIES = ("logits", "rescale", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
+REMEDIES = ("logits", "rescale", "margin", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
 STEPS_FACTOR, RESTARTS = 10, 5
 BY_HAND = {  # remedies of built-in checks that are a choice of attacks, not an adaptive attack
     "best-iterate": "an attack that keeps its best iterate (aa, fast, APGD): add it to --attacks",
@@ -130,34 +132,37 @@ def run_adaptive(s, remedies: list[str], robust: dict, samples: list[dict], surr
         if why:
             rows.append({"remedy": remedy, "applied": False, "why": why})
             continue
-        for tag, model, params in runs if live else ():
-            res = ctx.attack(name, tag=f"adaptive:{remedy}:{tag}", points=live, model=model, **params)
+        for tag, attack, model, params in runs if live else ():
+            res = ctx.attack(attack, tag=f"adaptive:{remedy}:{tag}", points=live, model=model, **params)
             for i in live:
                 if res[i]["score"] < robust[i]:
                     robust[i] = res[i]["score"]
                     samples[i]["broken_by"], samples[i]["norm"] = f"adaptive:{remedy}", res[i]["norm"]
                     if s.draws > 1:
                         samples[i]["robust_score"] = res[i]["score"]
-        rows.append({"remedy": remedy, "applied": True, "attack": name, "params": runs[0][2], "runs": len(runs),
+        rows.append({"remedy": remedy, "applied": True, "attack": runs[0][1], "params": runs[0][3], "runs": len(runs),
                      "points": len(live), "accuracy_before": before, "accuracy_after": sum(robust.values()) / s.n})
     return rows
 
 
 def _runs(s, ctx, remedy, name, base, surrogate) -> tuple[list, str]:
-    """``([(tag, model the attack sees, params), ...], why not)`` for ``remedy``."""
+    """``([(tag, attack, model the attack sees, params), ...], why not)`` for ``remedy``."""
     model = ctx.model
     if remedy == "logits":
-        return [("0", LogOf(model), base)], ""
+        return [("0", name, LogOf(model), base)], ""
     if remedy == "rescale":
-        return [("0", Rescaled(model), base)], ""
+        return [("0", name, Rescaled(model), base)], ""
+    if remedy == "margin":
+        margin = ctx.reference("margin")
+        return [("0", margin, model, ctx.options(margin))], ""
     if remedy in ("bpda", "transfer"):
         if surrogate is None:
             return [], "needs a differentiable surrogate of the model (--surrogate MODEL)"
-        return [("0", BPDA(model, surrogate) if remedy == "bpda" else surrogate, base)], ""
+        return [("0", name, BPDA(model, surrogate) if remedy == "bpda" else surrogate, base)], ""
     if remedy == "eot":
         if not s.stochastic:
             return [], "the model is deterministic"
-        return [("0", EOTModel(s.counter, max(50, 2 * ctx.eot)).eval(), base)], ""
+        return [("0", name, EOTModel(s.counter, max(50, 2 * ctx.eot)).eval(), base)], ""
     if remedy == "more-iterations":  # the base run already has ten times the iterations
-        return ([("0", model, base)], "") if ctx.iterations(name) else ([], f"{name} declares no iterations parameter")
-    return [(str(r), model, base) for r in range(RESTARTS)], ""
+        return ([("0", name, model, base)], "") if ctx.iterations(name) else ([], f"{name} declares no iterations parameter")
+    return [(str(r), name, model, base) for r in range(RESTARTS)], ""

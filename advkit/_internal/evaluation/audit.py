@@ -117,7 +117,7 @@ class AuditContext:
         """The attack registered as the audit's ``role`` reference (``"white-box"`` or ``"black-box"``)."""
         found = registry("attack").with_capability("reference", role)
         if not found:
-            raise UserError(f"--audit needs a {role} reference attack and no plugin registers one")
+            raise UserError(f"--audit and --adaptive need a {role} reference attack and no plugin registers one")
         return found[0].name
 
     def options(self, name: str) -> dict:
