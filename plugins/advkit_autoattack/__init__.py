@@ -24,7 +24,7 @@ def advkit_register_attacks(register):
     register("aa-rand", aa_rand, aliases=("autoattack-rand",), library=AA)
     register("aa-plus", aa_plus, aliases=("autoattack-plus",), library=AA)
     register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",), library=AA)
-    register("aa.apgd-dlr", single("apgd-dlr"), aliases=("apgd-dlr",), library=AA)
+    register("aa.apgd-dlr", single("apgd-dlr"), aliases=("apgd-dlr",), library=AA, reference="margin")
     register("aa.apgd-t", single("apgd-t"), aliases=("apgd-t",), library=AA)
     register("aa.fab", single("fab"), library=AA)
     register("aa.fab-t", single("fab-t"), aliases=("fab-t",), library=AA)

@@ -74,14 +74,6 @@ def apgd(model, threat, steps: int = 100, n_restarts: int = 1, loss: str = "ce",
     return bind("APGD", model, threat, kw)
 
 
-def apgd_dlr(model, threat, steps: int = 100, n_restarts: int = 1, seed: int = 0):
-    """Auto-PGD on the DLR loss (Croce & Hein), untargeted, Linf/L2, 100 steps: a margin loss that does not saturate - torchattacks"""
-    _require(threat, "apgd-dlr", "Linf", "L2")
-    kw = {"norm": threat.norm, "eps": float(threat.eps), "steps": steps, "n_restarts": n_restarts, "loss": "dlr",
-          "eot_iter": 1, "seed": seed, "verbose": False}
-    return bind("APGD", model, threat, kw)
-
-
 def apgdt(model, threat, steps: int = 100, n_restarts: int = 1, seed: int = 0):
     """targeted Auto-PGD on the DLR loss (Croce & Hein), Linf/L2, 100 steps, all other classes as targets - torchattacks"""
     _require(threat, "apgdt", "Linf", "L2")
@@ -138,7 +130,6 @@ CURATED = [
     ("square", square, (), {"black_box": True, "reference": "black-box"},
      {"n_queries": AT_LEAST_ONE, "n_restarts": AT_LEAST_ONE, "p_init": Range(0, 1, lo_open=True)}),
     ("apgd", apgd, (), {}, {**_RESTARTS, "eot_iter": AT_LEAST_ONE}),
-    ("apgd-dlr", apgd_dlr, (), {"reference": "margin", "iterations": "steps"}, _RESTARTS),
     ("apgdt", apgdt, (), {}, _RESTARTS),
     ("fab", fab, (), {}, _RESTARTS),
     ("eotpgd", eotpgd, (), {}, {**_PGD, "eot_iter": AT_LEAST_ONE}),

@@ -392,7 +392,7 @@ def test_adaptive_margin_breaks_saturated_logits_with_a_scale_invariant_loss(rob
         r = evaluate(Saturated(robust_cnn).eval(), data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 5}}, quiet=True,
                      adaptive="margin")
     row = r.adaptive_attacks[0]
-    assert row["remedy"] == "margin" and row["applied"] and row["attack"] == "apgd-dlr" and row["params"] == {}
+    assert row["remedy"] == "margin" and row["applied"] and row["attack"] == "aa.apgd-dlr" and row["params"] == {}
     assert row["accuracy_before"] > row["accuracy_after"] + 0.05  # plain PGD is stuck, the margin loss is not
     reference = evaluate(robust_cnn, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 50}}, quiet=True)
     assert r.robust_accuracy <= reference.robust_accuracy + 0.05

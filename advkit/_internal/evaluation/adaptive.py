@@ -8,7 +8,7 @@ ten times its iterations where it declares them) on the points still robust:
 - ``rescale``: the model's logits saturate the softmax (defensive distillation); attack them divided by a
   per-point temperature, so that the cross-entropy has gradients again;
 - ``margin``: the attack registered as the ``margin`` reference (a margin loss that does not saturate,
-  e.g. APGD on the scale-invariant DLR loss), with its own iterations;
+  e.g. AutoAttack's APGD on the scale-invariant DLR loss), with its own iterations;
 - ``bpda``: forward through the model, backward through a differentiable surrogate (Athalye et al.
   2018's BPDA; the surrogate is ``--surrogate``, e.g. the same network without its non-differentiable
   input transform, which makes it the straight-through estimator);
