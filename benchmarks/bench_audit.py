@@ -144,8 +144,9 @@ def goals(results: dict) -> list[str]:
     for e in zoo.ENTRIES:
         if e.name in results:
             machines.setdefault(results[e.name].get("where", "not recorded"), []).append(e.name)
-    lines.append("- Ran on: " + "; ".join(f"{m} ({'every row' if len(rows) == len(results) else ', '.join(rows)})"
-                                           for m, rows in machines.items()))
+    if machines:
+        lines.append("- Ran on: " + "; ".join(f"{m} ({'every row' if len(rows) == len(results) else ', '.join(rows)})"
+                                               for m, rows in machines.items()))
     return lines
 
 

@@ -4,8 +4,9 @@ Three families, each check one registration (docs/audit.md has a section per che
 
 - AutoAttack's checks on the model's outputs (:mod:`advkit_audit.outputs`): probabilities instead of
   logits, outputs that depend on the batch, too few classes;
-- the indicators of attack failure of Pintor et al. (NeurIPS 2022), computed per point from a traced
-  run of the white-box reference attack (:mod:`advkit_audit.indicators`);
+- the indicators of attack failure of Pintor et al. (NeurIPS 2022), computed per point from traced
+  runs of the white-box reference attack, and from a transfer attack on ``--surrogate``
+  (:mod:`advkit_audit.indicators`);
 - the gradient-masking checks of Carlini et al. (2019) (:mod:`advkit_audit.carlini`).
 """
 

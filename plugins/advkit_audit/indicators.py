@@ -181,7 +181,7 @@ class TransferFailure(Check):
             return Passes()
         name, params = _trace_params(ctx)
         per, m = ctx.declared(name, **params), len(ctx.points)  # declared counts EOT: the surrogate draws once
-        return Passes(per.forward // ctx.eot * m + m, per.backward // ctx.eot * m)
+        return Passes(per.forward // ctx.eot * m + 2 * m, per.backward // ctx.eot * m)  # and judges clean and adv
 
     def run(self, ctx) -> dict:
         if ctx.surrogate is None:
@@ -189,11 +189,13 @@ class TransferFailure(Check):
                            applies=False)
         name, params = _trace_params(ctx)
         res = ctx.transfer(name, tag="transfer", **params)
-        fooled = [i for i in ctx.points if res[i]["fooled_surrogate"]]
+        right = [i for i in ctx.points if res[i]["surrogate_correct"]]  # a clean mistake is no transfer
+        fooled = [i for i in right if res[i]["fooled_surrogate"]]
         failed = [i for i in fooled if _held(res, i)]
         k, m = len(failed), len(ctx.points)
         return finding(self, not _flag(k, m, 0.10, 3), f"{name}-{TRACE_STEPS} on the surrogate fooled it on "
-                       f"{len(fooled)} of {m} points; on {k} of them the model still classified the example "
-                       "correctly", "the surrogate is too unlike the model for a transfer attack to measure it: "
-                       "attack the model's own outputs through the surrogate's gradient (BPDA), or choose a closer "
-                       "surrogate", flagged=k, points=m)
+                       f"{len(fooled)} of the {len(right)} points it classifies correctly (of {m}); on {k} of them "
+                       "the model still classified the example correctly", "the flag concerns the surrogate, not "
+                       "the run's own attacks: it is too unlike the model for a transfer attack (--adaptive "
+                       "transfer) to measure it; attack the model's outputs through the surrogate's gradient "
+                       "(BPDA), or choose a closer surrogate", flagged=k, points=m)

@@ -139,17 +139,22 @@ def test_transfer_failure_counts_examples_that_fool_the_surrogate_but_not_the_mo
     x, y = data.tensors()
     with torch.no_grad():
         correct = robust_cnn(x).argmax(1) == y
-    x, y = x[correct], y[correct]
+        x, y, right = x[correct], y[correct], standard(x[correct]).argmax(1) == y[correct]
     torch.manual_seed(0)
     adv = torchattacks.PGD(standard, eps=0.1, alpha=0.025, steps=100, random_start=True)(x, y)
-    with torch.no_grad():
-        expected = int(((standard(adv).argmax(1) != y) & (robust_cnn(adv).argmax(1) == y)).sum())
+    with torch.no_grad():  # fooled the surrogate, which was right on the clean input, and not the model
+        expected = int((right & (standard(adv).argmax(1) != y) & (robust_cnn(adv).argmax(1) == y)).sum())
     assert c["points"] == len(y) and not c["passed"] and c["remedy"] == "bpda", c
+    assert f"of the {int(right.sum())} points it classifies correctly" in c["detail"], c
     assert abs(c["flagged"] - expected) <= 3 and expected > 0.5 * len(y), (c, expected)  # random starts differ
+    spent, announced = c["passes"]["spent"], c["passes"]["announced"]
+    assert 0 < spent["forward"] <= announced["forward"] and 0 < spent["backward"] <= announced["backward"], c
     itself, _ = audit(robust_cnn, data, "transfer-failure:n=100", surrogate=robust_cnn)
     assert itself["transfer-failure"]["passed"] and itself["transfer-failure"]["flagged"] == 0  # fools it: fools it
     alone, r = audit(robust_cnn, data, "transfer-failure:n=100")
     assert not alone["transfer-failure"]["applies"] and "no surrogate model" in alone["transfer-failure"]["detail"]
+    _, unused = audit(robust_cnn, data, "few-classes:n=10", surrogate=standard)  # given, and no check reads it
+    assert any("no check used --surrogate" in n for n in unused.meta["notes"]), unused.meta["notes"]
 
 
 def test_unknown_check_and_bad_n_are_one_line_errors(robust_cnn, fmnist_test):
@@ -193,7 +198,7 @@ def test_adaptive_names_are_checked(robust_cnn, fmnist_test):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bdpa", quiet=True)
     with pytest.raises(UserError, match=r"remedies take no parameters \(bpda:x=1\)"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="bpda:x=1", quiet=True)
-    with pytest.raises(UserError, match="--surrogate is used only by --adaptive .* transfer-failure"):
+    with pytest.raises(UserError, match="--surrogate is used only by --adaptive .* audit checks that attack a surrogate"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", surrogate=robust_cnn, quiet=True)
     with pytest.raises(UserError, match="surrogate: give a model name, a checkpoint path or an nn.Module, not int"):
         evaluate(robust_cnn, fmnist_test.first(10), ["pgd"], eps="0.1", adaptive="transfer", surrogate=3, quiet=True)
@@ -389,11 +394,55 @@ def test_adaptive_margin_breaks_saturated_logits_with_a_scale_invariant_loss(rob
     data = fmnist_test.first(40)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zero gradients: the run warns
-        r = evaluate(Saturated(robust_cnn).eval(), data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 5}}, quiet=True,
-                     adaptive="margin")
+        r = evaluate(Saturated(robust_cnn).eval(), data, ["pgd"], eps="0.1", quiet=True, adaptive="margin",
+                     attack_opts={"pgd": {"steps": 5}, "apgd-dlr": {"n_iter": 20}})  # options under an alias
     row = r.adaptive_attacks[0]
-    assert row["remedy"] == "margin" and row["applied"] and row["attack"] == "aa.apgd-dlr" and row["params"] == {}
+    assert row["remedy"] == "margin" and row["applied"] and row["attack"] == "aa.apgd-dlr"
+    assert row["params"] == {"n_iter": 20}
     assert row["accuracy_before"] > row["accuracy_after"] + 0.05  # plain PGD is stuck, the margin loss is not
     reference = evaluate(robust_cnn, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 50}}, quiet=True)
     assert r.robust_accuracy <= reference.robust_accuracy + 0.05
     assert any(s["broken_by"] == "adaptive:margin" for s in r.samples)
+
+
+class StubContext:
+    """What BlackBox.run reads, with canned attack results: ``held`` of the sample's points survive every
+    white-box run, and the black-box attack breaks ``broken`` of those."""
+
+    def __init__(self, points: int, held: int, broken: int):
+        self.points, self.memo = list(range(points)), {}
+        self.white = {i: {"score": float(i < held)} for i in self.points}
+        self.black = {i: {"score": float(i >= broken)} for i in range(held)}
+
+    def reference(self, role):
+        return {"white-box": "pgd", "black-box": "square"}[role]
+
+    def iterations(self, name):
+        return "steps"
+
+    def parameter(self, name, param):
+        return 10
+
+    def options(self, name):
+        return {}
+
+    def attack(self, name, *, tag, points=None, **params):
+        assert tag == "black-box" or name == "pgd"
+        return {i: self.black[i] for i in points} if tag == "black-box" else self.white
+
+
+@pytest.mark.parametrize("points,held,broken,flagged", [
+    (100, 54, 3, False),  # a sound model's few borderline points (the old fixed 2 % flagged this)
+    (100, 54, 6, False),  # P(Bin(54, 0.05) >= 6) = 0.086: still noise
+    (100, 54, 7, True),  # P(Bin(54, 0.05) >= 7) = 0.037: beyond it
+    (100, 20, 4, True),  # the bound is on the survivors: 4 of 20 is beyond noise, 4 of 100 would not be
+    (100, 1, 1, False),  # one point never flags
+    (100, 0, 0, False),
+])
+def test_black_box_gap_decides_on_the_survivors_with_the_binomial_bound(points, held, broken, flagged):
+    from advkit_audit.carlini import BlackBox
+
+    check = BlackBox()
+    check.name = "black-box-gap"
+    c = check.run(StubContext(points, held, broken))
+    assert (c["passed"], c["flagged"], c["points"]) == (not flagged, broken, held), c

@@ -203,7 +203,7 @@ def list_cmd(kind, pattern, as_json):
                    "(docs/audit.md).")
 @click.option("--surrogate", default=None, metavar="MODEL",
               help="A differentiable model approximating the evaluated one, for --adaptive bpda and transfer and "
-                   "the audit's transfer-failure check.")
+                   "the audit checks that attack a surrogate (docs/audit.md).")
 @click.option("--confirm", default=None, metavar="NAME[:fraction=F,...]",
               help="Run this attack (e.g. aa) on a seeded sample of the points left unbroken (fraction 0.1) and "
                    "report the estimated gap with a 95 % interval.")

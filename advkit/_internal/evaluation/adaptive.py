@@ -32,6 +32,7 @@ from torch import nn
 from advkit._internal.errors import UserError
 from advkit._internal.evaluation.audit import AuditContext
 from advkit._internal.grammar import parse_list
+from advkit._internal.plugins import registry
 from advkit._internal.stochastic import EOTModel
 
 REMEDIES = ("logits", "rescale", "margin", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
@@ -153,8 +154,10 @@ def _runs(s, ctx, remedy, name, base, surrogate) -> tuple[list, str]:
     if remedy == "rescale":
         return [("0", name, Rescaled(model), base)], ""
     if remedy == "margin":
-        margin = ctx.reference("margin")
-        return [("0", margin, model, ctx.options(margin))], ""
+        found = registry("attack").with_capability("reference", "margin")
+        if not found:
+            return [], "no plugin registers a margin reference attack (reference=\"margin\")"
+        return [("0", found[0].name, model, ctx.options(found[0].name))], ""
     if remedy in ("bpda", "transfer"):
         if surrogate is None:
             return [], "needs a differentiable surrogate of the model (--surrogate MODEL)"

@@ -92,7 +92,7 @@ class AuditContext:
 
     def __init__(self, s, points: list[int], seed: int, surrogate=None):
         self._s, self.seed = s, seed
-        self.surrogate = surrogate  # the run's --surrogate model, or None
+        self._surrogate, self.used_surrogate = surrogate, False
         self.points = points
         self.x, self.y = s.inputs.x[points], s.inputs.y[points]
         self.threat = s.inputs.threat
@@ -105,6 +105,12 @@ class AuditContext:
         self.spent = Passes()  # passes of the check now running (its attacks' read back for resumed batches)
 
     @property
+    def surrogate(self):
+        """The run's ``--surrogate`` model, or None (reading it marks the surrogate as used)."""
+        self.used_surrogate = True
+        return self._surrogate
+
+    @property
     def num_classes(self) -> int:
         self.spent = self.spent + Passes(1, 0, 1, 0)
         with torch.inference_mode():
@@ -114,15 +120,18 @@ class AuditContext:
         return self._s.clean[i]
 
     def reference(self, role: str) -> str:
-        """The attack registered as the audit's ``role`` reference (``"white-box"`` or ``"black-box"``)."""
+        """The attack registered as the ``role`` reference (``"white-box"``, ``"black-box"`` or ``"margin"``)."""
         found = registry("attack").with_capability("reference", role)
         if not found:
             raise UserError(f"--audit and --adaptive need a {role} reference attack and no plugin registers one")
         return found[0].name
 
     def options(self, name: str) -> dict:
-        """The run's ``--attack-opt`` parameters for attack ``name``."""
-        return dict(self._s.inputs.attack_opts.get(name, {}))
+        """The run's ``--attack-opt`` parameters for attack ``name`` (given under its name or an alias)."""
+        entry, opts = registry("attack").get(name), {}
+        for key in dict.fromkeys((name, entry.name, *entry.aliases)):
+            opts.update(self._s.inputs.attack_opts.get(key, {}))
+        return opts
 
     def iterations(self, name: str) -> str | None:
         """The parameter that sets attack ``name``'s iterations (its declared ``iterations``), or None."""
@@ -158,25 +167,32 @@ class AuditContext:
 
     def transfer(self, name: str, *, tag: str, points=None, **params) -> dict[int, dict]:
         """:meth:`attack` on :attr:`surrogate` (the examples judged on the model), each point also with
-        ``"fooled_surrogate"``: whether its example is misclassified by the surrogate."""
-        if self.surrogate is None:
+        ``"surrogate_correct"`` (the surrogate classifies the clean input correctly) and ``"fooled_surrogate"``
+        (it misclassifies the example). Two surrogate passes per point, counted also when resumed."""
+        surrogate = self.surrogate
+        if surrogate is None:
             raise UserError("a transfer attack needs a surrogate model (--surrogate MODEL)")
-        y = self._s.runner.y
+        pts = self.points if points is None else list(points)
+        x, y = self._s.runner.x, self._s.runner.y
 
-        def fooled(chunk, x_adv):
+        def wrong(inputs, chunk) -> list[bool]:
             with torch.inference_mode():
-                pred = self.surrogate(x_adv).argmax(1).cpu()
-            self.spent = self.spent + Passes(len(chunk), 0, 1, 0)
-            return {"fooled_surrogate": (pred != y[chunk].cpu()).tolist()}
+                return (surrogate(inputs.to(self.device)).argmax(1).cpu() != y[chunk].cpu()).tolist()
 
-        return self._run(name, tag, points, None, self.surrogate, params, extra=fooled)
+        res = self._run(name, tag, pts, None, surrogate, params,  # logged with each batch: resumed like the rest
+                        extra=lambda chunk, x_adv: {"fooled_surrogate": wrong(x_adv, chunk)})
+        for p, w in zip(pts, wrong(x[pts], pts)):
+            res[p]["surrogate_correct"] = not w
+        self.spent = self.spent + Passes(2 * len(pts), 0, 0, 0)
+        return res
 
     def _run(self, name, tag, points, eps, model, params, extra=None) -> dict[int, dict]:
         pts = self.points if points is None else list(points)
         threat = self.threat if eps is None else self.threat.with_eps(eps)
         atk = create_attack(name, model, threat, **params)
         atk.name = name
-        batch = self._batch(atk, getattr(model, "samples", self.eot))  # the eot remedy's model draws more
+        draws = 1 if model is self._surrogate else getattr(model, "samples", self.eot)  # the eot remedy's draws more
+        batch = self._batch(atk, draws)
         if batch is not None and batch < min(len(pts), self._s.runner.batch_size) and name not in self._cut:
             self._cut.add(name)
             say(self._s.inputs.notes, f"audit: {name} ran in batches of {batch} points, not "
@@ -256,6 +272,8 @@ def run_audit(s, spec, seed: int, quiet: bool, surrogate=None) -> list[dict]:
                                 f"{ctx.spent.backward:,} backward passes, more than the {cost.forward:,.0f} + "
                                 f"{cost.backward:,.0f} it announced: its declared cost is wrong")
         results.append(result)
+    if surrogate is not None and not ctx.used_surrogate:
+        say(s.inputs.notes, "audit: no check used --surrogate (only --adaptive bpda and transfer can)")
     return results
 
 

@@ -118,7 +118,7 @@ def evaluate(
     (:mod:`advkit._internal.evaluation.confirm`). ``audit``: True or ``"all"`` runs every registered audit check,
     ``"silent-success,gradients:n=200"`` those on 200 points (:mod:`advkit._internal.evaluation.audit`);
     ``adaptive``: True or ``"auto"`` applies the remedies of the flagged checks, ``"bpda,eot"`` those, with
-    ``surrogate`` (a model) for BPDA and transfer (:mod:`advkit._internal.evaluation.adaptive`).
+    ``surrogate`` (a model) for BPDA and transfer, and the audit checks that attack it (:mod:`advkit._internal.evaluation.adaptive`).
     """
     seed = checked_seed(seed)
     seed_everything(seed)
@@ -156,8 +156,8 @@ def _evaluate(model, data, attacks, *, eps, norm, attack_opts, n, batch_size, in
     checking = parse_confirm(confirm)
     auditing, adapting = parse_audit(audit), parse_adaptive(adaptive)
     if surrogate is not None and adapting is None and auditing is None:
-        raise UserError("--surrogate is used only by --adaptive (bpda, transfer) and the audit's transfer-failure "
-                        "check: add --adaptive or --audit, or leave it out")
+        raise UserError("--surrogate is used only by --adaptive (bpda, transfer) and by audit checks that attack a "
+                        "surrogate: add --adaptive or --audit, or leave it out")
     surrogate = load_surrogate(surrogate, inputs, device)
     s, config = session(model, inputs, out=out, eot=eot, draws=draws, seed=seed, independent=independent, quiet=quiet,
                         device=device, batch_size=batch_size, save_adv=save_adv, who=who, meta=meta,

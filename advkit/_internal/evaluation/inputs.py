@@ -50,8 +50,8 @@ def option_names(attacks, audit: bool) -> set[str]:
         if entry.can("adaptive"):
             names.add(str(entry.can("adaptive")).lower())
     if audit:
-        for role in ("white-box", "black-box"):
-            names |= {e.name for e in reg.with_capability("reference", role)}
+        for role in ("white-box", "black-box", "margin"):
+            names |= {n for e in reg.with_capability("reference", role) for n in (e.name, *e.aliases)}
     return names
 
 
