@@ -172,7 +172,7 @@ class NonConvergingRestarts(Check):
 
 
 class TransferFailure(Check):
-    """Points whose transfer attack fooled the surrogate (``--surrogate``) but not the model."""
+    """Points whose transfer attack fooled the surrogate (--surrogate) but not the model."""
 
     remedy = "bpda"
 
