@@ -398,7 +398,7 @@ def test_adaptive_margin_breaks_saturated_logits_with_a_scale_invariant_loss(rob
                      attack_opts={"pgd": {"steps": 5}, "apgd-dlr": {"n_iter": 20}})  # options under an alias
     row = r.adaptive_attacks[0]
     assert row["remedy"] == "margin" and row["applied"] and row["attack"] == "aa.apgd-dlr"
-    assert row["params"] == {"n_iter": 20}
+    assert row["params"] == {"n_iter": 20} and "| margin | yes | aa.apgd-dlr (n_iter=20) |" in str(r)
     assert row["accuracy_before"] > row["accuracy_after"] + 0.05  # plain PGD is stuck, the margin loss is not
     reference = evaluate(robust_cnn, data, ["pgd"], eps="0.1", attack_opts={"pgd": {"steps": 50}}, quiet=True)
     assert r.robust_accuracy <= reference.robust_accuracy + 0.05

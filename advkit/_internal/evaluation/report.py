@@ -291,7 +291,7 @@ def _adaptive_lines(report) -> list[str]:
         if not r["applied"]:
             lines.append(f"| {r['remedy']} | no: {r['why']} | | | | |")
             continue
-        params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "its defaults"
         runs = f" x{r['runs']}" if r["runs"] > 1 else ""
         lines.append(f"| {r['remedy']} | yes | {r['attack']} ({params}){runs} | {r['points']} | "
                      f"{_pct(r['accuracy_before'])} | {_pct(r['accuracy_after'])} |")
