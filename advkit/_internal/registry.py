@@ -36,6 +36,8 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "reference": "'white-box', 'black-box' or 'margin': the attack the audit and --adaptive use in that role",
         "iterations": "the name of the parameter that sets its number of iterations (the audit scales it)",
         "early_stop": "stops working on a point as soon as it is broken (per-point early stop)",
+        "keeps_best": "returns a misclassified example for every point any of its iterates misclassified (its "
+                      "best iterate, not its last); an attack with early_stop does so too",
         "default": "its position (1, 2, ...) in the default suite: what advkit eval runs when no attack is named",
         "validation": "true: the attack advkit train validates with when none is named",
     },

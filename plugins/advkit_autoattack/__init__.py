@@ -20,12 +20,12 @@ def advkit_register_attacks(register):
 
     AA = ("autoattack", "pyautoattack", "torchattacks")  # the implementations, in the order they are chosen
 
-    register("aa", aa, aliases=("autoattack", "aa-standard"), adaptive="aa-rand", default=3, library=AA)
-    register("aa-rand", aa_rand, aliases=("autoattack-rand",), library=AA)
-    register("aa-plus", aa_plus, aliases=("autoattack-plus",), library=AA)
-    register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",), library=AA)
-    register("aa.apgd-dlr", single("apgd-dlr"), aliases=("apgd-dlr",), library=AA, reference="margin")
-    register("aa.apgd-t", single("apgd-t"), aliases=("apgd-t",), library=AA)
-    register("aa.fab", single("fab"), library=AA)
-    register("aa.fab-t", single("fab-t"), aliases=("fab-t",), library=AA)
-    register("aa.square", single("square"), aliases=("square-aa",), black_box=True, library=AA)
+    register("aa", aa, aliases=("autoattack", "aa-standard"), adaptive="aa-rand", default=3, library=AA, keeps_best=True)
+    register("aa-rand", aa_rand, aliases=("autoattack-rand",), library=AA, keeps_best=True)
+    register("aa-plus", aa_plus, aliases=("autoattack-plus",), library=AA, keeps_best=True)
+    register("aa.apgd-ce", single("apgd-ce"), aliases=("apgd-ce",), library=AA, keeps_best=True)
+    register("aa.apgd-dlr", single("apgd-dlr"), aliases=("apgd-dlr",), library=AA, keeps_best=True, reference="margin")
+    register("aa.apgd-t", single("apgd-t"), aliases=("apgd-t",), library=AA, keeps_best=True)
+    register("aa.fab", single("fab"), library=AA, keeps_best=True)
+    register("aa.fab-t", single("fab-t"), aliases=("fab-t",), library=AA, keeps_best=True)
+    register("aa.square", single("square"), aliases=("square-aa",), black_box=True, library=AA, keeps_best=True)

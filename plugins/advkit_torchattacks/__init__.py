@@ -22,4 +22,5 @@ def advkit_register_attacks(register):
         register(name, factory, aliases=aliases, ranges=ranges, library="torchattacks", **capabilities)
     for spec in SPECS:
         register(f"ta.{spec.cls.lower()}", factory_for(spec), summary=spec.summary,
-                 minimum_norm=spec.minimum_norm, black_box=spec.black_box, library="torchattacks")
+                 minimum_norm=spec.minimum_norm, black_box=spec.black_box,
+                 keeps_best=spec.keeps_best, library="torchattacks")

@@ -39,6 +39,7 @@ class Spec:
     infer_classes: bool = False  # the constructor has ``n_classes``
     quiet: bool = False  # the constructor has ``verbose`` (set to False)
     black_box: bool = False
+    keeps_best: bool = False  # returns what any iterate broke (APGD's best iterate, a per-point early stop)
     rgb_only: bool = False  # hard-codes 3 input channels
 
     @property
@@ -81,13 +82,13 @@ SPECS: list[Spec] = [
         "APGD",
         "Auto-PGD (Croce & Hein), CE loss, Linf/L2, 10 steps (torchattacks default) - torchattacks",
         {"steps": 10, "n_restarts": 1, "seed": 0, "loss": "ce", "eot_iter": 1, "rho": 0.75},
-        norms=("Linf", "L2"), takes_norm=True, quiet=True,
+        norms=("Linf", "L2"), takes_norm=True, quiet=True, keeps_best=True,
     ),
     Spec(
         "APGDT",
         "targeted Auto-PGD on the DLR loss (Croce & Hein), Linf/L2, 10 steps, all other classes as targets - torchattacks",
         {"steps": 10, "n_restarts": 1, "seed": 0, "eot_iter": 1, "rho": 0.75},
-        norms=("Linf", "L2"), takes_norm=True, infer_classes=True, quiet=True,
+        norms=("Linf", "L2"), takes_norm=True, infer_classes=True, quiet=True, keeps_best=True,
     ),
     _linf(
         "DIFGSM",
@@ -196,19 +197,19 @@ SPECS: list[Spec] = [
         "FAB",
         "FAB minimum-norm attack (Croce & Hein), Linf/L2, 10 steps (torchattacks default), kept within eps - torchattacks",
         {"steps": 10, "n_restarts": 1, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9, "seed": 0, "multi_targeted": False},
-        norms=("Linf", "L2"), takes_norm=True, infer_classes=True, quiet=True,
+        norms=("Linf", "L2"), takes_norm=True, infer_classes=True, quiet=True, keeps_best=True,
     ),
     Spec(
         "AutoAttack",
         "torchattacks' AutoAttack (reduced: 10-step APGD; not the standard AutoAttack) - torchattacks",
         {"version": "standard", "seed": 0},
-        norms=("Linf", "L2"), takes_norm=True, infer_classes=True, quiet=True,
+        norms=("Linf", "L2"), takes_norm=True, infer_classes=True, quiet=True, keeps_best=True,
     ),
     Spec(
         "Square",
         "Square Attack (Andriushchenko et al.), score-based black-box, Linf/L2, 5000 queries - torchattacks",
         {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8, "loss": "margin", "resc_schedule": True, "seed": 0},
-        norms=("Linf", "L2"), takes_norm=True, quiet=True, black_box=True,
+        norms=("Linf", "L2"), takes_norm=True, quiet=True, black_box=True, keeps_best=True,
     ),
 ]
 

@@ -33,13 +33,10 @@ from advkit._internal.errors import UserError
 from advkit._internal.evaluation.audit import AuditContext
 from advkit._internal.grammar import parse_list
 from advkit._internal.plugins import registry
-from advkit._internal.stochastic import EOTModel
+from advkit._internal.stochastic import EOTModel, adaptive_name
 
 REMEDIES = ("logits", "rescale", "margin", "bpda", "transfer", "eot", "more-iterations", "more-restarts")
 STEPS_FACTOR, RESTARTS = 10, 5
-BY_HAND = {  # remedies of built-in checks that are a choice of attacks, not an adaptive attack
-    "best-iterate": "an attack that keeps its best iterate (aa, fast, APGD): add it to --attacks",
-}
 
 
 def parse_adaptive(spec) -> list[str] | str | None:
@@ -128,8 +125,8 @@ def run_adaptive(s, remedies: list[str], robust: dict, samples: list[dict], surr
     for remedy in remedies:
         live = [i for i in s.correct if robust[i] > 0]
         before = sum(robust.values()) / s.n
-        runs, why = _runs(s, ctx, remedy, name, base, surrogate) if remedy in REMEDIES else ([], BY_HAND.get(
-            remedy, "no adaptive attack implements it: see the flagged check's suggestion in the audit"))
+        runs, why = (_runs(s, ctx, remedy, name, base, surrogate) if remedy in REMEDIES
+                     else ([], _by_hand(s, remedy, name)))
         if why:
             rows.append({"remedy": remedy, "applied": False, "why": why})
             continue
@@ -144,6 +141,27 @@ def run_adaptive(s, remedies: list[str], robust: dict, samples: list[dict], surr
         rows.append({"remedy": remedy, "applied": True, "attack": runs[0][1], "params": runs[0][3], "runs": len(runs),
                      "points": len(live), "accuracy_before": before, "accuracy_after": sum(robust.values()) / s.n})
     return rows
+
+
+def _keeps_best(entry) -> bool:
+    return bool(entry.can("keeps_best") or entry.can("early_stop"))
+
+
+def _by_hand(s, remedy: str, reference: str) -> str:
+    """Why a remedy that is a choice of attacks, not an adaptive attack, is not applied: ``best-iterate``
+    (silent-success) asks for an attack that keeps its best iterate, which the suite has or lacks."""
+    if remedy != "best-iterate":
+        return "no adaptive attack implements it: see the flagged check's suggestion in the audit"
+    attacks = registry("attack")
+    suite = [adaptive_name(a, s.stochastic) for a in s.inputs.attacks if a in attacks]
+    keeping = [a for a in suite if _keeps_best(attacks.get(a))]
+    if keeping:
+        return (f"the suite's {', '.join(keeping)} already keeps every point an iterate broke; the silent "
+                f"successes are the audit's: {reference} returns its last iterate")
+    known = [e.name for e in attacks if _keeps_best(e)]
+    return ("add an attack that keeps its best iterate to --attacks"
+            + (f" ({', '.join(known[:4])}{', ...' if len(known) > 4 else ''})" if known else "")
+            + f"; {reference} returns its last iterate")
 
 
 def _runs(s, ctx, remedy, name, base, surrogate) -> tuple[list, str]:
