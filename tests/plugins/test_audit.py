@@ -274,6 +274,15 @@ def test_a_flag_without_an_adaptive_attack_is_listed_as_not_applied(robust_cnn, 
     assert "No check flagged" not in str(r)
 
 
+def test_adaptive_best_iterate_by_name_says_which_attacks_to_add():
+    from advkit._internal.evaluation.adaptive import parse_adaptive
+
+    with pytest.raises(UserError, match=r"best-iterate is a choice of attacks.*--attacks \((.+)\)$") as e:
+        parse_adaptive("eot,best-iterate")
+    named = str(e.value).rsplit("(", 1)[1].rstrip(")").split(", ")
+    assert named and set(named) <= KEEP_BEST
+
+
 def test_keeps_best_is_declared_by_exactly_the_attacks_that_keep_what_they_broke():
     attacks = registry("attack")
     declared = {e.name for e in attacks if e.can("keeps_best") or e.can("early_stop")}

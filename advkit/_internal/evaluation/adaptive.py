@@ -50,6 +50,10 @@ def parse_adaptive(spec) -> list[str] | str | None:
         if params and name in REMEDIES:
             raise UserError(f"--adaptive {spec!r}: remedies take no parameters "
                             f"({name}:{','.join(f'{k}={v}' for k, v in params.items())})")
+        if name == "best-iterate":
+            known = [e.name for e in registry("attack") if _keeps_best(e)]
+            raise UserError(f"--adaptive {spec!r}: best-iterate is a choice of attacks, not an adaptive attack: add "
+                            f"one that keeps its best iterate to --attacks ({', '.join(known[:4]) or 'none registered'})")
         if name not in REMEDIES:
             from advkit._internal.errors import closest
 
