@@ -19,4 +19,5 @@ def advkit_register_attacks(register):
 
     for spec in SPECS:
         register(f"art.{spec.name}", factory_for(spec), summary=spec.summary, minimum_norm=spec.minimum_norm,
-                 black_box=spec.black_box, library="adversarial-robustness-toolbox")
+                 black_box=spec.black_box, keeps_best=spec.keeps_best,
+                 library="adversarial-robustness-toolbox")

@@ -33,6 +33,7 @@ class Spec:
     norm_arg: str | None = "norm"
     steps: dict = field(default_factory=dict)  # param -> multiple of eps used when the param is None
     black_box: bool = False
+    keeps_best: bool = False  # keeps every point a query broke (Square drops a point from its search once broken)
     probabilities: bool = False  # the attack needs an estimator that outputs probabilities
     per_sample: bool = False  # the attack takes one sample per call
     requires: str | None = None  # an optional module the attack needs
@@ -78,7 +79,8 @@ SPECS: list[Spec] = [
          "ART's AutoAttack ensemble (APGD-CE, APGD-DLR x5 restarts, DeepFool, Square x5); not the fra31 standard AA - ART",
          {"eps_step": None, "parallel_pool_size": 0, **_BS}, steps={"eps_step": 2.0}),
     Spec("square", "SquareAttack", "Square Attack (Andriushchenko et al.), black-box, Linf/L2, 5000 iterations, p_init 0.8 - ART",
-         {"max_iter": 5000, "p_init": 0.8, "nb_restarts": 1, **_BS}, norms=("Linf", "L2"), black_box=True),
+         {"max_iter": 5000, "p_init": 0.8, "nb_restarts": 1, **_BS}, norms=("Linf", "L2"), black_box=True,
+         keeps_best=True),
     Spec("vat", "VirtualAdversarialMethod", "virtual adversarial perturbation (Miyato et al.), L2 of size eps - ART",
          {"max_iter": 10, "finite_diff": 1e-6, **_BS}, norms=("L2",), norm_arg=None, probabilities=True),
     Spec("universal", "UniversalPerturbation",

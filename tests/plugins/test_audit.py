@@ -230,7 +230,8 @@ def test_a_resumed_run_refuses_another_surrogate(robust_cnn, fmnist_test, tmp_pa
 # Attacks that return what any iterate broke, read from their libraries' code (not from advkit's declarations):
 # AutoAttack and its APGD, FAB and Square keep x_best_adv / stop per point; torchattacks' ports do the same.
 KEEP_BEST = {"aa", "aa-rand", "aa-plus", "aa.apgd-ce", "aa.apgd-dlr", "aa.apgd-t", "aa.fab", "aa.fab-t", "aa.square",
-             "fast", "apgd", "apgdt", "fab", "square", "ta.apgd", "ta.apgdt", "ta.fab", "ta.autoattack", "ta.square"}
+             "fast", "apgd", "apgdt", "fab", "square", "ta.apgd", "ta.apgdt", "ta.fab", "ta.autoattack", "ta.square",
+             "art.square"}
 
 
 @pytest.mark.parametrize("suite", [["pgd"], ["pgd", "apgd"]])
