@@ -391,7 +391,7 @@ def test_the_eot_remedy_batches_count_its_own_samples(robust_cnn, fmnist_test, t
     monkeypatch.setattr(audit_module, "CPU_BATCH_PASSES", 6000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        evaluate(Noisy(robust_cnn).eval(), fmnist_test.first(16), ["pgd"], eps="0.1", adaptive="eot", quiet=True,
+        evaluate(Noisy(robust_cnn).eval(), fmnist_test.first(6), ["pgd"], eps="0.1", adaptive="eot", quiet=True,
                  attack_opts={"pgd": {"steps": 5}}, out=tmp_path)
     recs = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
     eot = [rec for rec in recs if "adaptive:eot" in rec["stage"]]
