@@ -51,9 +51,8 @@ def parse_adaptive(spec) -> list[str] | str | None:
             raise UserError(f"--adaptive {spec!r}: remedies take no parameters "
                             f"({name}:{','.join(f'{k}={v}' for k, v in params.items())})")
         if name == "best-iterate":
-            known = [e.name for e in registry("attack") if _keeps_best(e)]
             raise UserError(f"--adaptive {spec!r}: best-iterate is a choice of attacks, not an adaptive attack: add "
-                            f"one that keeps its best iterate to --attacks ({', '.join(known[:4]) or 'none registered'})")
+                            f"one that keeps its best iterate to --attacks ({_best_keepers() or 'none registered'})")
         if name not in REMEDIES:
             from advkit._internal.errors import closest
 
@@ -151,6 +150,14 @@ def _keeps_best(entry) -> bool:
     return bool(entry.can("keeps_best") or entry.can("early_stop"))
 
 
+def _best_keepers(shown: int = 4) -> str:
+    """The first registered attacks that keep their best iterate, gradient-based first (silent-success is about a
+    gradient attack's last iterate; a black-box search is the slower substitute); "" when none is registered."""
+    found = [e.name for e in sorted((e for e in registry("attack") if _keeps_best(e)),
+                                    key=lambda e: bool(e.can("black_box")))]
+    return ", ".join(found[:shown]) + (", ..." if len(found) > shown else "")
+
+
 def _by_hand(s, remedy: str, reference: str) -> str:
     """Why a remedy that is a choice of attacks, not an adaptive attack, is not applied: ``best-iterate``
     (silent-success) asks for an attack that keeps its best iterate, which the suite has or lacks."""
@@ -162,9 +169,8 @@ def _by_hand(s, remedy: str, reference: str) -> str:
     if keeping:
         return (f"the suite's {', '.join(keeping)} already keeps every point an iterate broke; the silent "
                 f"successes are the audit's: {reference} returns its last iterate")
-    known = [e.name for e in attacks if _keeps_best(e)]
-    return ("add an attack that keeps its best iterate to --attacks"
-            + (f" ({', '.join(known[:4])}{', ...' if len(known) > 4 else ''})" if known else "")
+    known = _best_keepers()
+    return ("add an attack that keeps its best iterate to --attacks" + (f" ({known})" if known else "")
             + f"; {reference} returns its last iterate")
 
 
